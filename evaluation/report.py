@@ -1,0 +1,152 @@
+"""Typed results shared by the tools, the graph and the agents.
+
+Every number an agent or a user sees about a candidate travels in one
+:class:`EvaluationReport`. The worker process never builds this object itself: it
+returns raw predictions and measurements, and the parent computes accuracy and
+fairness from labels the worker never saw (see DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+FailureStage = Literal["gate", "train", "diverged", "timeout", "memory", "crash", "invalid"]
+
+
+class Budgets(BaseModel):
+    """Device budgets; ``None`` means unconstrained. Priority order is the field order."""
+
+    max_latency_ms: float | None = Field(None, description="Batch-1 median latency (ms).")
+    max_memory_mb: float | None = Field(
+        None, description="Peak activation memory at batch 1 plus weights (MB)."
+    )
+    max_params: int | None = Field(None, description="Trainable parameters.")
+    max_flops: int | None = Field(None, description="FLOPs of one batch-1 forward pass.")
+
+
+class GroupMetric(BaseModel):
+    """Accuracy of one demographic group."""
+
+    group: str
+    count: int
+    accuracy: float
+    balanced_accuracy: float | None = None
+
+
+class AttributeFairness(BaseModel):
+    """Fairness of one sensitive attribute (sex, age, or their intersection).
+
+    Samples whose attribute is missing are excluded here only (``n_missing``).
+    """
+
+    attribute: str
+    groups: list[GroupMetric]
+    n_missing: int = 0
+    worst_group: str
+    worst_group_accuracy: float
+    unfairness: float = Field(description="mean_g |acc_g - acc_overall|")
+    max_gap: float = Field(description="max_g acc_g - min_g acc_g")
+    eopp0: float = Field(description="TNR gap, one-vs-rest, averaged over classes")
+    eopp1: float = Field(description="TPR gap, one-vs-rest, averaged over classes")
+    eodd: float = Field(description="(TPR gap + FPR gap) / 2, averaged over classes")
+    demographic_parity_difference: float
+    equalized_odds_difference: float
+    intervals: dict[str, tuple[float, float]] | None = Field(
+        None, description="Bootstrap intervals per metric name, when requested."
+    )
+
+
+class ClassificationMetrics(BaseModel):
+    """Overall classification quality on one split."""
+
+    n: int
+    accuracy: float
+    balanced_accuracy: float = Field(description="Mean per-class recall (ISIC metric).")
+    per_class_recall: dict[str, float]
+    confusion: list[list[int]]
+
+
+class HardwareReport(BaseModel):
+    """Cost of one candidate on the target device."""
+
+    params: int
+    size_mb: float
+    flops: int
+    macs: int
+    peak_activation_mb: float
+    latency_ms_median: float
+    latency_ms_p90: float
+    latency_device: str
+    threads: int
+    input_shape: list[int]
+    onnx_latency_ms_median: float | None = None
+    onnx_latency_ms_p90: float | None = None
+
+    @property
+    def memory_mb(self) -> float:
+        """Weights plus peak activations: what must fit on the device."""
+        return self.size_mb + self.peak_activation_mb
+
+
+class TrainingStats(BaseModel):
+    """What happened during training with the fixed recipe."""
+
+    epochs: int
+    steps: int
+    images_per_s: float
+    train_seconds: float
+    final_loss: float
+    loss_curve: list[float] = Field(default_factory=list)
+    device: str
+    amp: str
+    diverged: bool = False
+
+
+class EvaluationReport(BaseModel):
+    """Everything measured about one candidate on one split."""
+
+    candidate_id: str | None = None
+    code_hash: str
+    status: Literal["ok", "failed"]
+    failure_stage: FailureStage | None = None
+    failure_reason: str | None = None
+    split: Literal["val", "test"] = "val"
+    metrics: ClassificationMetrics | None = None
+    fairness: dict[str, AttributeFairness] = Field(default_factory=dict)
+    hardware: HardwareReport | None = None
+    training: TrainingStats | None = None
+    budgets: Budgets = Field(default_factory=Budgets)
+    violations: list[str] = Field(default_factory=list)
+    isolation: list[str] = Field(default_factory=list)
+    recipe: dict = Field(default_factory=dict)
+    data_fingerprint: str = ""
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the candidate trained and was measured."""
+        return self.status == "ok"
+
+
+def budget_violations(hw: HardwareReport, budgets: Budgets) -> list[str]:
+    """Name each budget the hardware profile exceeds, with the numbers.
+
+    Args:
+        hw: The measured hardware profile.
+        budgets: The device budgets.
+
+    Returns:
+        Human-readable violations in budget priority order, empty when all fit.
+    """
+    out: list[str] = []
+    if budgets.max_latency_ms is not None and hw.latency_ms_median > budgets.max_latency_ms:
+        out.append(f"latency {hw.latency_ms_median:.2f} ms > {budgets.max_latency_ms:g} ms")
+    if budgets.max_memory_mb is not None and hw.memory_mb > budgets.max_memory_mb:
+        out.append(f"memory {hw.memory_mb:.2f} MB > {budgets.max_memory_mb:g} MB")
+    if budgets.max_params is not None and hw.params > budgets.max_params:
+        out.append(f"params {hw.params:,} > {budgets.max_params:,}")
+    if budgets.max_flops is not None and hw.flops > budgets.max_flops:
+        out.append(f"flops {hw.flops:,} > {budgets.max_flops:,}")
+    return out
