@@ -1,0 +1,624 @@
+"""Chat-model backends, preflight checks and one robust structured call for every role.
+
+Backends (``--llm``):
+
+* ``heuristic``: no model at all; the graph uses the offline brains of each role.
+* ``openai:<model>``: OpenAI through langchain-openai (key in ``$OPENAI_API_KEY``).
+* ``local:<model>`` / ``openai-compatible:<model>`` + ``base_url``: any server that speaks
+  the OpenAI chat-completions protocol (vLLM, Ollama, llama.cpp, LM Studio).
+
+Failure handling has exactly one layer per failure class (DESIGN.md §5): transport errors
+(429, timeouts, connection errors, 5xx) are retried here with tenacity while the SDK's own
+retries are switched off; answers that do not validate are re-asked with the validation
+error; a server that rejects ``response_format`` is asked again without it, and that
+choice is remembered per model so later calls do not fail the same way again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
+
+import httpx
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_openai_messages
+from pydantic import BaseModel, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+Method = Literal["json_schema", "fallback"]
+
+VALID_FORMS = (
+    "heuristic                         offline search policy, no model, no network",
+    "openai:MODEL                      OpenAI API (needs $OPENAI_API_KEY), e.g. openai:gpt-4.1",
+    "openai --model MODEL              same as openai:MODEL",
+    "local:MODEL --base-url URL        any OpenAI-compatible server (vLLM, Ollama, llama.cpp, "
+    "LM Studio); also openai-compatible:MODEL or local --model MODEL",
+)
+_LOCAL_NAMES = ("local", "openai-compatible")
+_ERROR_QUOTE_CHARS = 1500  # validation errors quoted back to the model are cut to this size
+_SERVER_HINT = (
+    "start one, e.g. `vllm serve MODEL --port 8000` (base URL http://127.0.0.1:8000/v1), "
+    "`ollama serve` (http://127.0.0.1:11434/v1), `llama-server -m MODEL.gguf --port 8080` "
+    "(http://127.0.0.1:8080/v1) or LM Studio's server (http://127.0.0.1:1234/v1), then pass "
+    "--base-url URL; or run offline with --llm heuristic"
+)
+
+
+class LLMConfigError(RuntimeError):
+    """A configuration problem the user must fix (bad --llm, missing key, no server)."""
+
+
+class LLMCallError(RuntimeError):
+    """Retries or re-asks are exhausted; ``records`` holds every attempt."""
+
+    def __init__(self, message: str, records: list[CallRecord] | None = None) -> None:
+        super().__init__(message)
+        self.records: list[CallRecord] = list(records or [])
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """Which chat model a role talks to, and how patiently.
+
+    Attributes:
+        backend: ``"heuristic"`` or ``"openai"`` (the latter also covers any
+            OpenAI-compatible server through ``base_url``).
+        model: Model name as the server knows it.
+        base_url: Server root ending in ``/v1``; ``None`` means api.openai.com.
+        api_key_env: Environment variable holding the API key.
+        timeout_s: Per-request timeout of the HTTP client.
+        max_retries: Transport retries (429, timeout, connection, 5xx) after the first
+            attempt; the SDK's own retries are off so the layers do not multiply.
+        temperature: Sampling temperature.
+    """
+
+    backend: Literal["heuristic", "openai"]
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    temperature: float = 0.2
+
+    @property
+    def label(self) -> str:
+        """Short name for traces: ``heuristic``, ``openai:gpt-4.1`` or ``URL:model``."""
+        if self.backend == "heuristic":
+            return "heuristic"
+        if self.base_url:
+            return f"{self.base_url}:{self.model}"
+        return f"openai:{self.model}"
+
+
+def normalize_base_url(url: str) -> str:
+    """Return ``url`` as a server root ending in ``/v1`` (scheme defaults to http)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        raise LLMConfigError("--base-url is empty; e.g. --base-url http://127.0.0.1:8000/v1")
+    if "://" not in url:
+        url = "http://" + url
+    if url.endswith("/chat/completions"):
+        url = url[: -len("/chat/completions")]
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url
+
+
+def _bad_llm(llm: str, why: str) -> LLMConfigError:
+    forms = "\n  ".join(VALID_FORMS)
+    return LLMConfigError(f"invalid --llm {llm!r}: {why}. Valid forms:\n  {forms}")
+
+
+def parse_llm(
+    llm: str = "heuristic",
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    timeout_s: float = 120.0,
+) -> LLMSpec:
+    """Turn the ``--llm`` / ``--base-url`` / ``--model`` options into an :class:`LLMSpec`.
+
+    Raises:
+        LLMConfigError: For anything that is not one of :data:`VALID_FORMS`.
+    """
+    text = (llm or "").strip()
+    name, _, inline_model = text.partition(":")
+    name = name.lower()
+    inline_model = inline_model.strip() or None
+    if inline_model and model and inline_model != model:
+        raise _bad_llm(llm, f"model given twice ({inline_model!r} and --model {model!r})")
+    chosen = inline_model or model
+    if name == "heuristic" and not inline_model:
+        if base_url:
+            raise _bad_llm(llm, "--base-url needs a model backend, not heuristic")
+        return LLMSpec(backend="heuristic", timeout_s=timeout_s)
+    if name not in ("openai", *_LOCAL_NAMES):
+        raise _bad_llm(llm, "unknown backend")
+    if name in _LOCAL_NAMES and not base_url:
+        raise _bad_llm(llm, f"{name} needs --base-url (the server's URL ending in /v1)")
+    if not chosen:
+        raise _bad_llm(llm, "no model name (use openai:MODEL, local:MODEL or --model MODEL)")
+    url = normalize_base_url(base_url) if base_url else None
+    return LLMSpec(backend="openai", model=chosen, base_url=url, timeout_s=timeout_s)
+
+
+def _missing_key_message(spec: LLMSpec) -> str:
+    return (
+        f"--llm {spec.label} needs an API key: export {spec.api_key_env}=sk-... "
+        "(https://platform.openai.com/api-keys), or run offline with --llm heuristic, "
+        "or point --base-url at a local OpenAI-compatible server"
+    )
+
+
+def make_chat_model(spec: LLMSpec) -> BaseChatModel:
+    """Build the LangChain chat model for ``spec`` (never for ``heuristic``).
+
+    SDK retries are off (``max_retries=0``): :func:`structured_call` owns retrying.
+    Streaming is disabled so every answer carries its token usage.
+
+    Raises:
+        LLMConfigError: For the heuristic backend or a missing OpenAI key.
+    """
+    from langchain_openai import ChatOpenAI  # imported lazily: heuristic runs never need it
+
+    if spec.backend == "heuristic":
+        raise LLMConfigError("the heuristic backend has no chat model; use the offline brains")
+    key = os.environ.get(spec.api_key_env)
+    if not spec.base_url and not key:
+        raise LLMConfigError(_missing_key_message(spec))
+    kwargs: dict[str, Any] = {}
+    if spec.base_url:
+        # Local servers ignore the key but the SDK insists on one; they also speak only
+        # chat completions, never the Responses API.
+        kwargs.update(base_url=spec.base_url, use_responses_api=False)
+    return ChatOpenAI(
+        model=spec.model,
+        api_key=key or "not-needed",
+        timeout=spec.timeout_s,
+        max_retries=0,
+        temperature=spec.temperature,
+        disable_streaming=True,
+        metadata={"flnas_label": spec.label, "flnas_max_retries": spec.max_retries},
+        **kwargs,
+    )
+
+
+def preflight(spec: LLMSpec, *, timeout_s: float = 5.0) -> list[str]:
+    """Check that ``spec`` can work before a search starts; no network for heuristic.
+
+    OpenAI proper: the key must be set. A ``base_url`` server: ``GET {base_url}/models``
+    must answer; a model missing from its list gives a warning (servers such as
+    llama.cpp accept any name), returned and logged.
+
+    Returns:
+        Warnings (empty when all is well).
+
+    Raises:
+        LLMConfigError: Missing key, unreachable server, or a server refusing the key.
+    """
+    if spec.backend == "heuristic":
+        return []
+    key = os.environ.get(spec.api_key_env)
+    if not spec.base_url:
+        if not key:
+            raise LLMConfigError(_missing_key_message(spec))
+        return []
+    url = f"{spec.base_url}/models"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        resp = httpx.get(url, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise LLMConfigError(
+            f"no OpenAI-compatible server answers at {spec.base_url} "
+            f"(GET {url}: {type(exc).__name__}: {exc}); {_SERVER_HINT}"
+        ) from exc
+    if resp.status_code in (401, 403):
+        raise LLMConfigError(
+            f"{url} refused the API key (HTTP {resp.status_code}); export "
+            f"{spec.api_key_env} with the key the server expects"
+        )
+    if resp.status_code != 200:
+        warnings = [f"{url} answered HTTP {resp.status_code}; cannot check model {spec.model!r}"]
+    else:
+        try:
+            ids = [str(m.get("id")) for m in resp.json().get("data", [])]
+        except (ValueError, AttributeError, TypeError):
+            ids = []
+        warnings = []
+        if ids and spec.model not in ids:
+            warnings.append(
+                f"model {spec.model!r} is not listed by {spec.base_url} "
+                f"(available: {', '.join(ids[:20])}); pass --model with one of them"
+            )
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+@dataclass
+class CallRecord:
+    """One request to a chat model as it appears in the trace.
+
+    Attributes:
+        role: Agent role that asked (designer, critic, code_fixer, ...).
+        model: Model label (see :attr:`LLMSpec.label`).
+        prompt: Messages sent, as OpenAI-style dicts.
+        response: Text answered ("" when no answer came back).
+        input_tokens: Prompt tokens reported by the server (0 if unknown).
+        output_tokens: Completion tokens reported by the server (0 if unknown).
+        latency_s: Wall time of the request including transport retries and waits.
+        retries: Transport retries this request needed.
+        reasks: How many re-asks preceded this request (0 for the first ask).
+        method: ``"json_schema"`` (response_format) or ``"fallback"`` (plain + extract).
+        error: Why this attempt did not yield a valid object, else ``None``.
+        schema: Name of the expected output schema.
+    """
+
+    role: str
+    model: str
+    prompt: list[dict]
+    response: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    retries: int
+    reasks: int
+    method: str
+    error: str | None = None
+    schema: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of this record."""
+        return asdict(self)
+
+
+# Which method works, per (model label, schema name): a server that rejects
+# response_format once is asked plainly from then on.
+_METHOD_CACHE: dict[tuple[str, str], Method] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def reset_method_cache() -> None:
+    """Forget which structured-output method each model supports (tests use this)."""
+    with _CACHE_LOCK:
+        _METHOD_CACHE.clear()
+
+
+def chat_label(chat: BaseChatModel) -> str:
+    """Label of a chat model: the spec label set by :func:`make_chat_model`, else a guess."""
+    meta = getattr(chat, "metadata", None) or {}
+    if meta.get("flnas_label"):
+        return str(meta["flnas_label"])
+    name = getattr(chat, "model_name", None) or getattr(chat, "model", None)
+    base = getattr(chat, "openai_api_base", None)
+    return f"{base}:{name}" if base else str(name or type(chat).__name__)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return False
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000.0
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return None
+    return None
+
+
+def _backoff(initial: float, maximum: float) -> Callable[[RetryCallState], float]:
+    """Exponential backoff with equal jitter, honouring Retry-After up to ``maximum``."""
+
+    def wait(state: RetryCallState) -> float:
+        base = min(maximum, initial * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(base / 2, base)
+        hint = _retry_after(state.outcome.exception() if state.outcome else None)
+        return max(delay, min(hint, maximum)) if hint is not None else delay
+
+    return wait
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _usage(message: Any) -> tuple[int, int]:
+    usage = getattr(message, "usage_metadata", None) or {}
+    return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
+
+
+_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def _first_json_object(text: str) -> dict | None:
+    """Return the first top-level JSON object in ``text`` (braces in strings are fine)."""
+    decoder = json.JSONDecoder()
+    for tries, match in enumerate(re.finditer(r"\{", text)):
+        if tries >= 200:
+            break
+        try:
+            obj, _ = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def extract_object(text: str, schema: type[BaseModel]) -> dict | None:
+    """Pull the answer object out of free text.
+
+    Tries a fenced ``json`` (or unlabelled) block, then the first top-level JSON object.
+    When ``schema`` has a ``code`` field, a fenced ``python`` block is accepted as the
+    code, and the remaining prose fills ``rationale`` if the schema has one.
+    """
+    fences = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    py_blocks = [body for lang, body in fences if lang in ("python", "py", "python3")]
+    obj: dict | None = None
+    for lang, body in fences:
+        if lang in ("json", "jsonc", "json5", ""):
+            obj = _first_json_object(body)
+            if obj is not None:
+                break
+    if obj is None:
+        # Look outside python blocks: a dict literal in code is not the answer.
+        obj = _first_json_object(_FENCE.sub(_drop_python, text) if py_blocks else text)
+    fields = schema.model_fields
+    if "code" in fields and py_blocks and not (obj or {}).get("code"):
+        obj = dict(obj or {})
+        obj["code"] = py_blocks[0].strip("\n") + "\n"
+        if "rationale" in fields and not obj.get("rationale"):
+            obj["rationale"] = _FENCE.sub("", text).strip()
+    return obj
+
+
+def _drop_python(match: re.Match[str]) -> str:
+    return "" if match.group(1).lower() in ("python", "py", "python3") else match.group(0)
+
+
+def _schema_text(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema(), separators=(",", ":"))
+
+
+def _format_instructions(schema: type[BaseModel]) -> str:
+    text = (
+        f"Answer with one JSON object that matches this JSON schema ({schema.__name__}), "
+        f"in a ```json fenced block:\n{_schema_text(schema)}"
+    )
+    if "code" in schema.model_fields:
+        text += (
+            "\nYou may instead give the `code` field as a ```python fenced block, with the "
+            "rationale as plain text before it."
+        )
+    return text
+
+
+def _with_instructions(messages: list[BaseMessage], schema: type[BaseModel]) -> list[BaseMessage]:
+    """Append format instructions to the last user message (keeps roles alternating)."""
+    extra = _format_instructions(schema)
+    if messages and isinstance(messages[-1], HumanMessage) and isinstance(
+        messages[-1].content, str
+    ):
+        return [*messages[:-1], HumanMessage(content=f"{messages[-1].content}\n\n{extra}")]
+    return [*messages, HumanMessage(content=extra)]
+
+
+def _reask_message(error: str, schema: type[BaseModel]) -> str:
+    if len(error) > _ERROR_QUOTE_CHARS:
+        error = error[:_ERROR_QUOTE_CHARS] + " ... [truncated]"
+    return (
+        f"Your previous answer could not be used:\n{error}\n\n"
+        f"Reply again with the complete corrected answer: one JSON object matching the "
+        f"{schema.__name__} schema {_schema_text(schema)}"
+    )
+
+
+def _validate(
+    text: str, parsed: Any, schema: type[T]
+) -> tuple[T | None, str | None]:
+    obj = parsed if isinstance(parsed, dict) else extract_object(text, schema)
+    if obj is None:
+        return None, f"no JSON object found in the answer (expected {schema.__name__})"
+    try:
+        return schema.model_validate(obj), None
+    except ValidationError as exc:
+        return None, str(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    detail = body.get("message") if isinstance(body, dict) else None
+    head = f"HTTP {status} " if status else ""
+    return f"{head}{type(exc).__name__}: {detail or getattr(exc, 'message', None) or exc}"
+
+
+def _ask_once(
+    chat: BaseChatModel, prompt: list[BaseMessage], schema: type[BaseModel], method: Method,
+    retrying: Retrying,
+) -> tuple[BaseMessage, Any, str | None]:
+    """One request (with transport retries): the answer, its parsed JSON, and a problem."""
+    try:
+        if method == "json_schema":
+            runnable = chat.with_structured_output(
+                {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
+                method="json_schema",
+                include_raw=True,
+            )
+            out = retrying(runnable.invoke, prompt)
+            return out["raw"], out.get("parsed"), None
+        return retrying(chat.invoke, prompt), None, None
+    except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
+        # The SDK raises these before LangChain sees the (cut-off) answer.
+        choice = exc.completion.choices[0] if exc.completion.choices else None
+        usage = exc.completion.usage
+        answer = AIMessage(
+            content=(choice.message.content or "") if choice else "",
+            usage_metadata={
+                "input_tokens": usage.prompt_tokens if usage else 0,
+                "output_tokens": usage.completion_tokens if usage else 0,
+                "total_tokens": usage.total_tokens if usage else 0,
+            },
+        )
+        problem = ("the answer was cut off (finish_reason=length); be more concise"
+                   if isinstance(exc, openai.LengthFinishReasonError)
+                   else "the answer was blocked by the content filter")
+        return answer, None, problem
+
+
+def structured_call(
+    chat: BaseChatModel,
+    messages: list[BaseMessage],
+    schema: type[T],
+    *,
+    role: str,
+    max_reasks: int = 2,
+    on_record: Callable[[CallRecord], None] | None = None,
+    method: Literal["auto", "json_schema", "fallback"] = "auto",
+    max_retries: int | None = None,
+    retry_wait_initial: float | None = None,
+    retry_wait_max: float | None = None,
+) -> tuple[T, list[CallRecord]]:
+    """Ask ``chat`` for an instance of ``schema``, robustly.
+
+    First ``with_structured_output(method="json_schema", include_raw=True)``; if the
+    server rejects ``response_format`` (HTTP 400/422) the call goes on as a plain call
+    whose answer is extracted (fenced JSON, first JSON object, or a ``python`` block for
+    schemas with ``code``). Invalid answers are re-asked with the validation error, up to
+    ``max_reasks`` times. Transport errors are retried with exponential backoff + jitter.
+
+    Args:
+        chat: Model from :func:`make_chat_model` (any LangChain chat model works).
+        messages: Prompt messages.
+        schema: Pydantic model the answer must validate against.
+        role: Role name for the records.
+        max_reasks: Re-asks after an invalid answer.
+        on_record: Called with each :class:`CallRecord` as soon as it exists.
+        method: Force a method; ``"auto"`` uses what worked for this model before.
+        max_retries: Transport retries; default from the spec (chat metadata), else 4.
+        retry_wait_initial: First backoff in seconds (env ``FLNAS_RETRY_WAIT_INITIAL``, 1).
+        retry_wait_max: Longest backoff in seconds (env ``FLNAS_RETRY_WAIT_MAX``, 30).
+
+    Returns:
+        The validated object and every record made for it.
+
+    Raises:
+        LLMConfigError: The server refused the key (401/403) or does not know the model.
+        LLMCallError: Retries or re-asks exhausted, or a non-retryable request error.
+    """
+    label = chat_label(chat)
+    meta = getattr(chat, "metadata", None) or {}
+    retries_allowed = max_retries if max_retries is not None else meta.get("flnas_max_retries", 4)
+    initial = (retry_wait_initial if retry_wait_initial is not None
+               else _env_float("FLNAS_RETRY_WAIT_INITIAL", 1.0))
+    maximum = (retry_wait_max if retry_wait_max is not None
+               else _env_float("FLNAS_RETRY_WAIT_MAX", 30.0))
+    key = (label, schema.__name__)
+    with _CACHE_LOCK:
+        current: Method = _METHOD_CACHE.get(key, "json_schema") if method == "auto" else method
+    records: list[CallRecord] = []
+    exchange: list[BaseMessage] = []  # earlier answers and re-ask messages
+    reasks = 0
+
+    def emit(**fields: Any) -> CallRecord:
+        record = CallRecord(role=role, model=label, reasks=reasks, method=current,
+                            schema=schema.__name__, **fields)
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+        return record
+
+    while True:
+        base = messages if current == "json_schema" else _with_instructions(messages, schema)
+        prompt = [*base, *exchange]
+        prompt_dicts = convert_to_openai_messages(prompt)
+        retried = [0]
+
+        def count(state: RetryCallState, _retried: list[int] = retried) -> None:
+            _retried[0] += 1
+            log.warning("%s: %s, retry %d", label, _describe(state.outcome.exception()),
+                        state.attempt_number)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(1 + max(0, int(retries_allowed))),
+            wait=_backoff(initial, maximum),
+            retry=retry_if_exception(_is_transient),
+            before_sleep=count,
+            reraise=True,
+        )
+        start = time.perf_counter()
+
+        def failed(exc: BaseException, _start: float = start, _prompt: list = prompt_dicts,
+                   _retried: list[int] = retried) -> None:
+            emit(prompt=_prompt, response="", input_tokens=0, output_tokens=0,
+                 latency_s=time.perf_counter() - _start, retries=_retried[0],
+                 error=_describe(exc))
+
+        try:
+            answer, parsed, problem = _ask_once(chat, prompt, schema, current, retrying)
+        except (openai.AuthenticationError, openai.PermissionDeniedError,
+                openai.NotFoundError) as exc:
+            failed(exc)
+            what = ("does not know the model (check --model)"
+                    if isinstance(exc, openai.NotFoundError)
+                    else "refused the API key (check the key you exported)")
+            raise LLMConfigError(f"{label}: the server {what}: {_describe(exc)}") from exc
+        except (openai.BadRequestError, openai.UnprocessableEntityError,
+                NotImplementedError) as exc:
+            failed(exc)
+            if current == "json_schema" and "context" not in type(exc).__name__.lower():
+                log.warning("%s: json_schema output rejected (%s); using plain calls",
+                            label, _describe(exc))
+                current = "fallback"
+                with _CACHE_LOCK:
+                    _METHOD_CACHE[key] = "fallback"
+                continue
+            raise LLMCallError(f"{role}: request rejected by {label}: {_describe(exc)}",
+                               records) from exc
+        except openai.OpenAIError as exc:
+            failed(exc)
+            tries = retried[0] + 1
+            raise LLMCallError(f"{role}: {label} failed after {tries} attempt"
+                               f"{'s' if tries > 1 else ''}: {_describe(exc)}", records) from exc
+        latency = time.perf_counter() - start
+        text = str(answer.text) if isinstance(answer, BaseMessage) else str(answer)
+        if parsed is None and isinstance(answer, AIMessage) and answer.tool_calls:
+            parsed = answer.tool_calls[0].get("args")  # some servers answer with a tool call
+        value, error = (None, problem) if problem else _validate(text, parsed, schema)
+        tokens_in, tokens_out = _usage(answer)
+        emit(prompt=prompt_dicts, response=text, input_tokens=tokens_in,
+             output_tokens=tokens_out, latency_s=latency, retries=retried[0], error=error)
+        if value is not None:
+            return value, records
+        if reasks >= max_reasks:
+            raise LLMCallError(f"{role}: no valid {schema.__name__} from {label} after "
+                               f"{reasks + 1} answers; last error: {error}", records)
+        reasks += 1
+        exchange = [*exchange, AIMessage(content=text),
+                    HumanMessage(content=_reask_message(str(error), schema))]
