@@ -1,0 +1,603 @@
+"""The Template's search space (Choices) as a genome, its renderer and its mutations.
+
+FL-NAS (Qin et al., ASP-DAC 2024) gives the LLM a baseline DNN, the `Template`, and a
+list of `Choices` it may change. Here the Template is a small CNN: a stem conv, stages of
+blocks, global pooling, dropout and a linear classifier. A `Genome` is one point of that
+space; `render` turns it into candidate code (the same form as every other candidate),
+`parse_genome` reads it back from the `GENOME = {...}` literal in that code, and
+`MUTATIONS` are the named moves the offline (heuristic) designer makes along the Choices.
+
+`python -m tasks.genome --write-template` regenerates `tasks/candidates/template.py`;
+`--choices` prints the Choices as the prompts show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import random
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Ranges of the Choices: the single source for validation, CHOICES and the mutations.
+MIN_WIDTH, MAX_WIDTH = 8, 512  # channel counts are multiples of 8 (SIMD- and GroupNorm-friendly)
+MAX_STEM_WIDTH = 128
+MAX_STAGES, MAX_DEPTH, MAX_BLOCKS = 6, 6, 16
+MAX_DOWNSAMPLES = 5  # stride-2 convs in total: 32 px input -> 1 px, 64 px -> 2 px
+KERNELS = (3, 5, 7)
+MAX_EXPANSION = 6
+MAX_DROPOUT = 0.5
+DEFAULT_EXPANSION = 4  # inverted residuals added by a mutation (MobileNetV2 uses 6; 4 is lighter)
+SE_REDUCTION = 4  # squeeze-excitation bottleneck: max(8, channels // 4)
+
+BlockType = Literal["plain", "residual", "dwsep", "inverted_residual"]
+NormType = Literal["batch", "group", "none"]
+ActType = Literal["relu", "silu", "hardswish", "gelu"]
+PoolType = Literal["avg", "max"]
+
+
+def _check_width(value: int) -> int:
+    if value % 8:
+        raise ValueError(f"width {value} is not a multiple of 8")
+    return value
+
+
+class Stage(BaseModel):
+    """A run of `depth` blocks of one type at one width; the first block applies `stride`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    width: int = Field(ge=MIN_WIDTH, le=MAX_WIDTH)
+    depth: int = Field(ge=1, le=MAX_DEPTH)
+    kernel: Literal[3, 5, 7] = 3
+    stride: Literal[1, 2] = 2
+    block: BlockType = "plain"
+    expansion: int = Field(default=1, ge=1, le=MAX_EXPANSION)
+    se: bool = False
+
+    _width = field_validator("width")(_check_width)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expansion_only_for_mbconv(cls, data: Any) -> Any:
+        # Expansion means nothing outside inverted residuals; pin it so equal models compare equal.
+        if isinstance(data, dict) and data.get("block", "plain") != "inverted_residual":
+            data = {**data, "expansion": 1}
+        return data
+
+
+class Genome(BaseModel):
+    """One architecture of the Template's search space (see `CHOICES`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stem_width: int = Field(ge=MIN_WIDTH, le=MAX_STEM_WIDTH)
+    stem_stride: Literal[1, 2] = 1
+    stages: tuple[Stage, ...] = Field(min_length=1, max_length=MAX_STAGES)
+    norm: NormType = "batch"
+    act: ActType = "relu"
+    pool: PoolType = "avg"
+    dropout: float = Field(default=0.0, ge=0.0, le=MAX_DROPOUT)
+
+    _stem_width = field_validator("stem_width")(_check_width)
+
+    @field_validator("dropout")
+    @classmethod
+    def _round_dropout(cls, value: float) -> float:
+        return round(value, 2)  # 0.1 + 0.2 must equal 0.3 after a round trip through code
+
+    @model_validator(mode="after")
+    def _check_totals(self) -> Genome:
+        blocks = sum(s.depth for s in self.stages)
+        if blocks > MAX_BLOCKS:
+            raise ValueError(f"{blocks} blocks in total, at most {MAX_BLOCKS}")
+        downsamples = (self.stem_stride == 2) + sum(s.stride == 2 for s in self.stages)
+        if downsamples > MAX_DOWNSAMPLES:
+            raise ValueError(f"{downsamples} stride-2 convs, at most {MAX_DOWNSAMPLES}")
+        return self
+
+
+# FL-NAS's baseline DNN: a plain VGG-style CNN, 4 conv stages 16-32-64-128, 3x3, BN, ReLU.
+TEMPLATE_GENOME = Genome(
+    stem_width=16,
+    stem_stride=1,
+    stages=(
+        Stage(width=16, depth=1),
+        Stage(width=32, depth=2),
+        Stage(width=64, depth=2),
+        Stage(width=128, depth=1),
+    ),
+    norm="batch",
+    act="relu",
+    pool="avg",
+    dropout=0.1,
+)
+
+CHOICES: dict[str, dict[str, Any]] = {
+    "stem_width": {"range": [MIN_WIDTH, MAX_STEM_WIDTH], "step": 8,
+                   "doc": "channels of the 3x3 stem conv"},
+    "stem_stride": {"values": [1, 2], "doc": "2 halves the resolution at once: ~4x fewer FLOPs"},
+    "stages": {"range": [1, MAX_STAGES],
+               "doc": f"stages in order, at most {MAX_BLOCKS} blocks and {MAX_DOWNSAMPLES} "
+                      "stride-2 convs (stem included) in total"},
+    "stage.width": {"range": [MIN_WIDTH, MAX_WIDTH], "step": 8, "doc": "output channels"},
+    "stage.depth": {"range": [1, MAX_DEPTH], "doc": "blocks in the stage"},
+    "stage.kernel": {"values": list(KERNELS), "doc": "spatial kernel of the block's k x k conv"},
+    "stage.stride": {"values": [1, 2], "doc": "stride of the stage's first block"},
+    "stage.block": {"values": {
+        "plain": "conv-norm-act (VGG style)",
+        "residual": "two k x k convs with an identity or 1x1 projection shortcut (ResNet)",
+        "dwsep": "depthwise k x k then pointwise 1x1 (MobileNetV1): ~k*k fewer MACs",
+        "inverted_residual": "1x1 expand, depthwise k x k, linear 1x1 project, identity "
+                             "shortcut when shapes match (MBConv, MobileNetV2)",
+    }},
+    "stage.expansion": {"range": [1, MAX_EXPANSION],
+                        "doc": "hidden width multiplier of inverted_residual blocks"},
+    "stage.se": {"values": [False, True],
+                 "doc": f"squeeze-excitation on each block's output (reduction {SE_REDUCTION})"},
+    "norm": {"values": {"batch": "BatchNorm2d", "group": "GroupNorm, 8 groups (batch-size free)",
+                        "none": "no normalisation (convs get a bias)"}},
+    "act": {"values": ["relu", "silu", "hardswish", "gelu"], "doc": "activation everywhere"},
+    "pool": {"values": ["avg", "max"], "doc": "global pooling before the classifier"},
+    "dropout": {"range": [0.0, MAX_DROPOUT], "doc": "dropout before the linear classifier"},
+}
+
+
+def choices_text() -> str:
+    """Render `CHOICES` as a bulleted list, for prompts."""
+    lines = []
+    for name, spec in CHOICES.items():
+        doc = f" ({spec['doc']})" if "doc" in spec else ""
+        values = spec.get("values")
+        if isinstance(values, dict):
+            lines.append(f"- {name}:{doc}")
+            lines += [f"    - {k}: {v}" for k, v in values.items()]
+        elif values is not None:
+            lines.append(f"- {name}: {' | '.join(str(v) for v in values)}{doc}")
+        else:
+            lo, hi = spec["range"]
+            step = f" step {spec['step']}" if "step" in spec else ""
+            lines.append(f"- {name}: {lo}..{hi}{step}{doc}")
+    return "\n".join(lines)
+
+
+def genome_summary(genome: Genome) -> str:
+    """One line describing a genome, e.g. for histories and traces."""
+
+    def stage(s: Stage) -> str:
+        block = {"inverted_residual": f"mb{s.expansion}", "residual": "res"}.get(s.block, s.block)
+        return f"{s.width}x{s.depth} {block} k{s.kernel} s{s.stride}" + (" +se" if s.se else "")
+
+    return (f"stem {genome.stem_width} s{genome.stem_stride} | "
+            + ", ".join(stage(s) for s in genome.stages)
+            + f" | {genome.norm} {genome.act} {genome.pool}pool dropout {genome.dropout}")
+
+
+def _cost(genome: Genome, num_classes: int, image_size: int) -> tuple[int, int]:
+    """(parameters, multiply-accumulates) of `render(genome)`'s model, counted layer by layer."""
+    params = macs = 0
+    extra = 1 if genome.norm == "none" else 2  # per channel: conv bias, or norm weight + bias
+
+    def conv(cin: int, cout: int, k: int, side: int, groups: int = 1) -> None:
+        nonlocal params, macs
+        weights = cin // groups * cout * k * k
+        params += weights + extra * cout
+        macs += weights * side * side
+
+    side = math.ceil(image_size / genome.stem_stride)  # "same" padding: ceil(size / stride)
+    conv(3, genome.stem_width, 3, side)
+    cin = genome.stem_width
+    for s in genome.stages:
+        for i in range(s.depth):
+            stride, cout, k, side_in = (s.stride if i == 0 else 1), s.width, s.kernel, side
+            side = math.ceil(side / stride)
+            if s.block == "plain":
+                conv(cin, cout, k, side)
+            elif s.block == "residual":
+                conv(cin, cout, k, side)
+                conv(cout, cout, k, side)
+                if stride != 1 or cin != cout:
+                    conv(cin, cout, 1, side)
+            elif s.block == "dwsep":
+                conv(cin, cin, k, side, groups=cin)
+                conv(cin, cout, 1, side)
+            else:
+                hidden = cin * s.expansion
+                if s.expansion > 1:
+                    conv(cin, hidden, 1, side_in)
+                conv(hidden, hidden, k, side, groups=hidden)
+                conv(hidden, cout, 1, side)
+            if s.se:
+                squeeze = max(8, cout // SE_REDUCTION)
+                params += 2 * cout * squeeze + squeeze + cout
+                macs += 2 * cout * squeeze
+            cin = cout
+    return params + cin * num_classes + num_classes, macs + cin * num_classes
+
+
+def estimate_params(genome: Genome, num_classes: int) -> int:
+    """Count the parameters of `render(genome)`'s model analytically (equals the built count)."""
+    return _cost(genome, num_classes, 32)[0]
+
+
+def estimate_macs(genome: Genome, image_size: int = 64, num_classes: int = 8) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, convolutions and classifier only.
+
+    For each conv, MACs = (c_in / groups) * c_out * k^2 * H_out * W_out with
+    H_out = ceil(H_in / stride); the classifier adds c_last * num_classes. Norms,
+    activations and pooling are not counted (torch's FlopCounterMode reports 2 x MACs).
+    """
+    return _cost(genome, num_classes, image_size)[1]
+
+
+# ---------------------------------------------------------------- rendering and parsing
+
+_HEADER = '''"""FL-NAS candidate CNN, rendered from GENOME by tasks/genome.py.
+
+{summary}
+
+GENOME is the whole architecture: a 3x3 stem conv, stages of blocks (a stage's first
+block applies its stride), global pooling, dropout and a linear classifier. Blocks:
+plain (conv-norm-act), residual (ResNet basic block), dwsep (depthwise + pointwise,
+MobileNetV1), inverted_residual (MBConv: 1x1 expand, depthwise, linear 1x1 project,
+MobileNetV2); se adds squeeze-excitation. Works for any square input of 32 px or more.
+"""
+
+import math
+
+import torch.nn.functional as F
+from torch import nn
+
+'''
+
+_BODY = '''
+
+def make_norm(channels: int) -> nn.Module:
+    if GENOME["norm"] == "batch":
+        return nn.BatchNorm2d(channels)
+    if GENOME["norm"] == "group":  # independent of the batch size; up to 8 groups
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    return nn.Identity()
+
+
+def make_act() -> nn.Module:
+    acts = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "gelu": nn.GELU}
+    return acts[GENOME["act"]]()
+
+
+def conv_norm_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                  act: bool = True) -> nn.Sequential:
+    # A conv bias is redundant before a norm layer, so only norm-free nets get one.
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
+                     bias=GENOME["norm"] == "none")
+    return nn.Sequential(conv, make_norm(cout), make_act() if act else nn.Identity())
+
+
+class SqueezeExcite(nn.Module):
+    """Reweights channels by a gate computed from their global average (SENet)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        squeeze = max(8, channels // 4)
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        gate = F.adaptive_avg_pool2d(x, 1)
+        return x * self.expand(F.relu(self.reduce(gate))).sigmoid()
+
+
+class Block(nn.Module):
+    def __init__(self, kind: str, cin: int, cout: int, kernel: int, stride: int,
+                 expansion: int, se: bool):
+        super().__init__()
+        same_shape = stride == 1 and cin == cout
+        if kind == "plain":
+            layers = [conv_norm_act(cin, cout, kernel, stride)]
+        elif kind == "residual":
+            layers = [conv_norm_act(cin, cout, kernel, stride),
+                      conv_norm_act(cout, cout, kernel, act=False)]
+        elif kind == "dwsep":
+            layers = [conv_norm_act(cin, cin, kernel, stride, groups=cin),
+                      conv_norm_act(cin, cout, 1)]
+        elif kind == "inverted_residual":
+            hidden = cin * expansion
+            layers = [conv_norm_act(cin, hidden, 1)] if expansion > 1 else []
+            layers += [conv_norm_act(hidden, hidden, kernel, stride, groups=hidden),
+                       conv_norm_act(hidden, cout, 1, act=False)]  # linear bottleneck
+        else:
+            raise ValueError(f"unknown block type {kind!r}")
+        if se:
+            layers.append(SqueezeExcite(cout))
+        self.body = nn.Sequential(*layers)
+        # Residual blocks always add a shortcut (projected when the shape changes) and
+        # activate the sum; inverted residuals add one only when the shapes match.
+        self.shortcut = None
+        if kind == "residual":
+            self.shortcut = nn.Identity() if same_shape else conv_norm_act(
+                cin, cout, 1, stride, act=False)
+        elif kind == "inverted_residual" and same_shape:
+            self.shortcut = nn.Identity()
+        self.out_act = make_act() if kind == "residual" else nn.Identity()
+
+    def forward(self, x):
+        y = self.body(x)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return self.out_act(y)
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.stem = conv_norm_act(3, GENOME["stem_width"], 3, GENOME["stem_stride"])
+        blocks, cin = [], GENOME["stem_width"]
+        for stage in GENOME["stages"]:
+            for i in range(stage["depth"]):
+                stride = stage["stride"] if i == 0 else 1
+                blocks.append(Block(stage["block"], cin, stage["width"], stage["kernel"],
+                                    stride, stage["expansion"], stage["se"]))
+                cin = stage["width"]
+        self.blocks = nn.Sequential(*blocks)
+        # Global pooling makes the net independent of the input size.
+        self.pool = nn.AdaptiveAvgPool2d(1) if GENOME["pool"] == "avg" else nn.AdaptiveMaxPool2d(1)
+        self.dropout = nn.Dropout(GENOME["dropout"])
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.blocks(self.stem(x))).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def build_model(num_classes: int) -> nn.Module:
+    return Net(num_classes)
+'''
+
+
+def _genome_literal(genome: Genome) -> str:
+    """`GENOME = {...}` as a literal Python dict, one stage per two lines (fits 100 columns)."""
+    lines = ["GENOME = {",
+             f'    "stem_width": {genome.stem_width},',
+             f'    "stem_stride": {genome.stem_stride},',
+             '    "stages": [']
+    for s in genome.stages:
+        lines.append(f'        {{"width": {s.width}, "depth": {s.depth}, "kernel": {s.kernel}, '
+                     f'"stride": {s.stride},')
+        lines.append(f'         "block": "{s.block}", "expansion": {s.expansion}, "se": {s.se}}},')
+    lines += ["    ],",
+              f'    "norm": "{genome.norm}",',
+              f'    "act": "{genome.act}",',
+              f'    "pool": "{genome.pool}",',
+              f'    "dropout": {genome.dropout!r},',
+              "}"]
+    return "\n".join(lines) + "\n"
+
+
+def render(genome: Genome) -> str:
+    """Render a genome as complete candidate source (deterministic).
+
+    Args:
+        genome: The architecture.
+
+    Returns:
+        Module source defining `build_model(num_classes)`, with the genome embedded as a
+        `GENOME = {...}` literal that `parse_genome` reads back.
+    """
+    summary = textwrap.fill(genome_summary(genome), width=88)
+    return _HEADER.format(summary=summary) + _genome_literal(genome) + _BODY
+
+
+def parse_genome(source: str) -> Genome | None:
+    """Read the `GENOME = {...}` literal of candidate source.
+
+    Args:
+        source: Candidate code, e.g. from `render` or an LLM's edit of it.
+
+    Returns:
+        The validated genome, or None when the source has no parsable, valid GENOME literal.
+        The literal is only evaluated by `ast.literal_eval`, never executed.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+        if [t.id for t in targets if isinstance(t, ast.Name)] == ["GENOME"] and len(targets) == 1:
+            try:
+                return Genome.model_validate(ast.literal_eval(node.value))
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError,
+                    ValidationError):
+                return None
+    return None
+
+
+# ---------------------------------------------------------------- mutations
+
+Mutation = Callable[[Genome, random.Random], Genome]
+
+
+def _replace(genome: Genome, **changes: Any) -> Genome:
+    """Return a validated copy with `changes`, or `genome` itself if that would be invalid."""
+    try:
+        return Genome.model_validate({**genome.model_dump(), **changes})
+    except ValidationError:
+        return genome
+
+
+def _edit_stage(genome: Genome, rng: random.Random, eligible: Callable[[Stage], bool],
+                edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Genome:
+    """Apply `edit` to one randomly chosen eligible stage."""
+    options = [i for i, s in enumerate(genome.stages) if eligible(s)]
+    if not options:
+        return genome
+    stages = [s.model_dump() for s in genome.stages]
+    i = rng.choice(options)
+    stages[i] = edit(stages[i])
+    return _replace(genome, stages=stages)
+
+
+def _scale(width: int, factor: float, limit: int) -> int:
+    """Scale a width by `factor`, rounded to 8, moving by at least 8, clamped to the range."""
+    target = max(8, round(width * factor / 8) * 8)
+    target = max(target, width + 8) if factor > 1 else min(target, width - 8)
+    return min(max(target, MIN_WIDTH), limit)
+
+
+def _scale_widths(genome: Genome, factor: float, n_stages: int | None = None) -> Genome:
+    stages = [s.model_dump() for s in genome.stages]
+    for s in stages[:n_stages]:
+        s["width"] = _scale(s["width"], factor, MAX_WIDTH)
+    return _replace(genome, stem_width=_scale(genome.stem_width, factor, MAX_STEM_WIDTH),
+                    stages=stages)
+
+
+def shrink_width(g: Genome, rng: random.Random) -> Genome:
+    """Every width x0.75 (at least -8): fewer parameters, FLOPs and latency."""
+    return _scale_widths(g, 0.75)
+
+
+def widen(g: Genome, rng: random.Random) -> Genome:
+    """Every width x1.25 (at least +8): more capacity."""
+    return _scale_widths(g, 1.25)
+
+
+def widen_early(g: Genome, rng: random.Random) -> Genome:
+    """Stem and first half of the stages x1.5: richer low-level features (fairness lever)."""
+    return _scale_widths(g, 1.5, n_stages=math.ceil(len(g.stages) / 2))
+
+
+def deeper(g: Genome, rng: random.Random) -> Genome:
+    """One more block in a random stage."""
+    return _edit_stage(g, rng, lambda s: s.depth < MAX_DEPTH,
+                       lambda s: {**s, "depth": s["depth"] + 1})
+
+
+def shallower(g: Genome, rng: random.Random) -> Genome:
+    """One block fewer in a random stage; drops the last stage when every stage has one."""
+    if all(s.depth == 1 for s in g.stages):
+        return _replace(g, stages=[s.model_dump() for s in g.stages[:-1]])
+    return _edit_stage(g, rng, lambda s: s.depth > 1, lambda s: {**s, "depth": s["depth"] - 1})
+
+
+def depthwise_separable(g: Genome, rng: random.Random) -> Genome:
+    """Make a plain or residual stage depthwise-separable (about k*k fewer MACs)."""
+    return _edit_stage(g, rng, lambda s: s.block in ("plain", "residual"),
+                       lambda s: {**s, "block": "dwsep"})
+
+
+def inverted_residual(g: Genome, rng: random.Random) -> Genome:
+    """Make a non-MBConv stage inverted residual (MBConv) with expansion 4."""
+    return _edit_stage(g, rng, lambda s: s.block != "inverted_residual",
+                       lambda s: {**s, "block": "inverted_residual",
+                                  "expansion": DEFAULT_EXPANSION})
+
+
+def add_se(g: Genome, rng: random.Random) -> Genome:
+    """Squeeze-excitation in a random stage that has none."""
+    return _edit_stage(g, rng, lambda s: not s.se, lambda s: {**s, "se": True})
+
+
+def add_residual(g: Genome, rng: random.Random) -> Genome:
+    """Make a plain stage residual (shortcut connections, easier optimisation)."""
+    return _edit_stage(g, rng, lambda s: s.block == "plain", lambda s: {**s, "block": "residual"})
+
+
+def change_norm(g: Genome, rng: random.Random) -> Genome:
+    """Switch to another normalisation (batch, group, none)."""
+    return _replace(g, norm=rng.choice([n for n in ("batch", "group", "none") if n != g.norm]))
+
+
+def change_act(g: Genome, rng: random.Random) -> Genome:
+    """Switch to another activation."""
+    acts = ("relu", "silu", "hardswish", "gelu")
+    return _replace(g, act=rng.choice([a for a in acts if a != g.act]))
+
+
+def change_pool(g: Genome, rng: random.Random) -> Genome:
+    """Swap global average and global max pooling."""
+    return _replace(g, pool="max" if g.pool == "avg" else "avg")
+
+
+def bigger_kernel(g: Genome, rng: random.Random) -> Genome:
+    """Grow a random stage's kernel by 2 (larger receptive field)."""
+    return _edit_stage(g, rng, lambda s: s.kernel < max(KERNELS),
+                       lambda s: {**s, "kernel": s["kernel"] + 2})
+
+
+def smaller_kernel(g: Genome, rng: random.Random) -> Genome:
+    """Shrink a random stage's kernel by 2."""
+    return _edit_stage(g, rng, lambda s: s.kernel > min(KERNELS),
+                       lambda s: {**s, "kernel": s["kernel"] - 2})
+
+
+def more_dropout(g: Genome, rng: random.Random) -> Genome:
+    """Dropout +0.1 (capped at 0.5): regularise an overfitting net."""
+    return _replace(g, dropout=min(MAX_DROPOUT, g.dropout + 0.1))
+
+
+def less_dropout(g: Genome, rng: random.Random) -> Genome:
+    """Dropout -0.1 (floored at 0)."""
+    return _replace(g, dropout=max(0.0, g.dropout - 0.1))
+
+
+def more_downsampling(g: Genome, rng: random.Random) -> Genome:
+    """Halve the resolution earlier: stem stride 2, else the first stride-1 stage.
+
+    About 4x fewer FLOPs after that point, less activation memory and latency.
+    """
+    if g.stem_stride == 1:
+        return _replace(g, stem_stride=2)
+    i = next((i for i, s in enumerate(g.stages) if s.stride == 1), None)
+    if i is None:
+        return g
+    stages = [s.model_dump() for s in g.stages]
+    stages[i]["stride"] = 2
+    return _replace(g, stages=stages)
+
+
+def less_downsampling(g: Genome, rng: random.Random) -> Genome:
+    """Keep resolution longer (stem stride 1, else the first stride-2 stage gets stride 1)."""
+    if g.stem_stride == 2:
+        return _replace(g, stem_stride=1)
+    i = next((i for i, s in enumerate(g.stages) if s.stride == 2), None)
+    if i is None:
+        return g
+    stages = [s.model_dump() for s in g.stages]
+    stages[i]["stride"] = 1
+    return _replace(g, stages=stages)
+
+
+MUTATIONS: dict[str, Mutation] = {f.__name__: f for f in (
+    shrink_width, widen, widen_early, deeper, shallower, depthwise_separable,
+    inverted_residual, add_se, add_residual, change_norm, change_act, change_pool,
+    bigger_kernel, smaller_kernel, more_dropout, less_dropout, more_downsampling,
+    less_downsampling,
+)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: write the Template file, or print the Choices or a rendered genome."""
+    parser = argparse.ArgumentParser(prog="python -m tasks.genome", description=__doc__)
+    parser.add_argument("--write-template", action="store_true",
+                        help="regenerate tasks/candidates/template.py from TEMPLATE_GENOME")
+    parser.add_argument("--choices", action="store_true", help="print the Choices")
+    args = parser.parse_args(argv)
+    if args.write_template:
+        path = Path(__file__).parent / "candidates" / "template.py"
+        path.write_text(render(TEMPLATE_GENOME), encoding="utf-8")
+        print(f"wrote {path}")
+    elif args.choices:
+        print(choices_text())
+    else:
+        print(render(TEMPLATE_GENOME), end="")
+
+
+if __name__ == "__main__":
+    main()

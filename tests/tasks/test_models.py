@@ -1,0 +1,128 @@
+import ast
+import random
+
+import pytest
+import torch
+
+from tasks.genome import MUTATIONS, TEMPLATE_GENOME, render
+from tasks.models import baseline_sources, build_from_source, template_source
+
+ALLOWED_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "typing",
+                   "collections", "functools", "dataclasses"}
+FORBIDDEN_NAMES = {"getattr", "setattr", "delattr", "eval", "exec", "compile", "open",
+                   "globals", "vars", "__import__", "input", "breakpoint"}
+
+# Published torchvision parameter counts at 1000 classes.
+TORCHVISION_PARAMS = {"resnet18": 11_689_512, "mobilenetv2": 3_504_872}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def policy_violations(source: str) -> list[str]:
+    """The candidate-code rules (imports, names, dunders), checked on the AST."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            problems += [a.name for a in node.names if a.name not in ALLOWED_IMPORTS]
+        elif isinstance(node, ast.ImportFrom):
+            problems += [f"{node.module}.{a.name}" for a in node.names
+                         if node.module not in ALLOWED_IMPORTS
+                         or f"{node.module}.{a.name}" not in ALLOWED_IMPORTS | {"torch.nn"}]
+        elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+            problems.append(node.id)
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+            # Only `super().__init__(...)` is allowed.
+            is_super_init = (node.attr == "__init__" and isinstance(node.value, ast.Call)
+                             and isinstance(node.value.func, ast.Name)
+                             and node.value.func.id == "super")
+            if not is_super_init:
+                problems.append(node.attr)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                # Attributes may only be set on `self` (no `torch.x = ...` monkeypatching).
+                if isinstance(t, ast.Attribute) and not (
+                        isinstance(t.value, ast.Name) and t.value.id == "self"):
+                    problems.append(ast.unparse(t))
+    return problems
+
+
+@pytest.fixture(scope="module")
+def sources() -> dict[str, str]:
+    return baseline_sources()
+
+
+@pytest.fixture(scope="module")
+def resnets(sources) -> dict[bool, torch.nn.Module]:
+    """ResNet-18 built once per form: standard at 1000 classes, adapted at 8."""
+    torch.manual_seed(0)
+    return {False: build_from_source(sources["resnet18"], 1000, small_input=False).eval(),
+            True: build_from_source(sources["resnet18"], 8).eval()}
+
+
+def test_template_source_is_the_rendered_template():
+    assert template_source() == render(TEMPLATE_GENOME), (
+        "regenerate with: python -m tasks.genome --write-template")
+
+
+def test_template_builds_and_runs():
+    model = build_from_source(template_source(), 8)
+    assert 100_000 <= n_params(model) <= 250_000
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 8)
+
+
+def test_sources_follow_the_candidate_rules(sources):
+    rng = random.Random(0)
+    variants = [TEMPLATE_GENOME] + [m(TEMPLATE_GENOME, rng) for m in MUTATIONS.values()]
+    for source in [*sources.values(), template_source(), *map(render, variants)]:
+        assert policy_violations(source) == []
+        assert "def build_model(num_classes: int" in source
+
+
+def test_policy_check_catches_violations():
+    bad = ("import os\nfrom torch import hub\nx = getattr(1, 'a')\ny = (1).__class__\n"
+           "import torch\ntorch.load = None\n")
+    assert set(policy_violations(bad)) == {"os", "torch.hub", "getattr", "__class__",
+                                           "torch.load"}
+
+
+def test_resnet18_standard_matches_torchvision(resnets):
+    assert n_params(resnets[False]) == TORCHVISION_PARAMS["resnet18"]
+    with torch.no_grad():
+        assert resnets[False](torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_mobilenetv2_standard_matches_torchvision(sources):
+    model = build_from_source(sources["mobilenetv2"], 1000, small_input=False)
+    assert n_params(model) == TORCHVISION_PARAMS["mobilenetv2"]
+
+
+def test_adapted_baselines_build_at_8_classes(sources, resnets):
+    torch.manual_seed(0)
+    models = {"resnet18": resnets[True],
+              "mobilenetv2": build_from_source(sources["mobilenetv2"], 8).eval()}
+    # Only the classifier shrinks (and ResNet's lighter stem): 1000 -> 8 classes.
+    assert n_params(models["resnet18"]) == 11_689_512 - 992 * 513 - 64 * 3 * (49 - 9)
+    assert n_params(models["mobilenetv2"]) == 3_504_872 - 992 * 1281
+    for model in models.values():
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, 32, 32))
+        assert out.shape == (2, 8) and torch.isfinite(out).all()
+
+
+def test_adapted_baselines_keep_more_resolution(sources, resnets):
+    # The adapted form drops two stride-2 steps: a 32 px input ends at 4x4, not 1x1.
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        for small_input, side in ((True, 4), (False, 1)):
+            resnet = resnets[small_input]
+            assert resnet.layers(resnet.stem(x)).shape[-2:] == (side, side)
+            mobilenet = build_from_source(sources["mobilenetv2"], 8, small_input=small_input)
+            assert mobilenet.eval().features(x).shape[-2:] == (side, side)
+
+
+def test_build_from_source_requires_build_model():
+    with pytest.raises(ValueError, match="build_model"):
+        build_from_source("x = 1\n", 8)
