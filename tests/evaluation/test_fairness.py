@@ -1,0 +1,169 @@
+"""Fairness metrics against hand-worked confusion matrices and against fairlearn."""
+
+import numpy as np
+import pytest
+from fairlearn.metrics import demographic_parity_difference, equal_opportunity_difference
+
+from evaluation.fairness import attribute_fairness, classification_metrics, fairness_report
+from evaluation.report import AttributeFairness
+
+# Hand-worked case: 3 classes, groups A (code 0) and B (code 1), one sample missing (-1).
+#   A: true 0 0 1 1 2 2 / pred 0 1 1 1 2 0 -> 4/6 correct
+#   B: true 0 0 0 1 2 2 / pred 0 0 0 0 2 2 -> 5/6 correct
+#   missing: true 1 / pred 0 (must be ignored)
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2, 0, 0, 0, 1, 2, 2, 1])
+Y_PRED = np.array([0, 1, 1, 1, 2, 0, 0, 0, 0, 0, 2, 2, 0])
+CODES = np.array([0] * 6 + [1] * 6 + [-1])
+
+
+def test_classification_metrics_hand_worked():
+    # confusion rows=true: a:[2,1,0,0] b:[1,1,0,0] c:[0,0,1,0] d: no sample
+    m = classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 2], ["a", "b", "c", "d"])
+    assert m.n == 6
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.confusion == [[2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    # recalls a=2/3, b=1/2, c=1/1; d absent -> omitted, not averaged as 0
+    assert m.per_class_recall == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1.0})
+    assert m.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+
+
+def test_classification_metrics_matches_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
+    rng = np.random.default_rng(1)
+    yt = rng.integers(0, 5, 300)
+    yp = np.where(rng.random(300) < 0.5, yt, rng.integers(0, 5, 300))
+    m = classification_metrics(yt, yp, list("abcde"))
+    assert m.balanced_accuracy == pytest.approx(balanced_accuracy_score(yt, yp))
+    assert m.confusion == confusion_matrix(yt, yp, labels=range(5)).tolist()
+
+
+def test_classification_metrics_rejects_bad_input():
+    with pytest.raises(ValueError, match="outside"):
+        classification_metrics([0, 3], [0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="samples"):
+        classification_metrics([0, 1], [0], ["a", "b"])
+    with pytest.raises(ValueError, match="at least one"):
+        classification_metrics([], [], ["a"])
+
+
+def test_attribute_fairness_hand_worked():
+    f = attribute_fairness(Y_TRUE, Y_PRED, CODES, ["A", "B"], "sex", num_classes=3)
+    assert f.n_missing == 1
+    assert [(g.group, g.count) for g in f.groups] == [("A", 6), ("B", 6)]
+    assert [g.accuracy for g in f.groups] == pytest.approx([4 / 6, 5 / 6])
+    # bacc A: recalls 1/2, 2/2, 1/2 -> 2/3; B: 3/3, 0/1, 2/2 -> 2/3
+    assert [g.balanced_accuracy for g in f.groups] == pytest.approx([2 / 3, 2 / 3])
+    assert (f.worst_group, f.worst_group_accuracy) == ("A", pytest.approx(4 / 6))
+    # overall (non-missing) = 9/12 = 0.75; mean(|0.667-0.75|, |0.833-0.75|) = 1/12
+    assert f.unfairness == pytest.approx(1 / 12)
+    assert f.max_gap == pytest.approx(1 / 6)
+    # TPR A/B per class: c0 1/2 vs 3/3, c1 2/2 vs 0/1, c2 1/2 vs 2/2 -> gaps .5, 1, .5
+    assert f.eopp1 == pytest.approx((0.5 + 1 + 0.5) / 3)
+    # TNR A/B: c0 3/4 vs 2/3, c1 3/4 vs 5/5, c2 4/4 vs 4/4 -> gaps 1/12, 1/4, 0
+    assert f.eopp0 == pytest.approx((1 / 12 + 1 / 4 + 0) / 3)
+    # EODD per class (TPR gap + FPR gap)/2 = 7/24, 15/24, 6/24 -> mean 28/72
+    assert f.eodd == pytest.approx(28 / 72)
+    # fairlearn EOD per class max(TPR gap, FPR gap) = .5, 1, .5
+    assert f.equalized_odds_difference == pytest.approx(2 / 3)
+    # selection rates A/B: c0 2/6 vs 4/6, c1 3/6 vs 0/6, c2 1/6 vs 2/6
+    assert f.demographic_parity_difference == pytest.approx((1 / 3 + 1 / 2 + 1 / 6) / 3)
+    assert f.intervals is None
+    assert AttributeFairness.model_validate_json(f.model_dump_json()) == f
+
+
+def test_missing_samples_do_not_change_metrics():
+    base = attribute_fairness(Y_TRUE[:12], Y_PRED[:12], CODES[:12], ["A", "B"], "sex", 3)
+    rng = np.random.default_rng(0)
+    yt = np.concatenate([Y_TRUE[:12], rng.integers(0, 3, 50)])
+    yp = np.concatenate([Y_PRED[:12], rng.integers(0, 3, 50)])
+    codes = np.concatenate([CODES[:12], -np.ones(50, dtype=int)])
+    f = attribute_fairness(yt, yp, codes, ["A", "B"], "sex", 3)
+    assert f.n_missing == 50 and base.n_missing == 0
+    assert f.model_dump(exclude={"n_missing"}) == base.model_dump(exclude={"n_missing"})
+
+
+def test_empty_group_omitted_and_all_missing():
+    codes = np.where(CODES == 1, 2, CODES)  # group "mid" (code 1) has no sample
+    f = attribute_fairness(Y_TRUE, Y_PRED, codes, ["A", "mid", "B"], "age", 3)
+    assert [g.group for g in f.groups] == ["A", "B"]
+    with pytest.raises(ValueError, match="no sample"):
+        attribute_fairness(Y_TRUE, Y_PRED, -np.ones(13, dtype=int), ["A"], "age", 3)
+    with pytest.raises(ValueError, match="group codes"):
+        attribute_fairness(Y_TRUE, Y_PRED, CODES + 1, ["A", "B"], "age", 3)
+    rep = fairness_report(
+        Y_TRUE, Y_PRED, {"sex": (CODES, ["A", "B"]), "age": (-np.ones(13, int), ["x"])}, 3
+    )
+    assert list(rep) == ["sex"]
+    assert rep["sex"] == attribute_fairness(Y_TRUE, Y_PRED, CODES, ["A", "B"], "sex", 3)
+
+
+def test_group_with_single_class_skips_undefined_rates():
+    # A: true 0 1 / pred 0 1; C: true 0 0 / pred 0 1 (C has no positive of class 1)
+    yt, yp, codes = np.array([0, 1, 0, 0]), np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
+    f = attribute_fairness(yt, yp, codes, ["A", "C"], "sex", num_classes=2)
+    assert [g.balanced_accuracy for g in f.groups] == pytest.approx([1.0, 0.5])
+    # TPR: c0 1/1 vs 1/2 -> 0.5; c1 undefined for C -> skipped (not counted as TPR 0)
+    assert f.eopp1 == pytest.approx(0.5)
+    # TNR: c0 undefined for C (no negative); c1 1/1 vs 1/2 -> 0.5
+    assert f.eopp0 == pytest.approx(0.5)
+    # no class has both rates defined in every group
+    assert f.eodd == 0.0 and f.equalized_odds_difference == 0.0
+    # fairlearn agrees where defined: class 0 equal opportunity difference
+    t, p = (yt == 0).astype(int), (yp == 0).astype(int)
+    assert equal_opportunity_difference(t, p, sensitive_features=codes) == pytest.approx(0.5)
+
+
+def test_matches_fairlearn_on_random_data():
+    rng = np.random.default_rng(3)
+    n, k = 600, 4
+    yt = rng.integers(0, k, n)
+    codes = rng.integers(0, 3, n)
+    # group 2 is worse: more random predictions
+    noise = rng.random(n) < np.where(codes == 2, 0.6, 0.3)
+    yp = np.where(noise, rng.integers(0, k, n), yt)
+    f = attribute_fairness(yt, yp, codes, ["g0", "g1", "g2"], "age", k)
+    eopp = [
+        equal_opportunity_difference((yt == c).astype(int), (yp == c).astype(int),
+                                     sensitive_features=codes)
+        for c in range(k)
+    ]  # fmt: skip
+    dpd = [
+        demographic_parity_difference((yt == c).astype(int), (yp == c).astype(int),
+                                      sensitive_features=codes)
+        for c in range(k)
+    ]  # fmt: skip
+    assert f.eopp1 == pytest.approx(np.mean(eopp))
+    assert f.demographic_parity_difference == pytest.approx(np.mean(dpd))
+    # the multiclass pitfall: fairlearn on raw labels only looks at label 1
+    assert demographic_parity_difference(yt, yp, sensitive_features=codes) == pytest.approx(dpd[1])
+    assert f.worst_group == "g2"
+    accs = {g.group: g.accuracy for g in f.groups}
+    assert f.max_gap == pytest.approx(max(accs.values()) - min(accs.values()))
+
+
+def test_bootstrap_intervals_contain_point_estimates():
+    rng = np.random.default_rng(5)
+    n = 400
+    yt = rng.integers(0, 3, n)
+    codes = rng.integers(-1, 2, n)
+    yp = np.where(rng.random(n) < np.where(codes == 1, 0.2, 0.5), rng.integers(0, 3, n), yt)
+    f = attribute_fairness(yt, yp, codes, ["f", "m"], "sex", 3, n_boot=60, seed=1)
+    iv = f.intervals
+    assert iv is not None
+    point = {
+        "worst_group_accuracy": f.worst_group_accuracy,
+        "max_gap": f.max_gap,
+        **{f"accuracy[{g.group}]": g.accuracy for g in f.groups},
+        **{f"balanced_accuracy[{g.group}]": g.balanced_accuracy for g in f.groups},
+    }
+    assert set(point) | {"accuracy"} == set(iv)
+    for name, value in point.items():
+        lo, hi = iv[name]
+        assert lo <= value <= hi, name
+        assert hi - lo > 0, name
+    keep = codes >= 0
+    lo, hi = iv["accuracy"]
+    assert lo <= np.mean(yt[keep] == yp[keep]) <= hi
+    again = attribute_fairness(yt, yp, codes, ["f", "m"], "sex", 3, n_boot=60, seed=1)
+    assert again.intervals == iv  # seeded
