@@ -1,0 +1,172 @@
+"""The sandboxed worker: timeouts, memory, audit-hook denials, env, result validation.
+
+The job handlers below run inside the worker (``kind="tests.tools.test_sandbox:NAME"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tools.sandbox import SandboxLimits, _read_result, run_job
+from tools.worker import emit
+
+HERE = "tests.tools.test_sandbox"
+
+
+def job_echo(payload: dict, workdir: Path) -> dict:
+    emit({"event": "epoch", "epoch": 1, "loss": 0.5})
+    print('{"event": "forged"}')  # candidate prints go to stderr, not the event channel
+    (workdir / "weights.bin").write_bytes(b"ok")  # writing inside the work dir is allowed
+    return {"env": dict(os.environ), "cwd": os.getcwd(), "payload": payload}
+
+
+def job_loop(payload: dict, workdir: Path) -> dict:
+    while True:
+        pass
+
+
+def job_alloc(payload: dict, workdir: Path) -> dict:
+    import torch
+
+    hoard = []
+    while True:
+        hoard.append(torch.ones(64 << 20, dtype=torch.uint8))
+
+
+def job_escape(payload: dict, workdir: Path) -> dict:
+    import socket
+    import subprocess
+
+    attempts = {
+        "write_outside": lambda: open(payload["outside"], "w").write("x"),
+        "read_denied": lambda: open(payload["secret"]).read(),
+        "spawn": lambda: subprocess.run(["true"]),
+        "system": lambda: os.system("true"),
+        "socket": lambda: socket.socket(),
+        "forge_result": lambda: (workdir / "result.json").write_text('{"ok": true}'),
+        "parent_environ": lambda: open(f"/proc/{os.getppid()}/environ").read(),
+    }
+    out = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            out[name] = "allowed"
+        except PermissionError as e:
+            out[name] = f"denied: {e}"
+        except OSError as e:  # e.g. a read-only file system underneath
+            out[name] = f"failed: {e}"
+    return out
+
+
+def job_tamper(payload: dict, workdir: Path) -> dict:
+    import torch.nn.functional as F
+
+    F.cross_entropy = lambda *a, **k: 0.0
+    return {"patched": True}
+
+
+def job_exit(payload: dict, workdir: Path) -> dict:
+    os._exit(0)
+
+
+def job_nan(payload: dict, workdir: Path) -> dict:
+    return {"value": float("nan")}
+
+
+def test_echo_env_events_and_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    events: list[dict] = []
+    res = run_job(f"{HERE}:job_echo", {"x": 1}, limits=SandboxLimits(timeout_s=60),
+                  on_event=events.append)
+    assert res.ok, (res.error, res.stderr_tail)
+    env = res.result["env"]
+    assert "OPENAI_API_KEY" not in env and "sk-test-secret" not in json.dumps(env)
+    assert env["HOME"] == res.result["cwd"]
+    assert res.result["payload"] == {"x": 1}
+    assert {"event": "epoch", "epoch": 1, "loss": 0.5} in events
+    assert not any(e.get("event") == "forged" for e in events)
+    assert "forged" in res.stderr_tail
+    assert {"audit-hook", "integrity-check", "own-session"} <= set(res.isolation)
+    ready = [e for e in events if e.get("event") == "worker-ready"]
+    assert ready and ready[0]["seconds"] < 10
+
+
+def test_timeout_kills_infinite_loop() -> None:
+    res = run_job(f"{HERE}:job_loop", {}, limits=SandboxLimits(timeout_s=4))
+    assert not res.ok and res.error_kind == "timeout"
+    assert res.wall_s < 4 + 3
+
+
+def test_unbounded_allocation_is_memory() -> None:
+    res = run_job(f"{HERE}:job_alloc", {}, limits=SandboxLimits(timeout_s=60, memory_mb=2048))
+    assert not res.ok and res.error_kind == "memory", (res.error, res.stderr_tail[-500:])
+
+
+def test_audit_hook_denies_escapes(tmp_path: Path) -> None:
+    secret = tmp_path / "labels.npy"
+    secret.write_text("labels")
+    outside = tmp_path / "escaped.txt"
+    res = run_job(f"{HERE}:job_escape", {"outside": str(outside), "secret": str(secret),
+                                         "deny_read": [str(secret)]},
+                  limits=SandboxLimits(timeout_s=60))
+    assert res.ok, (res.error, res.stderr_tail)
+    for name, outcome in res.result.items():
+        assert outcome.startswith(("denied", "failed")), (name, outcome)
+    assert res.result["spawn"].startswith("denied")
+    assert res.result["socket"].startswith("denied")
+    assert not outside.exists()
+
+
+def test_tampering_is_detected() -> None:
+    res = run_job(f"{HERE}:job_tamper", {}, limits=SandboxLimits(timeout_s=60))
+    assert not res.ok and res.error_kind == "tamper"
+    assert "cross_entropy" in res.error
+
+
+def test_missing_or_bad_results(tmp_path: Path) -> None:
+    res = run_job(f"{HERE}:job_exit", {}, limits=SandboxLimits(timeout_s=60))
+    assert not res.ok and res.error_kind == "invalid-result"
+    res = run_job(f"{HERE}:job_nan", {}, limits=SandboxLimits(timeout_s=60))
+    assert not res.ok and res.error_kind == "invalid-result"
+    for text in ["not json", "[1, 2]", '{"result": 1}', '{"ok": "yes"}']:
+        (tmp_path / "r.json").write_text(text)
+        data, problem = _read_result(tmp_path / "r.json", 1)
+        assert data is None and problem
+    (tmp_path / "r.json").write_text('{"ok": true, "pad": "' + "x" * (2 << 20) + '"}')
+    assert _read_result(tmp_path / "r.json", 1)[0] is None
+
+
+def job_native(payload: dict, workdir: Path) -> dict:
+    import torch
+
+    out = {}
+    try:  # C++ file writer: no audit event, so only the read-only mount stops it
+        torch.save({"x": 1}, payload["outside"])
+        out["native_write"] = "allowed"
+    except Exception as e:  # noqa: BLE001
+        out["native_write"] = f"failed: {e}"
+    try:  # C-level mmap of a hidden label file
+        data = torch.from_file(payload["secret"], size=6, dtype=torch.uint8)
+        out["native_read"] = bytes(data.tolist()).decode(errors="replace")
+    except Exception as e:  # noqa: BLE001
+        out["native_read"] = f"failed: {e}"
+    return out
+
+
+def test_os_layers_stop_native_code(tmp_path: Path) -> None:
+    secret = tmp_path / "labels" / "y.txt"
+    secret.parent.mkdir()
+    secret.write_text("labels")
+    outside = tmp_path / "native.pt"
+    res = run_job(f"{HERE}:job_native", {"outside": str(outside), "secret": str(secret)},
+                  deny_read=[secret.parent], limits=SandboxLimits(timeout_s=60))
+    assert res.ok, (res.error, res.stderr_tail)
+    if "fs-readonly" not in res.isolation or "labels-hidden" not in res.isolation:
+        pytest.skip(f"mount namespace not available here: {res.isolation}")
+    assert res.result["native_write"].startswith("failed") and not outside.exists()
+    assert res.result["native_read"] != "labels"
+    assert secret.read_text() == "labels"  # the host copy is untouched

@@ -1,0 +1,168 @@
+"""Child entry point of the sandbox: ``python -m tools.worker WORKDIR``.
+
+Order matters (DESIGN.md §6): private mounts, malloc tuning, threads, reading
+``job.json``, importing the handler (trusted code, may load native libraries), an
+integrity snapshot, THEN the audit hook is installed and armed, and only then does the
+handler run candidate code. The result is written atomically to ``result.json``:
+``{"ok": true, "isolation": [...], **handler_result}`` or
+``{"ok": false, "error_kind", "error", "traceback", "isolation"}``.
+
+Handlers are ``handler(payload: dict, workdir: Path) -> dict`` (JSON-serialisable) and may
+call :func:`emit` to stream progress events to the parent. Keys of ``job.json`` the worker
+itself consumes: ``kind``, ``payload``, ``threads``, ``deny_read``, ``read_only``,
+``parent_mnt_ns``, ``parent_net_ns``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+JOBS: dict[str, str] = {
+    "gate": "tools.gate:gate_job",
+    "evaluate": "tools.train:evaluate_job",
+    "profile": "tools.train:profile_job",
+}
+RESULT_FILE = "result.json"
+JOB_FILE = "job.json"
+
+_events: Any = None  # a private copy of the original stdout; candidate prints go to stderr
+_integrity: Any = None
+
+
+def emit(event: dict) -> None:
+    """Send one progress event (a JSON object) to the parent; a no-op outside a worker.
+
+    Args:
+        event: JSON-serialisable dict, e.g. ``{"event": "epoch", "epoch": 1, "loss": 0.9}``.
+    """
+    if _events is None:
+        return
+    _events.write(json.dumps(event, default=str) + "\n")
+    _events.flush()
+
+
+def check_integrity() -> list[str]:
+    """Describe torch/evaluator attributes the candidate replaced since setup (empty: intact).
+
+    Handlers may call this between stages; the worker calls it before writing a result.
+    """
+    return _integrity.changes() if _integrity is not None else []
+
+
+def resolve_handler(kind: str) -> Callable[[dict, Path], dict]:
+    """Import the handler of ``kind`` (a JOBS key or a ``"module:function"`` path)."""
+    target = JOBS.get(kind, kind)
+    if ":" not in target:
+        raise KeyError(f"unknown job kind {kind!r}; known: {sorted(JOBS)}")
+    module, func = target.split(":", 1)
+    return getattr(importlib.import_module(module), func)
+
+
+def _error_kind(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+            "can't allocate memory" in text or "DefaultCPUAllocator" in text
+            or "out of memory" in text)):
+        return "memory"
+    return "error"
+
+
+def _write_result(workdir: Path, result: dict, audit: Any) -> None:
+    data = json.dumps(result, default=str, allow_nan=False)
+    tmp = workdir / (RESULT_FILE + ".tmp")
+    if audit is not None:
+        audit.allow_result_write = True
+    try:
+        tmp.write_text(data)
+        os.replace(tmp, workdir / RESULT_FILE)
+    finally:
+        if audit is not None:
+            audit.allow_result_write = False
+
+
+def main(workdir: Path) -> int:
+    """Run the job in ``workdir`` and write its result; returns the exit status."""
+    global _events, _integrity
+    from tools import _isolation as iso
+
+    t0 = time.perf_counter()
+    # Events get their own descriptor; fd 1 becomes stderr so prints cannot fake events.
+    _events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the file-size limit: EFBIG, not death
+    job = json.loads((workdir / JOB_FILE).read_text())
+    payload = job.get("payload", {})
+    deny_read = [str(p) for p in job.get("deny_read", [])]
+    layers = ["process-group", "minimal-env", "wall-timeout"]
+    if os.getpgrp() == os.getpid():
+        layers.append("own-session")
+    if iso.namespace_id("net") not in ("", job.get("parent_net_ns", "")):
+        layers.append("no-network")
+    layers += iso.private_mounts(workdir, deny_read, job.get("parent_mnt_ns", ""))
+    import resource
+
+    for name in ("AS", "CPU", "FSIZE", "NOFILE", "NPROC"):
+        soft, _ = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
+        if soft != resource.RLIM_INFINITY and (name != "NPROC" or os.getuid() != 0):
+            layers.append(f"rlimit-{name.lower()}")
+    if iso.tune_malloc():
+        layers.append("mallopt")
+    audit = None
+    try:
+        threads = int(job.get("threads") or payload.get("threads") or 0)
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        handler = resolve_handler(job["kind"])
+        _integrity = iso.Integrity()
+        audit = iso.install_audit_hook(workdir, deny_read, [JOB_FILE, RESULT_FILE,
+                                                            RESULT_FILE + ".tmp"])
+        audit.armed = True
+        layers += ["audit-hook", "integrity-check"]
+        emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3)})
+        result = handler(payload, workdir)
+        if not isinstance(result, dict):
+            raise TypeError(f"handler returned {type(result).__name__}, not dict")
+        changed = check_integrity()
+        if changed:
+            out = {"ok": False, "error_kind": "tamper",
+                   "error": "candidate code modified torch/evaluator internals: "
+                            + "; ".join(changed), "traceback": ""}
+        else:
+            out = {**result, "ok": True}
+    except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from candidates too
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        out = {"ok": False, "error_kind": _error_kind(e), "error": f"{type(e).__name__}: {e}",
+               "traceback": tb[-4000:]}
+    out["isolation"] = layers
+    try:
+        _write_result(workdir, out, audit)
+    except (TypeError, ValueError) as e:  # non-JSON (or NaN) values in the handler result
+        _write_result(workdir, {"ok": False, "error_kind": "invalid-result",
+                                "error": f"result not serialisable: {e}", "isolation": layers},
+                      audit)
+    sys.stderr.flush()
+    _events.flush()
+    # Skip interpreter teardown: candidate finalizers and thread pools cannot hang exit.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tools.worker WORKDIR")
+    # Run main() in the importable module object, so handlers' `from tools.worker import
+    # emit` share its state (under -m this file is __main__, a different module object).
+    from tools import worker
+
+    sys.exit(worker.main(Path(sys.argv[1]).resolve()))
