@@ -102,6 +102,9 @@ class TrainingStats(BaseModel):
     device: str
     amp: str
     diverged: bool = False
+    stopped_early: bool = Field(
+        False, description="Cut by the recipe's max_train_seconds before the last epoch ended."
+    )
 
 
 class EvaluationReport(BaseModel):
