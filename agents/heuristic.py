@@ -1,0 +1,268 @@
+"""The offline brains: a real search policy over the Template's Choices.
+
+They read the same briefs (reports, critique, history) the LLM prompts are built from and
+are deterministic for a seed. Role modules wrap their plain-dict answers in the roles'
+schemas, so this module depends on no role.
+
+* :func:`critique` - rule-based Critic: budgets first (in priority order), then groups
+  that lag the overall accuracy, then accuracy against the best design.
+* :func:`design` - mutates the best design's genome with moves chosen from the critique
+  (over budget -> shrink / depthwise-separable / downsample; lagging group -> wider early
+  layers / normalisation / SE / shortcuts; otherwise capacity), never re-proposing a
+  genome already tried.
+* :func:`fix` - re-renders code from its parsed genome (shrinking it on a budget
+  failure), else falls back to a mutation of the parent's design.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tasks.genome import MUTATIONS, TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
+
+#: Groups whose accuracy is this far below the overall accuracy count as lagging.
+LAG_THRESHOLD = 0.03
+#: Groups smaller than this are too noisy to act on.
+MIN_GROUP_COUNT = 5
+
+# Moves per problem, best first. Why: depthwise-separable convs cut MACs ~k*k with a
+# small accuracy cost; earlier downsampling cuts activation memory and latency ~4x.
+COST_MOVES: dict[str, tuple[str, ...]] = {
+    "latency": ("depthwise_separable", "more_downsampling", "shrink_width", "shallower",
+                "smaller_kernel"),
+    "memory": ("more_downsampling", "shrink_width", "depthwise_separable", "shallower"),
+    "params": ("shrink_width", "depthwise_separable", "shallower", "smaller_kernel"),
+    "flops": ("depthwise_separable", "more_downsampling", "shrink_width", "smaller_kernel"),
+}
+# Lagging groups: more low-level capacity and better-conditioned features help the
+# under-represented groups first (FaHaNa / FL-NAS observations on ISIC).
+FAIRNESS_MOVES = ("widen_early", "change_norm", "add_se", "add_residual", "less_downsampling")
+ACCURACY_MOVES = ("widen", "add_residual", "deeper", "add_se", "bigger_kernel", "change_act",
+                  "less_dropout", "inverted_residual")
+BUDGET_NAMES = ("latency", "memory", "params", "flops")
+
+
+def genome_key(genome: Genome) -> str:
+    """Canonical JSON of a genome: equal architectures give equal keys."""
+    return json.dumps(genome.model_dump(mode="json"), sort_keys=True)
+
+
+def violated_names(violations: Iterable[str]) -> list[str]:
+    """Budget names (latency, memory, params, flops) named by violation texts, in order."""
+    out: list[str] = []
+    for text in violations:
+        head = text.strip().split(" ")[0].lower() if text.strip() else ""
+        for name in BUDGET_NAMES:
+            if head.startswith(name) and name not in out:
+                out.append(name)
+    return out
+
+
+# ------------------------------------------------------------------------- critic
+
+
+def critique(brief: dict[str, Any]) -> dict[str, Any]:
+    """Rule-based critique of the newest report.
+
+    Args:
+        brief: ``latest`` (headline of the newest candidate or None), ``best`` (headline
+            of the best design or None), ``budgets`` (dict, priority order), ``targets``
+            (``balanced_accuracy``/``max_gap``, None when unset).
+
+    Returns:
+        A dict valid for the ``Critique`` schema.
+    """
+    latest = brief.get("latest") or {}
+    best = brief.get("best") or {}
+    targets = brief.get("targets") or {}
+    violated: list[str] = list(latest.get("violations") or [])
+    lagging: list[dict[str, Any]] = []
+    priorities: list[str] = []
+    suggestions: list[str] = []
+    summary: list[str] = []
+
+    if latest.get("status") == "failed":
+        summary.append(f"{latest.get('id')} failed at {latest.get('failure_stage')}: "
+                       f"{str(latest.get('failure_reason'))[:200]}")
+        priorities.append("produce a design that builds and trains")
+        suggestions.append("stay close to the best design; change one Choice at a time")
+    for name in violated_names(violated):
+        priorities.append(f"meet the {name} budget")
+        moves = ", ".join(COST_MOVES[name][:3])
+        suggestions.append(f"{name} over budget: try {moves}")
+    if violated:
+        summary.append("violates " + "; ".join(violated))
+
+    acc = latest.get("accuracy")
+    for attr, info in (latest.get("groups") or {}).items():
+        for g in info:
+            if acc is None or g["count"] < MIN_GROUP_COUNT:
+                continue
+            gap = acc - g["accuracy"]
+            if gap > LAG_THRESHOLD:
+                lagging.append({"attribute": attr, "group": g["group"],
+                                "accuracy": round(g["accuracy"], 4), "gap": round(gap, 4)})
+    lagging.sort(key=lambda x: -x["gap"])
+    if lagging:
+        worst = lagging[0]
+        priorities.append("close the accuracy gap of lagging groups")
+        suggestions.append(
+            f"group {worst['attribute']}={worst['group']} lags by {worst['gap']:.3f} "
+            f"(acc {worst['accuracy']:.3f}): widen early layers, change normalisation, add SE"
+        )
+        summary.append(f"{len(lagging)} lagging group(s), worst {worst['attribute']}="
+                       f"{worst['group']} -{worst['gap']:.3f}")
+
+    bal, best_bal = latest.get("balanced_accuracy"), best.get("balanced_accuracy")
+    if bal is not None and best_bal is not None and latest.get("id") != best.get("id"):
+        if bal < best_bal - 0.01:
+            summary.append(f"balanced accuracy {bal:.3f} below best {best_bal:.3f} "
+                           f"({best.get('id')}): revert this direction")
+    priorities.append("raise balanced accuracy")
+    if not violated and not lagging:
+        suggestions.append("within budget and balanced: add capacity (widen, residual, SE)")
+
+    converged = _targets_met(best, targets)
+    if converged:
+        summary.append("every target met by the best design")
+    return {
+        "summary": "; ".join(summary) or "no problems found in the newest report",
+        "violated_budgets": violated,
+        "lagging_groups": lagging,
+        "priorities": priorities,
+        "suggestions": suggestions,
+        "converged": converged,
+    }
+
+
+def _targets_met(best: dict[str, Any], targets: dict[str, Any]) -> bool:
+    """Tell whether at least one target is set and the feasible best meets all of them."""
+    set_targets = {k: v for k, v in targets.items() if v is not None}
+    if not best or not set_targets or best.get("violations"):
+        return False
+    ok = True
+    if "balanced_accuracy" in set_targets:
+        ok &= (best.get("balanced_accuracy") or 0.0) >= set_targets["balanced_accuracy"]
+    if "max_gap" in set_targets:
+        ok &= (best.get("max_gap") if best.get("max_gap") is not None else 1.0) \
+            <= set_targets["max_gap"]
+    return bool(ok)
+
+
+# ----------------------------------------------------------------------- designer
+
+
+def plan_moves(critique_: dict[str, Any] | None) -> list[str]:
+    """Order the mutation names by what the critique asks for (most urgent first)."""
+    crit = critique_ or {}
+    order: list[str] = []
+    for name in violated_names(crit.get("violated_budgets") or []):
+        order += COST_MOVES[name]
+    if crit.get("lagging_groups"):
+        order += FAIRNESS_MOVES
+    order += ACCURACY_MOVES
+    if not crit.get("violated_budgets"):
+        # Within budget: cheaper designs still extend the Pareto front.
+        order += ("depthwise_separable", "inverted_residual", "shrink_width")
+    seen: set[str] = set()
+    return [m for m in order if m in MUTATIONS and not (m in seen or seen.add(m))]
+
+
+def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Propose a new, untried design by mutating the best one.
+
+    Args:
+        brief: ``best`` (dict with ``code``), ``critique`` (dict or None), ``tried``
+            (genome keys already proposed).
+        rng: Seeded generator (deterministic per run, round and seed).
+
+    Returns:
+        ``{"rationale": str, "code": str, "genome": dict, "moves": [...]}``.
+    """
+    best = brief.get("best") or {}
+    base = parse_genome(best.get("code") or "") or TEMPLATE_GENOME
+    tried = set(brief.get("tried") or ())
+    tried.add(genome_key(base))
+    planned = plan_moves(brief.get("critique"))
+    for n_moves in (1, 2, 3):
+        # Urgent moves first; one move at a time keeps the credit assignment clear.
+        pool = planned if n_moves == 1 else planned + sorted(MUTATIONS)
+        for first in pool:
+            genome, moves = _apply(base, [first], rng)
+            for _ in range(n_moves - 1):
+                genome, moves = _apply(genome, [rng.choice(planned)], rng, moves)
+            if moves and genome_key(genome) not in tried:
+                return _answer(genome, moves, base, brief.get("critique"))
+    # Everything near is tried: random walks from the base.
+    for _ in range(200):
+        genome, moves = base, []
+        for _ in range(rng.randint(2, 5)):
+            genome, moves = _apply(genome, [rng.choice(sorted(MUTATIONS))], rng, moves)
+        if moves and genome_key(genome) not in tried:
+            return _answer(genome, moves, base, brief.get("critique"))
+    raise RuntimeError("heuristic designer found no untried genome near the best design")
+
+
+def _apply(genome: Genome, names: Sequence[str], rng: random.Random,
+           moves: list[str] | None = None) -> tuple[Genome, list[str]]:
+    moves = list(moves or [])
+    for name in names:
+        new = MUTATIONS[name](genome, rng)
+        if new != genome:
+            genome = new
+            moves.append(name)
+    return genome, moves
+
+
+def _answer(genome: Genome, moves: list[str], base: Genome,
+            crit: dict[str, Any] | None) -> dict[str, Any]:
+    why = (crit or {}).get("priorities") or ["explore"]
+    rationale = (f"moves {' + '.join(moves)} on the best design ({genome_summary(base)}) "
+                 f"because the critique prioritises: {'; '.join(why[:3])}. "
+                 f"New design: {genome_summary(genome)}")
+    return {"rationale": rationale, "code": render(genome),
+            "genome": genome.model_dump(mode="json"), "moves": moves}
+
+
+# -------------------------------------------------------------------------- fixer
+
+
+def fix(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Repair code that failed the gate or crashed in the worker.
+
+    Args:
+        brief: ``code``, ``error``, ``stage`` (the failed gate check or worker stage),
+            ``parent_code`` (the design it was derived from), ``tried`` (genome keys).
+        rng: Seeded generator.
+
+    Returns:
+        ``{"explanation": str, "code": str}``.
+    """
+    code = brief.get("code") or ""
+    error = (brief.get("error") or "").lower()
+    tried = set(brief.get("tried") or ())
+    genome = parse_genome(code)
+    over_budget = brief.get("stage") == "budget" or "budget" in error or " > " in error
+    if genome is not None:
+        if over_budget:
+            for name in ("shrink_width", "depthwise_separable", "more_downsampling", "shallower"):
+                new = MUTATIONS[name](genome, rng)
+                if new != genome and genome_key(new) not in tried:
+                    return {"explanation": f"over budget: applied {name} to the parsed genome",
+                            "code": render(new)}
+        rendered = render(genome)
+        if rendered != code:
+            return {"explanation": "re-rendered the code from its GENOME literal "
+                                   "(the hand edits outside it were invalid)", "code": rendered}
+    parent = parse_genome(brief.get("parent_code") or "") or TEMPLATE_GENOME
+    for _ in range(50):
+        name = rng.choice(sorted(MUTATIONS))
+        new = MUTATIONS[name](parent, rng)
+        if new != parent and genome_key(new) not in tried:
+            return {"explanation": f"could not repair the code; fell back to the parent design "
+                                   f"with {name}", "code": render(new)}
+    return {"explanation": "could not repair the code; fell back to the parent design",
+            "code": render(parent)}

@@ -1,0 +1,292 @@
+"""CLI: ``python -m graph.run --task isic [--synthetic | --data-dir DIR] [options]``.
+
+Runs the FL-NAS search (prepare -> critic -> designer -> gate -> [code_fixer] ->
+evaluate -> ... -> finalize) and writes ``runs/<run_id>/``: ``trace.jsonl``,
+``checkpoints.sqlite``, ``settings.json``, ``candidates/<id>/``, ``summary.json``,
+``best_model.py`` (+ ``.onnx``), ``pareto.png``, ``group_accuracy.png``.
+
+Settings: Context defaults < ``--config FILE.toml`` < flags given on the command line.
+``--resume RUN_ID`` restores ``settings.json`` and continues from the last checkpoint;
+finished evaluations and LLM answers already in the checkpoint are never redone.
+
+Exit codes: 0 done, 1 unexpected error (work so far kept, resumable), 2 user error
+(bad flag, config, dataset, LLM key or server), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sqlite3
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from graph.config import RESUME_OVERRIDABLE, ConfigError, read_config, resolve
+from graph.context import Context
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _opt_num(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        if text.lower() in ("none", "off", ""):
+            return None
+        return kind(float(text)) if kind is int else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the CLI parser; every default is suppressed so given flags can be told apart."""
+    from tasks.data_args import add_data_args
+
+    d = Context()
+    p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__.split("\n")[0],
+                                argument_default=argparse.SUPPRESS)
+    add_data_args(p)
+    for action in p._actions:  # data_args sets its own defaults; ours come from Context
+        action.default = argparse.SUPPRESS
+        if action.dest == "synthetic_n":
+            action.help = f"number of synthetic images (default: {d.synthetic_n})"
+        if action.dest == "image_size":
+            action.help = f"side of the square training images (default: {d.image_size})"
+    s = p.add_argument_group("search")
+    s.add_argument("--iter-max", dest="iter_max", type=int,
+                   help=f"designer rounds (default: {d.iter_max})")
+    s.add_argument("--patience", type=int,
+                   help=f"rounds without hypervolume gain before stopping ({d.patience})")
+    s.add_argument("--max-fix-attempts", dest="max_fix_attempts", type=int,
+                   help=f"Code-Fixer attempts per candidate ({d.max_fix_attempts})")
+    s.add_argument("--target-balanced-accuracy", dest="target_balanced_accuracy",
+                   type=_opt_num(float), help="stop once the best design reaches this")
+    s.add_argument("--target-max-gap", dest="target_max_gap", type=_opt_num(float),
+                   help="... and its group accuracy gap is at most this")
+    s.add_argument("--baselines", action="store_true",
+                   help="also evaluate ResNet-18 and MobileNetV2 in prepare (slow on CPU)")
+    s.add_argument("--roles", action="append",
+                   help="extra role module(s) to load, e.g. mypkg.auditor (repeatable, "
+                        "comma-separated)")
+    b = p.add_argument_group("device budgets (priority order; 'none' disables)")
+    b.add_argument("--max-latency-ms", dest="max_latency_ms", type=_opt_num(float))
+    b.add_argument("--max-memory-mb", dest="max_memory_mb", type=_opt_num(float))
+    b.add_argument("--max-params", dest="max_params", type=_opt_num(int),
+                   help=f"default: {d.max_params}")
+    b.add_argument("--max-flops", dest="max_flops", type=_opt_num(int))
+    r = p.add_argument_group("training recipe")
+    r.add_argument("--epochs", type=int, help=f"default: {d.epochs}")
+    r.add_argument("--batch-size", dest="batch_size", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--eval-timeout", dest="eval_timeout_s", type=float)
+    m = p.add_argument_group("LLM backend")
+    m.add_argument("--llm", help="heuristic (default, offline) | openai:MODEL | local:MODEL "
+                                 "with --base-url")
+    m.add_argument("--base-url", dest="base_url",
+                   help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    m.add_argument("--model", help="model name for every role")
+    m.add_argument("--designer-model", dest="designer_model")
+    m.add_argument("--critic-model", dest="critic_model")
+    m.add_argument("--fixer-model", dest="fixer_model")
+    m.add_argument("--llm-timeout", dest="llm_timeout_s", type=float)
+    m.add_argument("--max-llm-tokens", dest="max_llm_tokens", type=_opt_num(int),
+                   help="stop when this many LLM tokens are spent")
+    m.add_argument("--max-wall-s", dest="max_wall_s", type=_opt_num(float),
+                   help="stop starting rounds after this many seconds")
+    o = p.add_argument_group("run")
+    o.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
+    o.add_argument("--run-dir", dest="runs_root", type=Path, help="runs folder (default: runs)")
+    o.add_argument("--run-id", dest="run_id", help="name of a new run (default: timestamp)")
+    o.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    o.add_argument("--quiet", action="store_true", help="plain progress lines")
+    return p
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    out = {k: v for k, v in vars(args).items()
+           if k not in ("config", "runs_root", "resume", "run_id")}
+    for k in ("data_dir", "cache_dir"):
+        if out.get(k) is not None:
+            out[k] = str(out[k])
+    if "roles" in out:
+        out["roles"] = [r.strip() for item in out["roles"] for r in item.split(",") if r.strip()]
+    return out
+
+
+def _fail(msg: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+def settle(args: argparse.Namespace) -> tuple[Context, bool]:
+    """Resolve the run's Context and whether it resumes an existing run.
+
+    Raises:
+        ConfigError: Bad config, unknown run to resume, or a new run whose folder exists.
+    """
+    root = Path(getattr(args, "runs_root", "runs"))
+    explicit = _explicit(args)
+    if getattr(args, "resume", None):
+        run_dir = root / args.resume
+        if not (run_dir / "settings.json").is_file():
+            raise ConfigError(f"cannot resume {args.resume!r}: {run_dir}/settings.json not "
+                              f"found (runs in {root}: "
+                              f"{', '.join(sorted(p.name for p in root.glob('*')) ) or 'none'})")
+        ctx = Context.load(run_dir / "settings.json")
+        ignored = sorted(set(explicit) - RESUME_OVERRIDABLE)
+        if ignored:
+            print(f"note: --resume keeps the run's settings; ignoring {', '.join(ignored)}",
+                  file=sys.stderr)
+        for k in set(explicit) & RESUME_OVERRIDABLE:
+            setattr(ctx, k, explicit[k])
+        return ctx, True
+    config = read_config(args.config) if getattr(args, "config", None) else {}
+    run_id = getattr(args, "run_id", None) or \
+        f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    run_dir = root / run_id
+    if (run_dir / "checkpoints.sqlite").exists():
+        raise ConfigError(f"run {run_id!r} already exists in {root}; continue it with "
+                          f"--resume {run_id} or choose another --run-id")
+    defaults = Context().to_json()
+    ctx = resolve(defaults, config, {**explicit, "run_dir": str(run_dir), "run_id": run_id})
+    return ctx, False
+
+
+def preflight_all(ctx: Context) -> None:
+    """Check every role's LLM before the search starts (raises LLMConfigError)."""
+    from agents.llm import preflight
+    from graph.services import Services
+
+    probe = Services(ctx=ctx, tracer=None, display=None)  # type: ignore[arg-type]
+    seen = set()
+    for role in ("designer", "critic", "code_fixer"):
+        spec = probe.spec(role)
+        if spec.label not in seen:
+            seen.add(spec.label)
+            for warning in preflight(spec):
+                print(f"warning: {warning}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m graph.run``."""
+    args = build_parser().parse_args(argv)
+    from agents.llm import LLMConfigError
+    from tasks.isic import DatasetError
+
+    try:
+        ctx, resuming = settle(args)
+        preflight_all(ctx)
+    except (ConfigError, LLMConfigError) as exc:
+        return _fail(str(exc))
+    try:
+        from graph.services import data_namespace
+        from tasks.data_args import prepare_from_args
+
+        data = prepare_from_args(data_namespace(ctx), progress=not ctx.quiet and
+                                 sys.stderr.isatty())
+    except (DatasetError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    try:
+        from graph.builder import build_graph
+
+        app_roles = list(ctx.roles)
+        build_graph(roles=app_roles)  # import errors surface here, before any work
+    except ImportError as exc:
+        return _fail(str(exc))
+    return _run(ctx, data, resuming)
+
+
+def _run(ctx: Context, data: Any, resuming: bool) -> int:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agents.llm import LLMConfigError
+    from graph.builder import build_graph
+    from graph.display import Display, PlainDisplay
+    from graph.services import Services, install, release
+    from graph.trace import Tracer
+
+    run_dir = Path(ctx.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.save(run_dir / "settings.json")
+    tracer = Tracer(run_dir / "trace.jsonl", ctx.run_id)
+    rich_ok = not ctx.quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    display = Display() if rich_ok else PlainDisplay(quiet=ctx.quiet)
+    svc = install(Services(ctx=ctx, tracer=tracer, display=display, _data=data))
+    conn = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
+    app = build_graph(checkpointer=SqliteSaver(conn), roles=ctx.roles)
+    config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 10_000}
+    snapshot = app.get_state(config)
+    started = bool(snapshot.values)
+    if resuming and started and not snapshot.next:
+        display.message(f"run {ctx.run_id} already finished")
+        tracer.event("run_resume", finished=True)
+        return _report(run_dir, display)
+    tracer.event("run_resume" if started else "run_start", settings=ctx.to_json(),
+                 data_fingerprint=data.fingerprint, n_images=data.n,
+                 next=list(snapshot.next) if started else ["prepare"], pid=os.getpid())
+    display.message(f"run {ctx.run_id} in {run_dir} ({'resumed' if started else 'new'}; "
+                    f"llm {svc.spec('designer').label}; {data.n} images at "
+                    f"{data.image_size}px)")
+    initial = None if started else {
+        "round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},
+        "notes": [], "stale_rounds": 0, "hv_history": [], "current": None}
+    display.start()
+    code = EXIT_OK
+    try:
+        app.invoke(initial, config, context=ctx, durability="sync")
+    except KeyboardInterrupt:
+        tracer.event("run_interrupted")
+        code = EXIT_INTERRUPTED
+    except LLMConfigError as exc:
+        tracer.event("run_error", error=str(exc), kind="llm_config")
+        code = EXIT_USAGE
+        display.stop()
+        _fail(f"{exc}\nfinished work is kept; fix this and continue with --resume {ctx.run_id}")
+    except Exception as exc:
+        tracer.event("run_error", error=f"{type(exc).__name__}: {exc}")
+        code = EXIT_ERROR
+        display.stop()
+        _fail(f"{type(exc).__name__}: {exc}\nfinished work is kept in {run_dir}; "
+              f"continue with --resume {ctx.run_id}", EXIT_ERROR)
+    finally:
+        display.stop()
+        conn.close()
+    if code == EXIT_INTERRUPTED:
+        return _fail(f"interrupted; continue with --resume {ctx.run_id}", code)
+    if code != EXIT_OK:
+        release(ctx)
+        return code
+    tracer.event("run_end")
+    rc = _report(run_dir, display)
+    release(ctx)
+    return rc
+
+
+def _report(run_dir: Path, display: Any) -> int:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return _fail(f"{path} missing", EXIT_ERROR)
+    s = json.loads(path.read_text())
+    best, test = s.get("best") or {}, s.get("test") or {}
+    lines = [f"stop: {s['stop_reason']} after {s['rounds']} rounds, "
+             f"{s['candidates']['total']} candidates"]
+    if best:
+        v = best.get("val") or {}
+        lines.append(f"best {best['id']} ({best['origin']}): val bal.acc "
+                     f"{v.get('balanced_accuracy')} gap {v.get('max_gap')} "
+                     f"{v.get('params')} params {v.get('latency_ms')} ms")
+    if test.get("status") == "ok":
+        fair = test.get("fairness") or {}
+        gaps = ", ".join(f"{a} gap {f['max_gap']:.3f}" for a, f in fair.items())
+        lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
+                     f"{test['accuracy']:.3f}; {gaps}")
+    lines.append(f"results in {run_dir} (inspect: python -m graph.trace {run_dir})")
+    print("\n".join(lines), flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""Per-run resources the nodes need but the state must not hold.
+
+Services are looked up from the run's :class:`~graph.context.Context` (keyed by run
+directory) and built lazily, so a graph invoked from LangGraph Studio with only a
+context works too. They hold: the tracer, the display, the prepared data, the chat
+models per role, and the cached tool calls (gate / evaluate / export), each traced as a
+``tool_call`` event with its duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.llm import CallRecord, LLMSpec, make_chat_model, parse_llm
+from graph.context import Context
+from graph.display import Display, PlainDisplay
+from graph.trace import Tracer
+
+
+@dataclass
+class Services:
+    """Resources of one run (see module docstring)."""
+
+    ctx: Context
+    tracer: Tracer
+    display: Display | PlainDisplay
+    _data: Any = None
+    _chats: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+        return Path(self.ctx.run_dir)
+
+    # ------------------------------------------------------------------ data / recipe
+    def data(self) -> Any:
+        """Return the prepared task data (``tasks.cache.PreparedData``), prepared on first use."""
+        if self._data is None:
+            from tasks.data_args import prepare_from_args
+
+            self._data = prepare_from_args(data_namespace(self.ctx))
+        return self._data
+
+    def recipe(self) -> Any:
+        """Return the fixed training recipe (``tools.train.Recipe``) of this run."""
+        from tools.train import Recipe
+
+        kw: dict[str, Any] = {"epochs": self.ctx.epochs, "batch_size": self.ctx.batch_size,
+                              "seed": self.ctx.seed}
+        if self.ctx.lr is not None:
+            kw["lr"] = self.ctx.lr
+        return Recipe(**kw)
+
+    # ----------------------------------------------------------------------- LLMs
+    def spec(self, role: str) -> LLMSpec:
+        """Return the LLM spec of ``role`` (heuristic unless an LLM backend is configured)."""
+        c = self.ctx
+        if c.llm == "heuristic" and not c.base_url:
+            return parse_llm("heuristic")
+        # "--base-url URL --model M" alone selects an OpenAI-compatible server.
+        backend, _, inline = (c.llm if c.llm != "heuristic" else "openai").partition(":")
+        model = c.role_model(role) or inline or None
+        return parse_llm(backend, base_url=c.base_url, model=model, timeout_s=c.llm_timeout_s)
+
+    def chat(self, role: str) -> Any:
+        """Return the chat model of ``role`` (cached per role)."""
+        with self._lock:
+            if role not in self._chats:
+                self._chats[role] = make_chat_model(self.spec(role))
+            return self._chats[role]
+
+    def record_llm(self, record: CallRecord, *, prompt_name: str, prompt_sha: str,
+                   candidate: str | None) -> None:
+        """Trace one LLM request."""
+        self.tracer.event("llm_call", prompt_file=prompt_name, prompt_sha256=prompt_sha,
+                          candidate=candidate, **record.to_dict())
+
+    def persist(self, rec: dict[str, Any]) -> None:
+        """Write ``candidates/<id>/{model.py, report.json}`` (the record, code aside)."""
+        folder = self.run_dir / "candidates" / rec["id"]
+        atomic_write(folder / "model.py", rec["code"])
+        atomic_write(folder / "report.json",
+                     json.dumps({k: v for k, v in rec.items() if k != "code"}, indent=1))
+
+    # ----------------------------------------------------------------------- tools
+    def cache_path(self, kind: str, key: str) -> Path:
+        """Where the result of a tool call with ``key`` is cached in the run folder."""
+        return self.run_dir / "cache" / kind / f"{key}.json"
+
+    def gate(self, code: str, candidate: str) -> dict[str, Any]:
+        """Gate ``code`` (static + build + forward + budget, sandboxed), cached by code hash."""
+        from agents.records import code_hash
+        from tools.gate import gate
+
+        key = f"{code_hash(code)}-{self.ctx.image_size}-{_budget_key(self.ctx)}"
+        path = self.cache_path("gate", key)
+        t0 = time.monotonic()
+        cached = path.exists()
+        if cached:
+            out = json.loads(path.read_text())
+        else:
+            report = gate(code, budgets=self.ctx.budgets, image_size=self.ctx.image_size,
+                          num_classes=len(self.data().class_names))
+            out = report.model_dump(mode="json")
+            atomic_write(path, json.dumps(out))
+        self.tracer.event("tool_call", tool="gate", candidate=candidate, key=key, cached=cached,
+                          ok=out.get("ok"), duration_s=round(time.monotonic() - t0, 4))
+        return out
+
+    def evaluate(self, code: str, candidate: str, *, split: str = "val",
+                 budgets: Any = None) -> dict[str, Any]:
+        """Train and measure ``code`` in the sandboxed worker, cached by evaluation key.
+
+        The cache key is :func:`tools.evaluate.evaluation_key` (code hash + recipe + data
+        fingerprint + split); the file is written atomically once the report exists, so a
+        killed run never re-trains a finished candidate.
+        """
+        from evaluation.report import Budgets, EvaluationReport, HardwareReport, budget_violations
+        from tools.evaluate import evaluate_candidate, evaluation_key
+
+        data, recipe = self.data(), self.recipe()
+        key = evaluation_key(code, recipe, data.fingerprint, split)
+        path = self.cache_path("evaluate", key)
+        t0 = time.monotonic()
+        cached = path.exists()
+        if cached:
+            report = EvaluationReport.model_validate_json(path.read_text())
+        else:
+            kwargs: dict[str, Any] = {"recipe": recipe, "budgets": budgets or self.ctx.budgets,
+                                      "split": split, "candidate_id": candidate,
+                                      "out_dir": self.run_dir / "candidates" / candidate / split}
+            params = inspect.signature(evaluate_candidate).parameters
+            if "on_event" in params:
+                kwargs["on_event"] = lambda ev: self.display.progress(candidate, ev)
+            report = evaluate_candidate(code, data, **kwargs)
+            if report.candidate_id is None:
+                report.candidate_id = candidate
+            if budgets is not None and report.ok and report.hardware is not None:
+                # Evaluated without the run's budgets (a baseline): still name violations.
+                report.budgets = Budgets.model_validate(self.ctx.budgets.model_dump())
+                report.violations = budget_violations(
+                    HardwareReport.model_validate(report.hardware.model_dump()), report.budgets)
+            atomic_write(path, report.model_dump_json())
+        self.tracer.event("tool_call", tool="evaluate", candidate=candidate, key=key,
+                          split=split, cached=cached, ok=report.ok,
+                          failure_stage=report.failure_stage,
+                          duration_s=round(time.monotonic() - t0, 4))
+        return report.model_dump(mode="json")
+
+
+    def export(self, code: str, candidate: str) -> dict[str, Any]:
+        """Export the candidate's test-trained weights to ``best_model.onnx`` (sandboxed).
+
+        Returns:
+            What was exported (``onnx`` path, exporter, ORT check) or the error.
+        """
+        import shutil
+
+        from tools.sandbox import SandboxLimits, run_job
+
+        weights = self.run_dir / "candidates" / candidate / "test" / "weights.pt"
+        payload = {"code": code, "num_classes": len(self.data().class_names),
+                   "image_size": self.ctx.image_size,
+                   "weights": str(weights) if weights.is_file() else None}
+        t0 = time.monotonic()
+        out: dict[str, Any] = {"code": "best_model.py"}
+        keep = Path(tempfile.mkdtemp(prefix="flnas-export-"))
+        try:
+            res = run_job("tools.export:export_job", payload,
+                          limits=SandboxLimits(timeout_s=180), keep_workdir=keep,
+                          read_only=[str(weights)] if weights.is_file() else [])
+            if not res.ok or not (keep / "model.onnx").is_file():
+                out["onnx_error"] = str(res.error or "no model.onnx")[-500:]
+            else:
+                dest = self.run_dir / "best_model.onnx"
+                shutil.copyfile(keep / "model.onnx", dest)
+                out.update(onnx="best_model.onnx", **{k: v for k, v in (res.result or {}).items()
+                                                      if k != "onnx"})
+                out["onnxruntime_check"] = _ort_check(dest, self.ctx.image_size,
+                                                      len(self.data().class_names))
+        except Exception as exc:  # noqa: BLE001 - export is a bonus; never lose the run for it
+            out["onnx_error"] = f"{type(exc).__name__}: {exc}"[-500:]
+        finally:
+            shutil.rmtree(keep, ignore_errors=True)
+        self.tracer.event("tool_call", tool="export", candidate=candidate, cached=False,
+                          ok="onnx" in out, duration_s=round(time.monotonic() - t0, 4),
+                          error=out.get("onnx_error"))
+        return out
+
+
+def _ort_check(path: Path, image_size: int, num_classes: int) -> str:
+    """Run the exported model once in ONNX Runtime (data only, no candidate code)."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime not installed"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.zeros((1, 3, image_size, image_size), np.float32)})[0]
+    return "ok" if tuple(y.shape) == (1, num_classes) else f"unexpected output shape {y.shape}"
+
+
+def _budget_key(ctx: Context) -> str:
+    b = ctx.budgets.model_dump()
+    return "_".join(str(b[k]) for k in sorted(b))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file + rename (never a torn file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def data_namespace(ctx: Context) -> argparse.Namespace:
+    """Rebuild the data arguments of ``tasks.data_args`` rebuilt from a context."""
+    return argparse.Namespace(
+        task=ctx.task, data_dir=ctx.data_dir, synthetic=ctx.synthetic,
+        synthetic_n=ctx.synthetic_n, image_size=ctx.image_size, seed=ctx.seed,
+        cache_dir=ctx.cache_dir, strict=ctx.strict,
+    )
+
+
+_SERVICES: dict[str, Services] = {}
+
+
+def install(services: Services) -> Services:
+    """Register the services of a run (the CLI does this before invoking the graph)."""
+    _SERVICES[str(Path(services.ctx.run_dir).resolve())] = services
+    return services
+
+
+def services_for(ctx: Context | None) -> Services:
+    """Return the services of the run ``ctx`` describes, built lazily (e.g. under Studio)."""
+    ctx = ctx or Context()
+    key = str(Path(ctx.run_dir).resolve())
+    svc = _SERVICES.get(key)
+    if svc is None:
+        Path(ctx.run_dir).mkdir(parents=True, exist_ok=True)
+        svc = install(Services(ctx=ctx, tracer=Tracer(Path(ctx.run_dir) / "trace.jsonl",
+                                                       ctx.run_id),
+                               display=PlainDisplay(quiet=True)))
+    return svc
+
+
+def release(ctx: Context) -> None:
+    """Forget and close a run's services (end of a CLI run, tests)."""
+    svc = _SERVICES.pop(str(Path(ctx.run_dir).resolve()), None)
+    if svc is not None:
+        svc.tracer.close()

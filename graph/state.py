@@ -1,0 +1,61 @@
+"""Graph state: JSON-like values only, so it checkpoints cleanly into SQLite.
+
+A candidate is one record (AIDE-journal style) holding its whole story: parent, origin,
+code, gate results, fix attempts, evaluation report, outcome. Traces, the summary and the
+display are views of these records, not separate bookkeeping.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict
+
+
+def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer: shallow-merge ``right`` into ``left`` (a key's new value replaces the old)."""
+    out = dict(left or {})
+    out.update(right or {})
+    return out
+
+
+def add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
+    """Reducer: add counters key by key (token totals, LLM call counts)."""
+    out = dict(left or {})
+    for key, value in (right or {}).items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+class State(TypedDict, total=False):
+    """State of one FL-NAS search (all fields JSON-like)."""
+
+    round: int
+    """Designer rounds started so far (compared with IterMax)."""
+    candidates: Annotated[dict[str, dict[str, Any]], merge_dicts]
+    """Candidate records by id: parent, origin, code, gate, fixes, report, status."""
+    order: Annotated[list[str], operator.add]
+    """Candidate ids in creation order."""
+    current: str | None
+    """Id of the candidate in flight (being gated, fixed or evaluated)."""
+    critiques: Annotated[list[dict[str, Any]], operator.add]
+    """Every Critique so far (newest last), each with its round and brain."""
+    archive: list[str]
+    """Ids of the Pareto archive (non-dominated feasible-or-not ok candidates)."""
+    hv_history: Annotated[list[float], operator.add]
+    """Archive hypervolume after each evaluation round."""
+    stale_rounds: int
+    """Consecutive rounds without hypervolume gain (patience counter)."""
+    best_id: str | None
+    """Id of the current best design by the selection rule."""
+    tokens: Annotated[dict[str, int], add_counts]
+    """LLM token and call totals: input, output, calls, fallbacks."""
+    notes: Annotated[list[dict[str, Any]], operator.add]
+    """Outputs of extension roles (role, round, payload)."""
+    stop_reason: str | None
+    """Why the search stopped (iter_max, patience, targets_met, converged, budget)."""
+    started_at: float
+    """Wall-clock time (epoch seconds) the search started, for the wall-time budget."""
+    summary: dict[str, Any]
+    """Final run summary written by finalize (best design, test metrics, ...)."""

@@ -1,0 +1,121 @@
+"""The offline brains react to the reports: budgets, lagging groups, no repeats."""
+
+from __future__ import annotations
+
+import random
+
+from agents import heuristic
+from agents.records import headline, select_best
+from evaluation.report import Budgets
+from tasks.genome import TEMPLATE_GENOME, estimate_params, parse_genome, render
+from tests.fakes.reports import make_record, make_report
+
+
+def _brief(report: dict, best_report: dict | None = None, **targets: float) -> dict:
+    latest = headline(make_record("c001", report))
+    best = headline(make_record("c000", best_report or report))
+    return {"latest": latest, "best": best, "budgets": {}, "targets": targets}
+
+
+def test_critic_names_violated_budget_with_numbers_first():
+    rep = make_report(latency=5.0, params=300_000,
+                      budgets=Budgets(max_latency_ms=2.0, max_params=200_000))
+    crit = heuristic.critique(_brief(rep))
+    assert crit["violated_budgets"][0].startswith("latency 5.00 ms > 2 ms")
+    assert any("params" in v for v in crit["violated_budgets"])
+    assert crit["priorities"][:2] == ["meet the latency budget", "meet the params budget"]
+    assert not crit["converged"]
+
+
+def test_critic_finds_lagging_group_with_gap():
+    rep = make_report(acc=0.70, age={"<40": 0.80, "40-59": 0.72, ">=60": 0.55})
+    crit = heuristic.critique(_brief(rep))
+    worst = crit["lagging_groups"][0]
+    assert (worst["attribute"], worst["group"]) == ("age", ">=60")
+    assert abs(worst["gap"] - 0.15) < 1e-6
+    assert all(g["group"] != "<40" for g in crit["lagging_groups"])
+    assert "close the accuracy gap of lagging groups" in crit["priorities"]
+
+
+def test_critic_converges_only_when_targets_set_and_met():
+    rep = make_report(bal=0.8, sex={"female": 0.6, "male": 0.61})
+    assert not heuristic.critique(_brief(rep))["converged"]  # no target set
+    assert heuristic.critique(_brief(rep, balanced_accuracy=0.75, max_gap=0.05))["converged"]
+    assert not heuristic.critique(_brief(rep, balanced_accuracy=0.9))["converged"]
+
+
+def test_critic_reports_failure():
+    crit = heuristic.critique(_brief(make_report(failed="train"), make_report()))
+    assert "failed at train" in crit["summary"]
+
+
+def test_designer_shrinks_when_over_budget():
+    base = render(TEMPLATE_GENOME)
+    crit = {"violated_budgets": ["latency 5.00 ms > 2 ms"], "lagging_groups": [],
+            "priorities": ["meet the latency budget"]}
+    out = heuristic.design({"best": {"code": base}, "critique": crit, "tried": []},
+                           random.Random(0))
+    assert out["moves"][0] in heuristic.COST_MOVES["latency"]
+    g = parse_genome(out["code"])
+    assert estimate_params(g, 8) < estimate_params(TEMPLATE_GENOME, 8) or \
+        g.stem_stride > TEMPLATE_GENOME.stem_stride or \
+        any(s.block == "dwsep" for s in g.stages)
+
+
+def test_designer_adds_capacity_or_norm_for_lagging_group():
+    crit = {"violated_budgets": [], "lagging_groups": [
+        {"attribute": "sex", "group": "female", "accuracy": 0.5, "gap": 0.1}]}
+    out = heuristic.design({"best": {"code": render(TEMPLATE_GENOME)}, "critique": crit,
+                            "tried": []}, random.Random(0))
+    assert out["moves"][0] in heuristic.FAIRNESS_MOVES
+
+
+def test_designer_never_repeats_a_tried_genome():
+    tried: list[str] = [heuristic.genome_key(TEMPLATE_GENOME)]
+    crit = {"violated_budgets": ["params 300,000 > 200,000"], "lagging_groups": []}
+    for i in range(25):
+        out = heuristic.design({"best": {"code": render(TEMPLATE_GENOME)}, "critique": crit,
+                                "tried": tried}, random.Random(i))
+        key = heuristic.genome_key(parse_genome(out["code"]))
+        assert key not in tried
+        tried.append(key)
+
+
+def test_designer_is_deterministic_for_a_seed():
+    brief = {"best": {"code": render(TEMPLATE_GENOME)}, "critique": None, "tried": []}
+    a = heuristic.design(brief, random.Random("0:design:1"))
+    b = heuristic.design(brief, random.Random("0:design:1"))
+    assert a["code"] == b["code"]
+
+
+def test_fixer_rerenders_broken_edit_and_shrinks_on_budget():
+    good = render(TEMPLATE_GENOME)
+    broken = good.replace("def build_model(num_classes: int) -> nn.Module:",
+                          "def build_model(num_classes: int) -> nn.Module:\n    x = undefined")
+    out = heuristic.fix({"code": broken, "error": "NameError: undefined", "stage": "build"},
+                        random.Random(0))
+    assert out["code"] == good
+    out = heuristic.fix({"code": good, "error": "params 300,000 > 200,000", "stage": "budget"},
+                        random.Random(0))
+    assert estimate_params(parse_genome(out["code"]), 8) < estimate_params(TEMPLATE_GENOME, 8)
+
+
+def test_fixer_falls_back_to_parent_when_unparsable():
+    out = heuristic.fix({"code": "import os\n", "error": "SyntaxError", "stage": "syntax",
+                         "parent_code": render(TEMPLATE_GENOME)}, random.Random(0))
+    assert parse_genome(out["code"]) is not None
+    assert "parent" in out["explanation"]
+
+
+def test_select_best_prefers_feasible_then_score():
+    b = Budgets(max_params=150_000)
+    cands = {
+        "c000": make_record("c000", make_report(bal=0.7, params=100_000, budgets=b)),
+        "c001": make_record("c001", make_report(bal=0.9, params=300_000, budgets=b)),
+        "c002": make_record("c002", make_report(bal=0.75, params=120_000, budgets=b,
+                                                sex={"female": 0.5, "male": 0.9})),
+        "c003": make_record("c003", None),
+    }
+    # c001 is infeasible; c002 has higher accuracy but a 0.4 sex gap (0.2 mean) -> c000
+    assert select_best(cands) == "c000"
+    assert select_best(cands, unfairness_weight=0.0) == "c002"

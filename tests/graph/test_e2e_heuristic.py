@@ -1,0 +1,124 @@
+"""End to end through the real CLI with the offline heuristic backend (tiny settings).
+
+One run serves several checks: run directory contents, summary (test-split metrics),
+trace events, candidate count, an extension role loaded with --roles, and the
+``graph.trace`` inspection CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from tests.graph.cli_helpers import REPO, TINY, cli_env, events, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    env = cli_env(root / "cache")
+    proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--run-dir", str(root / "runs"),
+                    "--run-id", "h1", "--roles", "tests.agents.extra_role"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "runs" / "h1", proc
+
+
+def test_run_directory_contents(run):
+    run_dir, _ = run
+    for name in ("trace.jsonl", "checkpoints.sqlite", "settings.json", "summary.json",
+                 "best_model.py", "pareto.png", "group_accuracy.png"):
+        assert (run_dir / name).is_file(), name
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["iter_max"] == 2 and settings["image_size"] == 32
+    assert settings["roles"] == ["tests.agents.extra_role"]
+    cands = sorted(p.name for p in (run_dir / "candidates").iterdir())
+    assert cands[:3] == ["c000", "c001", "c002"]
+    rec = json.loads((run_dir / "candidates" / "c001" / "report.json").read_text())
+    assert rec["origin"] == "designer" and rec["parent"] == "c000" and rec["brain"] == "heuristic"
+    assert rec["rationale"] and (run_dir / "candidates" / "c001" / "model.py").is_file()
+    assert json.loads((run_dir / "candidates" / "c000" / "report.json").read_text())[
+        "origin"] == "template"
+
+
+def test_summary_has_test_split_metrics(run):
+    run_dir, proc = run
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["stop_reason"] == "iter_max" and s["rounds"] == 2
+    assert s["candidates"]["total"] >= 3
+    assert s["test"]["status"] == "ok" and s["test"]["split"] == "test"
+    assert 0.0 <= s["test"]["balanced_accuracy"] <= 1.0
+    assert {"sex", "age"} <= set(s["test"]["fairness"])
+    assert s["best"]["id"] in {c["id"] for c in s["candidates"]["list"]}
+    assert (run_dir / "best_model.py").read_text() == \
+        (run_dir / "candidates" / s["best"]["id"] / "model.py").read_text()
+    assert s["pareto"]["front"] and len(s["pareto"]["hv_history"]) >= 3
+    assert "test: bal.acc" in proc.stdout
+
+
+def test_trace_events(run):
+    run_dir, _ = run
+    evs = events(run_dir)
+    kinds = Counter(e["event"] for e in evs)
+    assert kinds["run_start"] == 1 and kinds["run_end"] == 1 and kinds["stop"] == 1
+    assert kinds["node_start"] == kinds["node_end"] > 0
+    nodes = [e["node"] for e in evs if e["event"] == "node_end"]
+    assert nodes[0] == "prepare" and nodes[-1] == "finalize"
+    assert nodes.count("designer") == 2 and nodes.count("critic") == 3
+    tools = [e for e in evs if e["event"] == "tool_call"]
+    assert {t["tool"] for t in tools} >= {"gate", "evaluate"}
+    assert all(t["duration_s"] >= 0 and t["key"] for t in tools if t["tool"] != "export")
+    test_calls = [t for t in tools if t["tool"] == "evaluate" and t.get("split") == "test"]
+    assert len(test_calls) == 1
+    outcomes = [e for e in evs if e["event"] == "candidate"]
+    assert len(outcomes) >= 3 and {o["origin"] for o in outcomes} >= {"template", "designer"}
+
+
+def test_extension_role_ran_in_the_loop(run):
+    run_dir, _ = run
+    evs = events(run_dir)
+    audits = [e for e in evs if e["event"] == "role_event" and e["role"] == "auditor"]
+    assert len(audits) == 2  # once after each designer round's evaluation
+    assert {a["candidate"] for a in audits} >= {"c001"}
+    nodes = [e["node"] for e in evs if e["event"] == "node_end"]
+    i = nodes.index("auditor")
+    assert nodes[i - 1] == "evaluate" and nodes[i + 1] == "critic"
+
+
+def test_trace_inspection_cli(run):
+    run_dir, _ = run
+    out = subprocess.run([sys.executable, "-m", "graph.trace", str(run_dir)], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "c000: ok origin=template" in out and "stop: iter_max" in out
+
+
+def test_resume_of_finished_run_does_nothing(run, tmp_path_factory):
+    run_dir, _ = run
+    env = cli_env(run_dir.parent.parent / "cache")
+    proc = run_cli(["--resume", "h1", "--run-dir", str(run_dir.parent), "--quiet"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "already finished" in proc.stderr
+
+
+def test_user_errors_exit_2_with_one_message(tmp_path):
+    env = cli_env(tmp_path / "cache")
+    proc = run_cli(["--task", "isic", "--run-dir", str(tmp_path)], env)
+    assert proc.returncode == 2
+    assert "challenge.isic-archive.com" in proc.stderr and "--synthetic" in proc.stderr
+    proc = run_cli([*TINY, "--llm", "openai:gpt-4.1", "--run-dir", str(tmp_path)], env)
+    assert proc.returncode == 2 and "OPENAI_API_KEY" in proc.stderr
+    assert not list(tmp_path.glob("*/checkpoints.sqlite"))  # refused before the search
+    proc = run_cli([*TINY, "--llm", "local:m", "--base-url", "http://127.0.0.1:9/v1",
+                    "--run-dir", str(tmp_path)], env)
+    assert proc.returncode == 2 and "127.0.0.1:9" in proc.stderr
+    proc = run_cli(["--resume", "nope", "--run-dir", str(tmp_path)], env)
+    assert proc.returncode == 2 and "cannot resume 'nope'" in proc.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("iter_maks = 3\n")
+    proc = run_cli([*TINY, "--config", str(cfg), "--run-dir", str(tmp_path)], env)
+    assert proc.returncode == 2 and "iter_maks" in proc.stderr

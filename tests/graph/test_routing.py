@@ -1,0 +1,119 @@
+"""Stop conditions, routers and the round bookkeeping (no training)."""
+
+from __future__ import annotations
+
+import io
+import time
+from types import SimpleNamespace
+
+from evaluation.report import Budgets
+from graph.builder import (
+    build_graph,
+    conclude,
+    route_after_critic,
+    route_after_evaluate,
+    route_after_gate,
+    stop_reason,
+)
+from graph.context import Context
+from graph.display import PlainDisplay
+from tests.fakes.reports import make_record, make_report
+
+
+def _rt(ctx: Context) -> SimpleNamespace:
+    return SimpleNamespace(context=ctx)
+
+
+def _state(**kw):
+    base = {"round": 1, "candidates": {"c000": make_record("c000", make_report())},
+            "critiques": [], "stale_rounds": 0, "tokens": {}, "best_id": "c000",
+            "started_at": time.time()}
+    base.update(kw)
+    return base
+
+
+def test_stop_on_iter_max():
+    ctx = Context(iter_max=3)
+    assert stop_reason(_state(round=2), ctx) is None
+    assert stop_reason(_state(round=3), ctx) == "iter_max"
+    assert route_after_critic(_state(round=3), _rt(ctx)) == "finalize"
+    assert route_after_critic(_state(round=1), _rt(ctx)) == "designer"
+
+
+def test_stop_on_patience():
+    ctx = Context(iter_max=10, patience=2)
+    assert stop_reason(_state(stale_rounds=1), ctx) is None
+    assert stop_reason(_state(stale_rounds=2), ctx) == "patience"
+
+
+def test_stop_on_targets_met_and_converged_critique():
+    rep = make_report(bal=0.8)
+    st = _state(candidates={"c000": make_record("c000", rep)})
+    assert stop_reason(st, Context(target_balanced_accuracy=0.7)) == "targets_met"
+    assert stop_reason(st, Context(target_balanced_accuracy=0.9)) is None
+    st["critiques"] = [{"converged": True}]
+    assert stop_reason(st, Context()) == "converged"
+
+
+def test_stop_on_llm_tokens_and_wall_time():
+    st = _state(tokens={"input": 900, "output": 200})
+    assert stop_reason(st, Context(max_llm_tokens=1000)) == "llm_budget"
+    assert stop_reason(st, Context(max_llm_tokens=5000)) is None
+    st = _state(started_at=time.time() - 100)
+    assert stop_reason(st, Context(max_wall_s=50)) == "wall_time"
+
+
+def test_gate_and_evaluate_routers():
+    ctx = Context(max_fix_attempts=2)
+    rec = make_record("c001", None)
+    rec.update(gate={"ok": True})
+    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
+        "evaluate"
+    rec.update(gate={"ok": False}, attempt=1)
+    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
+        "code_fixer"
+    rec.update(attempt=2)
+    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
+        "critic"
+    rec.update(needs_fix=True)
+    assert route_after_evaluate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
+        "code_fixer"
+    rec.update(needs_fix=False)
+    assert route_after_evaluate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
+        "critic"
+
+
+def test_conclude_counts_stale_rounds_on_hypervolume():
+    ctx = Context(max_params=None)
+    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()))
+    c0 = make_record("c000", make_report(bal=0.5, latency=2.0))
+    st = {"candidates": {}, "hv_history": [], "stale_rounds": 0}
+    up = conclude(st, ctx, svc, {"c000": c0}, count_round=False)
+    assert up["best_id"] == "c000" and up["archive"] == ["c000"]
+    st = {"candidates": {"c000": c0}, "hv_history": up["hv_history"], "stale_rounds": 0}
+    worse = make_record("c001", make_report(bal=0.4, latency=3.0))
+    up2 = conclude(st, ctx, svc, {"c001": worse})
+    assert up2["stale_rounds"] == 1 and up2["hv_history"][0] == up["hv_history"][0]
+    st["stale_rounds"] = 1
+    better = make_record("c002", make_report(bal=0.7, latency=1.0))
+    up3 = conclude(st, ctx, svc, {"c002": better})
+    assert up3["stale_rounds"] == 0 and up3["hv_history"][0] > up["hv_history"][0]
+    assert up3["best_id"] == "c002"
+    failed = make_record("c003", make_report(failed="gate"))
+    assert conclude(st, ctx, svc, {"c003": failed})["stale_rounds"] == 2
+
+
+def test_infeasible_candidates_do_not_enter_archive():
+    ctx = Context(max_params=50_000)
+    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()))
+    rep = make_report(params=100_000, budgets=Budgets(max_params=50_000))
+    up = conclude({"candidates": {}}, ctx, svc, {"c000": make_record("c000", rep)},
+                  count_round=False)
+    assert up["archive"] == [] and up["hv_history"] == [0.0]
+
+
+def test_graph_draws_with_typed_routers():
+    mermaid = build_graph().get_graph().draw_mermaid()
+    for edge in ("critic -.-> designer", "critic -.-> finalize", "gate -.-> code_fixer",
+                 "gate -.-> evaluate", "evaluate -.-> critic", "code_fixer --> gate"):
+        assert edge in mermaid
