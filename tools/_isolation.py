@@ -20,6 +20,7 @@ import ctypes.util
 import os
 import re
 import resource
+import signal
 import sys
 import types
 from collections.abc import Callable, Iterable
@@ -37,6 +38,9 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def namespace_id(kind: str) -> str:
@@ -62,9 +66,14 @@ def make_preexec(rlimits: dict[int, int]) -> Callable[[], None]:
     """
     libc = _libc()
     unshare = libc.unshare if libc is not None else None
+    prctl = libc.prctl if libc is not None else None
     items = list(rlimits.items())
 
     def preexec() -> None:
+        if prctl is not None:
+            # The worker lives in its own session, so a kill -9 of the search would leave
+            # it training on; the kernel sends it SIGKILL when its parent dies instead.
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for which, value in items:
             try:
                 resource.setrlimit(which, (value, value))

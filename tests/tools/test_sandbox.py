@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ from tools.sandbox import SandboxLimits, _read_result, run_job
 from tools.worker import emit
 
 HERE = "tests.tools.test_sandbox"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def job_echo(payload: dict, workdir: Path) -> dict:
@@ -170,3 +175,42 @@ def test_os_layers_stop_native_code(tmp_path: Path) -> None:
     assert res.result["native_write"].startswith("failed") and not outside.exists()
     assert res.result["native_read"] != "labels"
     assert secret.read_text() == "labels"  # the host copy is untouched
+
+
+def job_pid_then_loop(payload: dict, workdir: Path) -> dict:
+    emit({"event": "pid", "pid": os.getpid()})
+    while True:
+        pass
+
+
+def test_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = (
+        "from pathlib import Path\n"
+        "from tools.sandbox import run_job, SandboxLimits\n"
+        f"out = Path({str(pid_file)!r})\n"
+        f"run_job({HERE + ':job_pid_then_loop'!r}, {{}}, limits=SandboxLimits(timeout_s=120),"
+        " on_event=lambda ev: out.write_text(str(ev['pid'])))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the worker never started"
+    time.sleep(0.2)
+    worker = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # dead, waiting for its (now gone) parent's reaper
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its killed parent")
