@@ -10,7 +10,6 @@ models per role, and the cached tool calls (gate / evaluate / export), each trac
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import tempfile
@@ -97,12 +96,17 @@ class Services:
         """Where the result of a tool call with ``key`` is cached in the run folder."""
         return self.run_dir / "cache" / kind / f"{key}.json"
 
+    def gate_key(self, code: str) -> str:
+        """Cache key of a gate result: code hash, image size and budgets."""
+        from agents.records import code_hash
+
+        return f"{code_hash(code)}-{self.ctx.image_size}-{_budget_key(self.ctx)}"
+
     def gate(self, code: str, candidate: str) -> dict[str, Any]:
         """Gate ``code`` (static + build + forward + budget, sandboxed), cached by code hash."""
-        from agents.records import code_hash
         from tools.gate import gate
 
-        key = f"{code_hash(code)}-{self.ctx.image_size}-{_budget_key(self.ctx)}"
+        key = self.gate_key(code)
         path = self.cache_path("gate", key)
         t0 = time.monotonic()
         cached = path.exists()
@@ -139,9 +143,14 @@ class Services:
             kwargs: dict[str, Any] = {"recipe": recipe, "budgets": budgets or self.ctx.budgets,
                                       "split": split, "candidate_id": candidate,
                                       "out_dir": self.run_dir / "candidates" / candidate / split}
-            params = inspect.signature(evaluate_candidate).parameters
-            if "on_event" in params:
-                kwargs["on_event"] = lambda ev: self.display.progress(candidate, ev)
+            kwargs["on_event"] = lambda ev: self.display.progress(candidate, ev)
+            gated = self.cache_path("gate", self.gate_key(code))
+            if budgets is None and gated.exists():
+                # The gate node already built this code under these budgets: don't redo it.
+                from tools.gate import GateReport
+
+                earlier = GateReport.model_validate_json(gated.read_text())
+                kwargs["gate_report"] = earlier if earlier.ok else None
             report = evaluate_candidate(code, data, **kwargs)
             if report.candidate_id is None:
                 report.candidate_id = candidate

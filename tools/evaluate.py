@@ -233,6 +233,7 @@ def evaluate_candidate(
     limits: Any = None,
     on_event: Callable[[dict], None] | None = None,
     device: str = "auto",
+    gate_report: Any = None,
 ) -> EvaluationReport:
     """Gate, train and measure one candidate; compute its metrics from parent-held labels.
 
@@ -252,12 +253,15 @@ def evaluate_candidate(
             training set size.
         on_event: Called with each progress event of the worker.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
+        gate_report: A passing ``GateReport`` the caller already obtained for this very
+            code, budgets and image size (the graph's gate node); the sandboxed build
+            check is then not repeated. The static policy check always runs.
 
     Returns:
         The report; ``status == "failed"`` carries ``failure_stage`` and
         ``failure_reason`` instead of metrics.
     """
-    from tools.gate import gate
+    from tools.gate import gate, static_check
     from tools.sandbox import run_job
 
     t0 = time.perf_counter()
@@ -271,7 +275,13 @@ def evaluate_candidate(
     num_classes = len(data.class_names)
     workdir: Path | None = None
     try:
-        g = gate(code, budgets=budgets, image_size=data.image_size, num_classes=num_classes)
+        if gate_report is not None and gate_report.ok:
+            # Cheap and in-process: a stale or mismatched report can't smuggle code past it.
+            g = static_check(code)
+            g.isolation = list(gate_report.isolation)
+        else:
+            g = gate(code, budgets=budgets, image_size=data.image_size,
+                     num_classes=num_classes)
         report.isolation = list(getattr(g, "isolation", []) or [])
         if not g.ok:
             raise _Failed("gate", g.message or "the gate rejected the code")

@@ -115,6 +115,21 @@ def test_gate_failure_is_a_failed_report(data):
     assert "os" in report.failure_reason and report.metrics is None
 
 
+def test_passing_gate_report_skips_the_sandboxed_gate_but_not_the_policy(data, monkeypatch):
+    import tools.gate
+
+    def no_second_gate(*args, **kwargs):
+        raise AssertionError("the sandboxed gate ran again")
+
+    monkeypatch.setattr(tools.gate, "gate", no_second_gate)
+    ok = tools.gate.GateReport(ok=True, isolation=["audit-hook"])
+    report = evaluate_candidate(LINEAR_CODE, data, recipe=FAST, gate_report=ok)
+    assert report.ok, report.failure_reason
+    # A passing report of other code cannot wave forbidden code through.
+    bad = evaluate_candidate("import os\n", data, recipe=FAST, gate_report=ok)
+    assert bad.failure_stage == "gate" and "os" in bad.failure_reason
+
+
 @pytest.mark.e2e
 def test_template_end_to_end_through_the_sandbox(data, tmp_path, monkeypatch):
     import tools.sandbox
