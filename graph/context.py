@@ -27,9 +27,9 @@ class Context:
     """ISIC 2019 folder (or env FLNAS_ISIC_DIR); ``None`` with ``synthetic``."""
     synthetic: bool = False
     """Use the generated ISIC-format synthetic set."""
-    synthetic_n: int = 1200
-    """Images in the synthetic set (small so the default run fits 5 minutes on 2 cores)."""
-    image_size: int = 32
+    synthetic_n: int = 4000
+    """Images in the synthetic set (the calibrated default of tasks.synthetic)."""
+    image_size: int = 64
     """Training resolution (pixels, square)."""
     seed: int = 0
     """Seed for the split, the recipe and the heuristic policy."""
@@ -39,7 +39,7 @@ class Context:
     """Fail on any malformed dataset row instead of skipping it."""
 
     # --- search --------------------------------------------------------------------
-    iter_max: int = 6
+    iter_max: int = 10
     """Designer rounds (IterMax); the Template counts as candidate 0."""
     patience: int = 4
     """Stop after this many rounds without hypervolume gain of the Pareto archive."""
@@ -67,7 +67,7 @@ class Context:
     """FLOPs budget of one batch-1 forward pass."""
 
     # --- recipe -------------------------------------------------------------------------
-    epochs: int = 2
+    epochs: int = 3
     """Training epochs of the fixed recipe."""
     batch_size: int = 64
     """Training batch size."""
