@@ -134,7 +134,7 @@ def classification_metrics(
 
 def _rate_gaps(
     yt: np.ndarray, yp: np.ndarray, names: np.ndarray, num_classes: int
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """One-vs-rest rate gaps per class, averaged over the classes where they are defined.
 
     For class ``c`` and group ``g`` (positives: ``y == c``)::
@@ -147,8 +147,8 @@ def _rate_gaps(
     group has no positive of it, for TNR/FPR when some group has no negative, and for
     EODD (and fairlearn's equalised-odds difference) unless both rates are defined: an
     undefined rate is not zero (fairlearn silently reports 0.0 there). When no class
-    qualifies the gap is 0.0, which only happens with fewer than two groups (no gap
-    exists) or degenerate data.
+    qualifies the gap is ``None`` (undefined, not "perfectly fair"), which only happens
+    with fewer than two groups or degenerate data.
 
     fairlearn's metrics are macro-averaged the same way: ``demographic_parity_difference``
     (selection-rate gap, defined for every class) and ``equalized_odds_difference``
@@ -176,14 +176,14 @@ def _rate_gaps(
             eodd.append((float(gaps["tpr"]) + float(gaps["tnr"])) / 2)
             eod.append(float(equalized_odds_difference(t, p, sensitive_features=names)))
 
-    def mean(xs: list[float]) -> float:
-        return float(np.mean(xs)) if xs else 0.0
+    def mean(xs: list[float]) -> float | None:
+        return float(np.mean(xs)) if xs else None
 
     return {
         "eopp1": mean(tpr),
         "eopp0": mean(tnr),
         "eodd": mean(eodd),
-        "demographic_parity_difference": mean(dpd),
+        "demographic_parity_difference": mean(dpd) or 0.0,  # defined for every class
         "equalized_odds_difference": mean(eod),
     }
 

@@ -48,11 +48,13 @@ class AttributeFairness(BaseModel):
     worst_group_accuracy: float
     unfairness: float = Field(description="mean_g |acc_g - acc_overall|")
     max_gap: float = Field(description="max_g acc_g - min_g acc_g")
-    eopp0: float = Field(description="TNR gap, one-vs-rest, averaged over classes")
-    eopp1: float = Field(description="TPR gap, one-vs-rest, averaged over classes")
-    eodd: float = Field(description="(TPR gap + FPR gap) / 2, averaged over classes")
+    # The rate gaps are None when undefined: no class has positives (or negatives) in
+    # every group, e.g. a single group or a tiny split. Never 0.0, which would read "fair".
+    eopp0: float | None = Field(description="TNR gap, one-vs-rest, averaged over classes")
+    eopp1: float | None = Field(description="TPR gap, one-vs-rest, averaged over classes")
+    eodd: float | None = Field(description="(TPR gap + FPR gap) / 2, averaged over classes")
     demographic_parity_difference: float
-    equalized_odds_difference: float
+    equalized_odds_difference: float | None
     intervals: dict[str, tuple[float, float]] | None = Field(
         None, description="Bootstrap intervals per metric name, when requested."
     )

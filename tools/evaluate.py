@@ -234,6 +234,7 @@ def evaluate_candidate(
     on_event: Callable[[dict], None] | None = None,
     device: str = "auto",
     gate_report: Any = None,
+    n_boot: int = 0,
 ) -> EvaluationReport:
     """Gate, train and measure one candidate; compute its metrics from parent-held labels.
 
@@ -256,6 +257,7 @@ def evaluate_candidate(
         gate_report: A passing ``GateReport`` the caller already obtained for this very
             code, budgets and image size (the graph's gate node); the sandboxed build
             check is then not repeated. The static policy check always runs.
+        n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
 
     Returns:
         The report; ``status == "failed"`` carries ``failure_stage`` and
@@ -310,7 +312,8 @@ def evaluate_candidate(
         report.metrics = classification_metrics(y_true, preds, data.class_names)
         groups = sensitive_groups(np.asarray(arrays["sex"])[eval_idx],
                                   np.asarray(arrays["age"])[eval_idx])
-        report.fairness = fairness_report(y_true, preds, groups, num_classes)
+        report.fairness = fairness_report(y_true, preds, groups, num_classes, n_boot=n_boot,
+                                          seed=recipe.seed)
         report.violations = budget_violations(report.hardware, budgets)
         report.status = "ok"
     except _Failed as f:
@@ -357,14 +360,17 @@ def render_report(report: EvaluationReport, console: Any = None) -> None:
     for name, fa in report.fairness.items():
         gaps.add_column(name, justify="right")
         for g in fa.groups:
-            groups.add_row(name, g.group, str(g.count), f"{g.accuracy:.3f}")
+            ci = (fa.intervals or {}).get(f"accuracy[{g.group}]")
+            acc = f"{g.accuracy:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            groups.add_row(name, g.group, str(g.count), acc)
     fas = list(report.fairness.values())
     gaps.add_row("worst group", *(f"{fa.worst_group} {fa.worst_group_accuracy:.3f}" for fa in fas))
     for label, key in (("unfairness", "unfairness"), ("max gap", "max_gap"), ("EOpp0", "eopp0"),
                        ("EOpp1", "eopp1"), ("EOdd", "eodd"),
                        ("DP difference", "demographic_parity_difference"),
                        ("EO difference", "equalized_odds_difference")):
-        gaps.add_row(label, *(f"{getattr(fa, key):.3f}" for fa in fas))
+        gaps.add_row(label, *("n/a" if getattr(fa, key) is None else f"{getattr(fa, key):.3f}"
+                              for fa in fas))
     gaps.add_row("missing", *(str(fa.n_missing) for fa in fas))
     console.print(groups, gaps)
     hwt = Table(title="Hardware (batch 1)")
@@ -405,6 +411,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory-mb", type=float, default=None)
     p.add_argument("--out", type=Path, default=None, help="write model.py, report.json, weights")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap resamples for 95%% intervals of the group metrics")
     add_data_args(p)
     return p
 
@@ -444,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = evaluate_candidate(code, data, recipe=recipe, budgets=budgets,
                                 candidate_id=args.code.stem, out_dir=args.out,
-                                on_event=progress)
+                                on_event=progress, n_boot=args.bootstrap)
     if args.json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
