@@ -46,7 +46,9 @@ def critic_brief(state: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Collect the Critic's inputs: newest candidate, best design, archive, budgets, targets."""
     cands = state.get("candidates") or {}
     order = state.get("order") or []
-    latest_id = state.get("current") or (order[-1] if order else None)
+    # Baselines are references to beat, not designs to critique: the newest design is.
+    designs = [cid for cid in order if (cands.get(cid) or {}).get("origin") != "baseline"]
+    latest_id = state.get("current") or (designs[-1] if designs else None)
     best_id = select_best(cands, ctx.unfairness_weight)
     return {
         "latest": headline(cands.get(latest_id)) if latest_id else None,

@@ -119,3 +119,18 @@ def test_select_best_prefers_feasible_then_score():
     # c001 is infeasible; c002 has higher accuracy but a 0.4 sex gap (0.2 mean) -> c000
     assert select_best(cands) == "c000"
     assert select_best(cands, unfairness_weight=0.0) == "c002"
+
+
+def test_critic_brief_after_prepare_critiques_the_template_not_a_baseline():
+    from agents.critic import critic_brief
+    from graph.context import Context
+
+    budgets = Budgets(max_params=200_000)
+    template = make_record("c000", make_report(cid="c000", budgets=budgets), origin="template")
+    resnet = make_record("b-resnet18", make_report(cid="b-resnet18", params=11_000_000,
+                                                   budgets=budgets), origin="baseline")
+    state = {"candidates": {"c000": template, "b-resnet18": resnet},
+             "order": ["c000", "b-resnet18"], "current": None}
+    brief = critic_brief(state, Context())
+    assert brief["latest"]["id"] == "c000"
+    assert heuristic.critique(brief)["violated_budgets"] == []
