@@ -102,10 +102,18 @@ def label_files(data: PreparedData) -> list[str]:
 
     The worker must not read them (labels of the evaluated split, and the sensitive
     attributes a model could key on); the sandbox hides and audit-denies them.
+    The dataset's own CSVs (ground truth and metadata, recorded in meta.json) are
+    denied too: they hold the same labels.
     """
     keep = {"images.npy"}
-    files = [p for p in data.cache_dir.iterdir() if p.is_file() and p.name not in keep]
-    return sorted({str(p) for p in files} | {str(data.split_path)})
+    files = {str(p) for p in data.cache_dir.iterdir() if p.is_file() and p.name not in keep}
+    try:
+        source = json.loads((data.cache_dir / "meta.json").read_text()).get("source") or {}
+    except (OSError, ValueError):
+        source = {}
+    files |= {str(source[k]) for k in ("ground_truth", "metadata")
+              if source.get(k) and Path(source[k]).is_file()}
+    return sorted(files | {str(data.split_path)})
 
 
 def _weights_params(path: Path, names: list[str]) -> int:

@@ -82,6 +82,8 @@ def test_payload_carries_train_labels_only(data):
     assert "labels" not in json.dumps(sorted(k for k in payload if k != "train_labels"))
     denied = {Path(p).name for p in label_files(data)}
     assert {"labels.npy", "index.csv", "sex.npy", "age.npy"} <= denied
+    # the raw dataset's CSVs carry the same labels
+    assert {"ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"} <= denied
     assert "images.npy" not in denied
 
 
