@@ -21,7 +21,8 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tasks.genome import MUTATIONS, TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
+from tasks.genome import TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
+from tasks.mutations import MUTATIONS
 
 #: Groups whose accuracy is this far below the overall accuracy count as lagging.
 LAG_THRESHOLD = 0.03

@@ -14,7 +14,8 @@ from collections import defaultdict, deque
 
 import pytest
 
-from tasks.genome import MUTATIONS, TEMPLATE_GENOME, render
+from tasks.genome import TEMPLATE_GENOME, render
+from tasks.mutations import MUTATIONS
 from tests.fakes.openai_server import ChatRequest, FakeOpenAIServer, Reply
 from tests.graph.cli_helpers import TINY, cli_env, events, run_cli
 

@@ -6,7 +6,6 @@ from pydantic import ValidationError
 
 from tasks.genome import (
     CHOICES,
-    MUTATIONS,
     TEMPLATE_GENOME,
     Genome,
     Stage,
@@ -18,6 +17,7 @@ from tasks.genome import (
     render,
 )
 from tasks.models import build_from_source
+from tasks.mutations import MUTATIONS
 
 REQUIRED_MUTATIONS = {
     "shrink_width", "widen", "widen_early", "deeper", "shallower", "depthwise_separable",

@@ -4,8 +4,9 @@ import random
 import pytest
 import torch
 
-from tasks.genome import MUTATIONS, TEMPLATE_GENOME, render
+from tasks.genome import TEMPLATE_GENOME, render
 from tasks.models import baseline_sources, build_from_source, template_source
+from tasks.mutations import MUTATIONS
 
 ALLOWED_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "typing",
                    "collections", "functools", "dataclasses"}
