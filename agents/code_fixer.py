@@ -52,7 +52,7 @@ def failure_of(rec: dict[str, Any]) -> tuple[str, str]:
                description="repairs code that failed the gate or crashed")
 def code_fixer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """Repair the current candidate; the repaired code becomes a new candidate."""
-    ctx = runtime.context
+    ctx = Context.of(runtime.context)
     svc = services_for(ctx)
     cands = state["candidates"]
     broken = cands[state["current"]]

@@ -66,7 +66,7 @@ def critic_brief(state: dict[str, Any], ctx: Context) -> dict[str, Any]:
                description="reads fairness and hardware reports, orders priorities")
 def critic_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """Critique the newest candidate against budgets, groups and the best design."""
-    ctx = runtime.context
+    ctx = Context.of(runtime.context)
     svc = services_for(ctx)
     brief = critic_brief(state, ctx)
     archive_lines = {

@@ -42,7 +42,7 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
                description="proposes a new design from the best one and the critique")
 def designer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """Design the next candidate of a new round."""
-    ctx = runtime.context
+    ctx = Context.of(runtime.context)
     svc = services_for(ctx)
     round_ = state.get("round", 0) + 1
     cid = candidate_id(round_)

@@ -45,10 +45,7 @@ HV_EPS = 1e-9  # hypervolume gains below this are noise, not progress
 
 def context_of(runtime: Runtime[Context]) -> Context:
     """Return the run's Context (Studio may pass a plain dict)."""
-    ctx = runtime.context
-    if isinstance(ctx, dict):
-        return Context.from_json(ctx)
-    return ctx if ctx is not None else Context()
+    return Context.of(runtime.context)
 
 
 def persist(svc: Services, rec: dict[str, Any]) -> None:

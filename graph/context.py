@@ -128,6 +128,13 @@ class Context:
         return dataclasses.asdict(self)
 
     @classmethod
+    def of(cls, value: Context | dict[str, Any] | None) -> Context:
+        """Return the run's Context from what a node's runtime carries (Studio: a dict)."""
+        if isinstance(value, cls):
+            return value
+        return cls.from_json(value) if isinstance(value, dict) else cls()
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> Context:
         """Rebuild from :meth:`to_json` output, ignoring unknown keys (older runs)."""
         names = {f.name for f in dataclasses.fields(cls)}

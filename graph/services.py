@@ -250,9 +250,9 @@ def install(services: Services) -> Services:
     return services
 
 
-def services_for(ctx: Context | None) -> Services:
+def services_for(ctx: Context | dict[str, Any] | None) -> Services:
     """Return the services of the run ``ctx`` describes, built lazily (e.g. under Studio)."""
-    ctx = ctx or Context()
+    ctx = Context.of(ctx)
     key = str(Path(ctx.run_dir).resolve())
     svc = _SERVICES.get(key)
     if svc is None:

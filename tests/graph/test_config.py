@@ -49,3 +49,15 @@ def test_budget_none_disables(tmp_path):
     args = build_parser().parse_args(["--max-params", "none", "--max-latency-ms", "3"])
     ctx = resolve(Context().to_json(), {}, _explicit(args))
     assert ctx.max_params is None and ctx.budgets.max_latency_ms == 3.0
+
+
+def test_context_of_accepts_what_studio_passes(tmp_path):
+    from graph.services import release, services_for
+
+    ctx = Context(run_dir=str(tmp_path / "run"), iter_max=3)
+    assert Context.of(ctx) is ctx
+    assert Context.of(ctx.to_json()) == ctx  # Studio hands nodes a plain dict
+    assert Context.of(None) == Context()
+    svc = services_for(ctx.to_json())
+    assert svc.ctx == ctx and (tmp_path / "run").is_dir()
+    release(ctx)
