@@ -40,9 +40,14 @@ class Tracer:
         if torn:  # a kill -9 mid-line: start on a fresh line so the next event parses
             self._file.write("\n")
         # A private logger (not structlog.configure) so the library's global
-        # configuration of a host application is left alone.
+        # configuration of a host application is left alone; every part is explicit,
+        # because wrap_logger falls back to that global configuration (LangGraph's
+        # server, for one, installs a stdlib-bound wrapper without ``msg``).
         self._log = structlog.wrap_logger(
             structlog.WriteLogger(self._file),
+            wrapper_class=structlog.BoundLogger,
+            context_class=dict,
+            cache_logger_on_first_use=False,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.processors.dict_tracebacks,

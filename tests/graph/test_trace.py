@@ -46,3 +46,19 @@ def test_prompts_are_versioned_and_hashed():
         assert p.version >= 1 and len(p.sha256) == 16 and p.system and p.user
     system, user = load_prompt("designer.md").render(best_code="x = {'a': 1}")
     assert "x = {'a': 1}" in user and "$budgets" in user
+
+
+def test_tracer_ignores_a_host_applications_structlog_configuration(tmp_path):
+    import structlog
+
+    # What LangGraph's dev server does: a stdlib-bound wrapper (no ``msg`` method).
+    structlog.configure(wrapper_class=structlog.stdlib.BoundLogger,
+                        logger_factory=structlog.stdlib.LoggerFactory())
+    try:
+        tracer = Tracer(tmp_path / "trace.jsonl", "r1")
+        tracer.event("node_start", node="prepare")
+        tracer.close()
+    finally:
+        structlog.reset_defaults()
+    (line,) = load_trace(tmp_path)
+    assert line["event"] == "node_start" and line["run_id"] == "r1"
