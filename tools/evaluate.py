@@ -145,7 +145,7 @@ def build_payload(
     device: str = "auto",
     arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Build the worker payload of an evaluation (``tools.train.evaluate_job``).
+    """Build the worker payload of an evaluation (``tools.jobs.evaluate_job``).
 
     Only the training labels go in; the labels of ``split`` stay with the caller.
 

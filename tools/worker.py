@@ -28,8 +28,8 @@ from typing import Any
 
 JOBS: dict[str, str] = {
     "gate": "tools.gate:gate_job",
-    "evaluate": "tools.train:evaluate_job",
-    "profile": "tools.train:profile_job",
+    "evaluate": "tools.jobs:evaluate_job",
+    "profile": "tools.jobs:profile_job",
 }
 RESULT_FILE = "result.json"
 JOB_FILE = "job.json"

@@ -200,7 +200,8 @@ def job_payload(tmp_path, code: str) -> dict:
 
 
 def test_evaluate_job_in_process_returns_predictions_weights_and_profile(tmp_path):
-    from tools.train import WEIGHTS_FILE, evaluate_job
+    from tools.jobs import evaluate_job
+    from tools.train import WEIGHTS_FILE
 
     out = evaluate_job(job_payload(tmp_path, TINY_NET_CODE), tmp_path)
     assert "failure" not in out, out
@@ -214,7 +215,7 @@ def test_evaluate_job_in_process_returns_predictions_weights_and_profile(tmp_pat
 
 
 def test_evaluate_job_reports_divergence_as_data(tmp_path):
-    from tools.train import evaluate_job
+    from tools.jobs import evaluate_job
 
     out = evaluate_job(job_payload(tmp_path, INF_CODE), tmp_path)
     assert out["failure"]["stage"] == "diverged"
@@ -222,7 +223,7 @@ def test_evaluate_job_reports_divergence_as_data(tmp_path):
 
 
 def test_evaluate_job_reports_build_errors_as_crash(tmp_path):
-    from tools.train import evaluate_job
+    from tools.jobs import evaluate_job
 
     out = evaluate_job(job_payload(tmp_path, "def build_model(n):\n    return 1/0\n"), tmp_path)
     assert out["failure"]["stage"] == "crash"
@@ -230,7 +231,7 @@ def test_evaluate_job_reports_build_errors_as_crash(tmp_path):
 
 
 def test_evaluate_job_reports_training_errors_as_train(tmp_path):
-    from tools.train import evaluate_job
+    from tools.jobs import evaluate_job
 
     code = TINY_NET_CODE.replace(
         "def build_model(num_classes):\n    return nn.Sequential(",
