@@ -16,11 +16,9 @@ choice is remembered per model so later calls do not fail the same way again.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +29,10 @@ import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_openai_messages
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from agents.answers import reask_message, validate_answer, with_instructions
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ VALID_FORMS = (
     "LM Studio); also openai-compatible:MODEL or local --model MODEL",
 )
 _LOCAL_NAMES = ("local", "openai-compatible")
-_ERROR_QUOTE_CHARS = 1500  # validation errors quoted back to the model are cut to this size
 _SERVER_HINT = (
     "start one, e.g. `vllm serve MODEL --port 8000` (base URL http://127.0.0.1:8000/v1), "
     "`ollama serve` (http://127.0.0.1:11434/v1), `llama-server -m MODEL.gguf --port 8080` "
@@ -353,104 +352,6 @@ def _usage(message: Any) -> tuple[int, int]:
     return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
 
 
-_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def _first_json_object(text: str) -> dict | None:
-    """Return the first top-level JSON object in ``text`` (braces in strings are fine)."""
-    decoder = json.JSONDecoder()
-    for tries, match in enumerate(re.finditer(r"\{", text)):
-        if tries >= 200:
-            break
-        try:
-            obj, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
-
-
-def extract_object(text: str, schema: type[BaseModel]) -> dict | None:
-    """Pull the answer object out of free text.
-
-    Tries a fenced ``json`` (or unlabelled) block, then the first top-level JSON object.
-    When ``schema`` has a ``code`` field, a fenced ``python`` block is accepted as the
-    code, and the remaining prose fills ``rationale`` if the schema has one.
-    """
-    fences = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
-    py_blocks = [body for lang, body in fences if lang in ("python", "py", "python3")]
-    obj: dict | None = None
-    for lang, body in fences:
-        if lang in ("json", "jsonc", "json5", ""):
-            obj = _first_json_object(body)
-            if obj is not None:
-                break
-    if obj is None:
-        # Look outside python blocks: a dict literal in code is not the answer.
-        obj = _first_json_object(_FENCE.sub(_drop_python, text) if py_blocks else text)
-    fields = schema.model_fields
-    if "code" in fields and py_blocks and not (obj or {}).get("code"):
-        obj = dict(obj or {})
-        obj["code"] = py_blocks[0].strip("\n") + "\n"
-        if "rationale" in fields and not obj.get("rationale"):
-            obj["rationale"] = _FENCE.sub("", text).strip()
-    return obj
-
-
-def _drop_python(match: re.Match[str]) -> str:
-    return "" if match.group(1).lower() in ("python", "py", "python3") else match.group(0)
-
-
-def _schema_text(schema: type[BaseModel]) -> str:
-    return json.dumps(schema.model_json_schema(), separators=(",", ":"))
-
-
-def _format_instructions(schema: type[BaseModel]) -> str:
-    text = (
-        f"Answer with one JSON object that matches this JSON schema ({schema.__name__}), "
-        f"in a ```json fenced block:\n{_schema_text(schema)}"
-    )
-    if "code" in schema.model_fields:
-        text += (
-            "\nYou may instead give the `code` field as a ```python fenced block, with the "
-            "rationale as plain text before it."
-        )
-    return text
-
-
-def _with_instructions(messages: list[BaseMessage], schema: type[BaseModel]) -> list[BaseMessage]:
-    """Append format instructions to the last user message (keeps roles alternating)."""
-    extra = _format_instructions(schema)
-    if messages and isinstance(messages[-1], HumanMessage) and isinstance(
-        messages[-1].content, str
-    ):
-        return [*messages[:-1], HumanMessage(content=f"{messages[-1].content}\n\n{extra}")]
-    return [*messages, HumanMessage(content=extra)]
-
-
-def _reask_message(error: str, schema: type[BaseModel]) -> str:
-    if len(error) > _ERROR_QUOTE_CHARS:
-        error = error[:_ERROR_QUOTE_CHARS] + " ... [truncated]"
-    return (
-        f"Your previous answer could not be used:\n{error}\n\n"
-        f"Reply again with the complete corrected answer: one JSON object matching the "
-        f"{schema.__name__} schema {_schema_text(schema)}"
-    )
-
-
-def _validate(
-    text: str, parsed: Any, schema: type[T]
-) -> tuple[T | None, str | None]:
-    obj = parsed if isinstance(parsed, dict) else extract_object(text, schema)
-    if obj is None:
-        return None, f"no JSON object found in the answer (expected {schema.__name__})"
-    try:
-        return schema.model_validate(obj), None
-    except ValidationError as exc:
-        return None, str(exc)
-
-
 def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
@@ -555,7 +456,7 @@ def structured_call(
         return record
 
     while True:
-        base = messages if current == "json_schema" else _with_instructions(messages, schema)
+        base = messages if current == "json_schema" else with_instructions(messages, schema)
         prompt = [*base, *exchange]
         prompt_dicts = convert_to_openai_messages(prompt)
         retried = [0]
@@ -610,7 +511,7 @@ def structured_call(
         text = str(answer.text) if isinstance(answer, BaseMessage) else str(answer)
         if parsed is None and isinstance(answer, AIMessage) and answer.tool_calls:
             parsed = answer.tool_calls[0].get("args")  # some servers answer with a tool call
-        value, error = (None, problem) if problem else _validate(text, parsed, schema)
+        value, error = (None, problem) if problem else validate_answer(text, parsed, schema)
         tokens_in, tokens_out = _usage(answer)
         emit(prompt=prompt_dicts, response=text, input_tokens=tokens_in,
              output_tokens=tokens_out, latency_s=latency, retries=retried[0], error=error)
@@ -621,4 +522,4 @@ def structured_call(
                                f"{reasks + 1} answers; last error: {error}", records)
         reasks += 1
         exchange = [*exchange, AIMessage(content=text),
-                    HumanMessage(content=_reask_message(str(error), schema))]
+                    HumanMessage(content=reask_message(str(error), schema))]

@@ -10,12 +10,12 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
+from agents.answers import extract_object
 from agents.llm import (
     CallRecord,
     LLMCallError,
     LLMConfigError,
     LLMSpec,
-    extract_object,
     make_chat_model,
     normalize_base_url,
     parse_llm,
