@@ -152,31 +152,29 @@ def less_dropout(g: Genome, rng: random.Random) -> Genome:
     return _replace(g, dropout=max(0.0, g.dropout - 0.1))
 
 
+def _shift_downsampling(g: Genome, old: int, new: int) -> Genome:
+    """Change the stem's stride from ``old`` to ``new``, else the first such stage's."""
+    if g.stem_stride == old:
+        return _replace(g, stem_stride=new)
+    i = next((i for i, s in enumerate(g.stages) if s.stride == old), None)
+    if i is None:
+        return g
+    stages = [s.model_dump() for s in g.stages]
+    stages[i]["stride"] = new
+    return _replace(g, stages=stages)
+
+
 def more_downsampling(g: Genome, rng: random.Random) -> Genome:
     """Halve the resolution earlier: stem stride 2, else the first stride-1 stage.
 
     About 4x fewer FLOPs after that point, less activation memory and latency.
     """
-    if g.stem_stride == 1:
-        return _replace(g, stem_stride=2)
-    i = next((i for i, s in enumerate(g.stages) if s.stride == 1), None)
-    if i is None:
-        return g
-    stages = [s.model_dump() for s in g.stages]
-    stages[i]["stride"] = 2
-    return _replace(g, stages=stages)
+    return _shift_downsampling(g, 1, 2)
 
 
 def less_downsampling(g: Genome, rng: random.Random) -> Genome:
     """Keep resolution longer (stem stride 1, else the first stride-2 stage gets stride 1)."""
-    if g.stem_stride == 2:
-        return _replace(g, stem_stride=1)
-    i = next((i for i, s in enumerate(g.stages) if s.stride == 2), None)
-    if i is None:
-        return g
-    stages = [s.model_dump() for s in g.stages]
-    stages[i]["stride"] = 1
-    return _replace(g, stages=stages)
+    return _shift_downsampling(g, 2, 1)
 
 
 MUTATIONS: dict[str, Mutation] = {f.__name__: f for f in (
