@@ -48,14 +48,9 @@ def context_of(runtime: Runtime[Context]) -> Context:
     return Context.of(runtime.context)
 
 
-def persist(svc: Services, rec: dict[str, Any]) -> None:
-    """Write ``candidates/<id>/{model.py, report.json}`` (the record, code aside)."""
-    svc.persist(rec)
-
-
 def finish(svc: Services, rec: dict[str, Any]) -> None:
     """Record a candidate's final outcome: files, trace event, display."""
-    persist(svc, rec)
+    svc.persist(rec)
     h = headline(rec) or {}
     if is_ok(rec):
         line = (f"bal.acc {h['balanced_accuracy']:.3f} gap {h.get('max_gap') or 0:.3f} "
@@ -189,11 +184,11 @@ def gate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     rec["gate"] = summary
     if summary["ok"]:
         rec["status"] = "gated"
-        persist(svc, rec)
+        svc.persist(rec)
         return {"candidates": {rec["id"]: rec}}
     rec.update(status="failed", failure=f"gate {summary['stage']}: {summary['message']}")
     if rec.get("attempt", 0) < ctx.max_fix_attempts:
-        persist(svc, rec)
+        svc.persist(rec)
         return {"candidates": {rec["id"]: rec}}
     finish(svc, rec)  # out of fix attempts: the round ends with this failure
     return conclude(state, ctx, svc, {rec["id"]: rec})
@@ -214,7 +209,7 @@ def evaluate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                                             f"{report['failure_reason']}",
                    needs_fix=rec.get("attempt", 0) < ctx.max_fix_attempts)
     if rec["needs_fix"]:
-        persist(svc, rec)
+        svc.persist(rec)
         return {"candidates": {rec["id"]: rec}}
     finish(svc, rec)
     return conclude(state, ctx, svc, {rec["id"]: rec})
