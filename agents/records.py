@@ -12,7 +12,6 @@ Briefs for prompts and heuristics, the summary and the display are views of thes
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from evaluation.pareto import objectives
@@ -22,8 +21,14 @@ ORIGINS = ("template", "designer", "fixer", "baseline")
 
 
 def code_hash(code: str) -> str:
-    """sha256 of candidate source (first 16 hex digits)."""
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+    """Return the short form (16 hex digits) of the evaluation's code hash.
+
+    One hash for records, traces, reports and cache keys: comments and layout aside,
+    the same code has the same name everywhere.
+    """
+    from tools.evaluate import code_hash as full_hash  # lazy: tools.evaluate imports torch
+
+    return full_hash(code)[:16]
 
 
 def new_record(cid: str, *, code: str, origin: str, parent: str | None, round_: int,
