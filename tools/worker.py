@@ -1,16 +1,16 @@
 """Child entry point of the sandbox: ``python -m tools.worker WORKDIR``.
 
-Order matters (DESIGN.md §6): private mounts, malloc tuning, threads, reading
-``job.json``, importing the handler (trusted code, may load native libraries), an
-integrity snapshot, THEN the audit hook is installed and armed, and only then does the
-handler run candidate code. The result is written atomically to ``result.json``:
-``{"ok": true, "isolation": [...], **handler_result}`` or
-``{"ok": false, "error_kind", "error", "traceback", "isolation"}``.
+It normally runs inside bubblewrap (``tools.sandbox``). Order matters: malloc tuning,
+threads, reading ``job.json``, importing the handler (trusted code, may load native
+libraries), an integrity snapshot, THEN the seccomp filter is loaded, the audit-hook
+tripwire installed and armed, the isolation layers verified and sent to the parent as
+the first event ("worker-ready"), and only then does the handler run candidate code.
+The result is written atomically to ``result.json``: ``{"ok": true, **handler_result}``
+or ``{"ok": false, "error_kind", "error", "traceback"}``.
 
 Handlers are ``handler(payload: dict, workdir: Path) -> dict`` (JSON-serialisable) and may
 call :func:`emit` to stream progress events to the parent. Keys of ``job.json`` the worker
-itself consumes: ``kind``, ``payload``, ``threads``, ``deny_read``, ``read_only``,
-``parent_mnt_ns``, ``parent_net_ns``.
+itself consumes: ``kind``, ``payload``, ``threads``, ``deny_read``, ``parent_ns``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 JOBS: dict[str, str] = {
     "gate": "tools.gate:gate_job",
     "evaluate": "tools.jobs:evaluate_job",
-    "profile": "tools.jobs:profile_job",
 }
 RESULT_FILE = "result.json"
 JOB_FILE = "job.json"
@@ -102,18 +101,7 @@ def main(workdir: Path) -> int:
     job = json.loads((workdir / JOB_FILE).read_text())
     payload = job.get("payload", {})
     deny_read = [str(p) for p in job.get("deny_read", [])]
-    layers = ["process-group", "minimal-env", "wall-timeout"]
-    if os.getpgrp() == os.getpid():
-        layers.append("own-session")
-    if iso.namespace_id("net") not in ("", job.get("parent_net_ns", "")):
-        layers.append("no-network")
-    layers += iso.private_mounts(workdir, deny_read, job.get("parent_mnt_ns", ""))
-    import resource
-
-    for name in ("AS", "CPU", "FSIZE", "NOFILE", "NPROC"):
-        soft, _ = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
-        if soft != resource.RLIM_INFINITY and (name != "NPROC" or os.getuid() != 0):
-            layers.append(f"rlimit-{name.lower()}")
+    layers: list[str] = []
     if iso.tune_malloc():
         layers.append("mallopt")
     audit = None
@@ -125,11 +113,17 @@ def main(workdir: Path) -> int:
             torch.set_num_threads(threads)
         handler = resolve_handler(job["kind"])
         _integrity = iso.Integrity()
+        seccomp_problem = iso.load_seccomp()
         audit = iso.install_audit_hook(workdir, deny_read, [JOB_FILE, RESULT_FILE,
                                                             RESULT_FILE + ".tmp"])
         audit.armed = True
+        layers += iso.verify_layers(workdir, job.get("parent_ns", {}))
         layers += ["audit-hook", "integrity-check"]
-        emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3)})
+        if seccomp_problem:
+            sys.stderr.write(f"sandbox: {seccomp_problem}\n")
+        # The first event is the parent's record of what holds: sent before candidate code.
+        emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3),
+              "layers": layers})
         result = handler(payload, workdir)
         if not isinstance(result, dict):
             raise TypeError(f"handler returned {type(result).__name__}, not dict")
@@ -145,13 +139,11 @@ def main(workdir: Path) -> int:
         sys.stderr.write(tb)
         out = {"ok": False, "error_kind": _error_kind(e), "error": f"{type(e).__name__}: {e}",
                "traceback": tb[-4000:]}
-    out["isolation"] = layers
     try:
         _write_result(workdir, out, audit)
     except (TypeError, ValueError) as e:  # non-JSON (or NaN) values in the handler result
         _write_result(workdir, {"ok": False, "error_kind": "invalid-result",
-                                "error": f"result not serialisable: {e}", "isolation": layers},
-                      audit)
+                                "error": f"result not serialisable: {e}"}, audit)
     sys.stderr.flush()
     _events.flush()
     # Skip interpreter teardown: candidate finalizers and thread pools cannot hang exit.
