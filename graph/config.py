@@ -29,7 +29,7 @@ ROLE_MODEL_FIELDS = {"designer": "designer_model", "critic": "critic_model",
 RESUME_OVERRIDABLE = {"iter_max", "patience", "quiet", "max_wall_s", "max_llm_tokens",
                       "llm_timeout_s", "llm", "base_url", "model", "designer_model",
                       "critic_model", "fixer_model", "target_balanced_accuracy",
-                      "target_max_gap"}
+                      "target_max_gap", "require_isolation"}
 
 
 class ConfigError(ValueError):

@@ -103,6 +103,15 @@ class Context:
     """Wall-clock limit of one evaluation job."""
     quiet: bool = False
     """Plain lines instead of the rich live display."""
+    require_isolation: bool | None = None
+    """Refuse to run candidate code without the OS sandbox (None: on for LLM backends)."""
+
+    @property
+    def isolation_required(self) -> bool:
+        """Whether untrusted code needs the OS sandbox: LLM code always, by default."""
+        if self.require_isolation is not None:
+            return self.require_isolation
+        return self.llm != "heuristic"
 
     @property
     def budgets(self) -> Budgets:

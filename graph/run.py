@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--run-id", dest="run_id", help="name of a new run (default: timestamp)")
     o.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
     o.add_argument("--quiet", action="store_true", help="plain progress lines")
+    o.add_argument("--require-isolation", dest="require_isolation",
+                   action=argparse.BooleanOptionalAction,
+                   help="refuse to run candidate code without the OS sandbox (bubblewrap); "
+                        "default: on for LLM backends, off for the heuristic one")
     return p
 
 
@@ -170,6 +174,26 @@ def preflight_all(ctx: Context) -> None:
                 print(f"warning: {warning}", file=sys.stderr)
 
 
+def check_isolation(ctx: Context) -> None:
+    """Apply the sandbox policy; refuse LLM-written code without the OS sandbox.
+
+    Raises:
+        ConfigError: Isolation is required and cannot be set up on this machine.
+    """
+    from tools import sandbox
+
+    sandbox.configure(require_isolation=ctx.isolation_required)
+    problem = sandbox.isolation_problem()
+    if problem is None:
+        return
+    if ctx.isolation_required:
+        raise ConfigError(f"{problem}. LLM-written code runs only inside the OS sandbox; "
+                          "install it, or pass --no-require-isolation to run without it "
+                          "(only on a machine you can afford to lose)")
+    print(f"warning: {problem}; candidate code runs without the OS sandbox (Python-level "
+          "checks only)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m graph.run``."""
     args = build_parser().parse_args(argv)
@@ -178,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ctx, resuming = settle(args)
+        check_isolation(ctx)
         preflight_all(ctx)
     except (ConfigError, LLMConfigError) as exc:
         return _fail(str(exc))
