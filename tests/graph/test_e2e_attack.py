@@ -1,0 +1,72 @@
+"""Hostile LLM answers through the real CLI: nothing reaches the host or the provider.
+
+The local OpenAI-compatible server answers the Designer and the Code-Fixer with attack
+code (``tests/graph/attacks/``): a ``match`` pattern that walks into ``__globals__`` to
+reach ``open`` and ``__import__``, then reads ``/etc/shadow`` and the parent's
+environment, connects to a listener on the host's loopback and writes a marker file; and
+a format string that walks into globals. Checked from outside: no marker, no
+connection, and neither the canary API key nor any host secret in the run folder or in
+any request the provider received (failure messages are sent back to the LLM).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import ChatRequest, FakeOpenAIServer, Reply
+from tests.graph.cli_helpers import TINY, cli_env, events, run_cli
+from tools import sandbox
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+    sandbox.isolation_problem() is not None, reason="no OS sandbox here")]
+
+ATTACKS = Path(__file__).parent / "attacks"
+CANARY = "sk-canary-cli-0042"
+CRITIQUE = {"summary": "add capacity", "violated_budgets": [], "lagging_groups": [],
+            "priorities": ["raise balanced accuracy"], "suggestions": ["widen"],
+            "converged": False}
+
+
+def test_hostile_designs_are_contained(tmp_path: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
+    marker = tmp_path / "marker"
+    escape = (ATTACKS / "match_escape.py").read_text().replace(
+        "PORT", str(srv.getsockname()[1])).replace("MARKER", repr(str(marker)))
+    walk = (ATTACKS / "format_walk.py").read_text()
+
+    def answer(request: ChatRequest) -> Reply:
+        if request.schema_name == "Design":
+            return Reply.json({"rationale": "faster", "code": escape})
+        if request.schema_name == "Fix":
+            return Reply.json({"explanation": "fixed", "code": walk})
+        return Reply.json(CRITIQUE)
+
+    with FakeOpenAIServer(default=answer, models=["test-model"]) as server:
+        env = cli_env(tmp_path / "cache", OPENAI_API_KEY=CANARY)
+        proc = run_cli([*TINY, "--iter-max", "1", "--llm", "local", "--base-url",
+                        server.base_url, "--model", "test-model", "--run-dir",
+                        str(tmp_path / "runs"), "--run-id", "atk"], env)
+        sent = " ".join(r.all_text for r in server.chat_requests)
+    try:
+        with pytest.raises(TimeoutError):
+            srv.accept()
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not marker.exists()
+    run_dir = tmp_path / "runs" / "atk"
+    evs = events(run_dir)
+    failed = [e for e in evs if e["event"] == "candidate" and e["outcome"] == "failed"]
+    assert failed, "the hostile candidates should fail"
+    assert any(r.schema_name == "Fix" for r in server.chat_requests)
+    files = " ".join(p.read_text(errors="replace") for p in run_dir.rglob("*")
+                     if p.is_file() and p.suffix in (".json", ".jsonl", ".py", ".md"))
+    for text in (files, sent):
+        assert CANARY not in text
+        assert "root:" not in text  # no /etc/shadow line
