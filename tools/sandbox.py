@@ -67,7 +67,9 @@ class SandboxLimits(BaseModel):
     open_files: int = Field(512, description="RLIMIT_NOFILE.")
     threads: int = Field(1, ge=1, description="torch / OpenMP / MKL threads.")
     max_result_mb: int = Field(256, description="Largest accepted result.json.")
-    max_output_mb: int = Field(2048, description="Most bytes copied out of the work dir.")
+    max_output_mb: int = Field(2048, description="Most MiB the work dir may hold (and be "
+                               "copied out); the job is stopped past it.")
+    max_output_files: int = Field(10_000, description="Most entries in the work dir.")
     require_isolation: bool = Field(
         default_factory=lambda: _POLICY["require_isolation"],
         description="Refuse to run when the OS sandbox (bubblewrap) cannot be set up.")
@@ -329,10 +331,8 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             pump = threading.Thread(target=_pump, args=(proc.stdout, on_event, first),
                                     daemon=True)
             pump.start()
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            over_disk = _watch(proc, workdir, limits)
+            timed_out = over_disk is None and proc.returncode is None
             _kill_group(proc)
             pump.join(timeout=2)
         # Only the first event counts: it is sent before any candidate code runs.
@@ -344,6 +344,9 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
                             wall_s=time.perf_counter() - t0, stderr_tail=_tail(stderr_path))
         if timed_out:
             res.error_kind, res.error = "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
+            return res
+        if over_disk:
+            res.error_kind, res.error = "killed", over_disk
             return res
         data, problem_ = _read_result(workdir / "result.json", limits.max_result_mb)
         if data is None:
@@ -367,6 +370,46 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             res.skipped_outputs = copy_outputs(workdir, Path(keep_workdir),
                                                limits.max_output_mb << 20)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _disk_use(workdir: Path, max_bytes: int, max_files: int) -> tuple[int, int]:
+    """Bytes and entries under ``workdir``; stops counting once a limit is passed."""
+    total = files = 0
+    for root, dirs, names in os.walk(workdir):
+        for name in names + dirs:
+            files += 1
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+            if total > max_bytes or files > max_files:
+                return total, files
+    return total, files
+
+
+def _watch(proc: subprocess.Popen, workdir: Path, limits: SandboxLimits) -> str | None:
+    """Wait for the job up to its timeout while bounding the work dir's disk use.
+
+    rlimits bound each file, not their number: a job writing many files could fill the
+    host's disk, so the work dir is measured every couple of seconds.
+
+    Returns:
+        Why the job was stopped for its disk use, or None (finished or timed out).
+    """
+    deadline = time.monotonic() + limits.timeout_s
+    max_bytes, max_files = limits.max_output_mb << 20, limits.max_output_files
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(2.0, deadline - time.monotonic())))
+            return None
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                return None
+        size, files = _disk_use(workdir, max_bytes, max_files)
+        if size > max_bytes or files > max_files:
+            return (f"the job filled its work dir past the limit ({size >> 20} MiB in "
+                    f"{files} entries; limits {limits.max_output_mb} MiB, "
+                    f"{max_files} entries)")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

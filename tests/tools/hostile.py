@@ -172,3 +172,11 @@ def job_daemon(payload: dict, workdir: Path) -> dict:
     started.start()  # threads (clone with CLONE_THREAD) must keep working
     started.join()
     return {"fork": _err(pid), "threads": "ok", "workdir": str(workdir)}
+
+
+def job_fill_disk(payload: dict, workdir: Path) -> dict:
+    """Many files, each under the file-size rlimit: only the disk watchdog stops this."""
+    chunk = b"x" * (1 << 20) * int(payload.get("mb_per_file", 1))
+    for i in range(100_000):
+        (workdir / f"fill-{i}").write_bytes(chunk)
+    return {"filled": True}

@@ -160,3 +160,13 @@ def test_require_isolation_refuses_without_the_sandbox(monkeypatch: pytest.Monke
     res = run_job("tests.tools.test_sandbox:job_echo", {},
                   limits=SandboxLimits(timeout_s=60, require_isolation=False))
     assert res.ok and "bubblewrap" not in res.isolation and "seccomp" in res.isolation
+
+
+@pytest.mark.parametrize(("mb_per_file", "limits"), [
+    (1, {"max_output_mb": 24}), (0, {"max_output_files": 300})])
+def test_filling_the_disk_stops_the_job(mb_per_file: int, limits: dict) -> None:
+    res = run_job(f"{HOSTILE}:job_fill_disk", {"mb_per_file": mb_per_file},
+                  limits=SandboxLimits(timeout_s=120, **limits))
+    assert not res.ok and res.error_kind == "killed", (res.error_kind, res.error)
+    assert "work dir past the limit" in res.error
+    assert res.wall_s < 60
