@@ -90,7 +90,11 @@ _DENIED = {
     # register() reads the first parameter's type hint through typing.get_type_hints
     "functools.singledispatch": "evaluates string type hints as code",
     "functools.singledispatchmethod": "evaluates string type hints as code",
-    "dataclasses.make_dataclass": "builds classes from a namespace dict, past the class checks"}
+    "dataclasses.make_dataclass": "builds classes from a namespace dict, past the class checks",
+    # both hand out `type` itself, which builds classes past the class checks
+    "typing.get_origin": "returns the class behind a type hint (typing.Type[...] gives type)",
+    "torch.nn.utils.parametrize.type_before_parametrizations": "returns type(x), i.e. type "
+                                                               "itself for a class"}
 _DENIED_FIX = {
     "typing.get_type_hints": "remove it; write the types themselves",
     "typing.ForwardRef": "remove it; write the types themselves",
@@ -218,10 +222,9 @@ def _scope(node: ast.AST) -> ast.AST:
     """
     child, parent = node, getattr(node, "parent", None)
     while parent is not None:
-        if isinstance(parent, ast.Lambda):
-            if child is parent.body:
-                return parent
-        elif isinstance(parent, (*_FUNCS, ast.ClassDef)) and any(c is child for c in parent.body):
+        # body_of is set by _Policy for the statements of every body (and a lambda's body)
+        if getattr(child, "body_of", None) is parent \
+                and isinstance(parent, (*_FUNCS, ast.ClassDef, ast.Lambda)):
             return parent
         child, parent = parent, getattr(parent, "parent", None)
     return child
@@ -322,6 +325,8 @@ class _Policy(ast.NodeVisitor):
             for child in ast.iter_child_nodes(node):
                 child.parent = node  # type: ignore[attr-defined]
             body = getattr(node, "body", None)
+            for stmt in body if isinstance(body, list) else [body] if body else []:
+                stmt.body_of = node  # type: ignore[union-attr]
             scoped = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
             if isinstance(node, scoped) and body and isinstance(body[0], ast.Expr) \
                     and isinstance(body[0].value, ast.Constant):
@@ -339,6 +344,7 @@ class _Policy(ast.NodeVisitor):
         self.tainted = self._tainted_methods(methods)
         self.class_methods = {id(c): {name for name, where in _class_bindings(c)
                                       if isinstance(where, _FUNCS)} for c in classes}
+        self.method_names = set().union(*self.class_methods.values())
         bases = {b.id for c in classes for b in c.bases if isinstance(b, ast.Name)}
         self.module_like = {id(c) for c in classes if c.name in bases or any(
             not self._plain_base(b) for b in c.bases)}
@@ -671,9 +677,9 @@ class _Policy(ast.NodeVisitor):
                          "call super().name(...) in the method itself")
         elif name in self.aliases and load:
             self._chain_ok(node, self.aliases[name], as_value=True)
-        scope = _scope(node)
-        if load and isinstance(scope, ast.ClassDef) and name in self.class_methods.get(id(scope),
-                                                                                     ()):
+        # a method taken as a value in its class body can be called with any object as self
+        scope = _scope(node) if load and name in self.method_names else None
+        if isinstance(scope, ast.ClassDef) and name in self.class_methods[id(scope)]:
             self.bad(node, f"method '{name}' is used as a value in the body of class {scope.name}",
                      f"call it as self.{name}(...) from other methods")
         self.generic_visit(node)

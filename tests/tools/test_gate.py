@@ -396,6 +396,11 @@ BAD_MORE = {
     # other ways to classes, attributes by name and files
     "NamedTupleMeta": ("import typing\nK = typing.NamedTupleMeta\n", "is a metaclass"),
     "import metaclass": ("from typing import ABCMeta\n", "is a metaclass"),
+    "get_origin": ("import typing\nT = typing.get_origin(typing.Type[int])\n",
+                   "typing.get_origin"),
+    "type_before_parametrizations": (
+        "T = nn.utils.parametrize.type_before_parametrizations(nn.Linear)\n",
+        "type_before_parametrizations"),
     "operator.attrgetter": ("import typing\ng = typing.operator.attrgetter('real')\n",
                             "module operator"),
     "type via __class__": ("K = (1).__class__.__class__\n", "'.__class__'"),
