@@ -92,6 +92,7 @@ _DENIED = {
     "functools.singledispatchmethod": "evaluates string type hints as code",
     "dataclasses.make_dataclass": "builds classes from a namespace dict, past the class checks",
     # both hand out `type` itself, which builds classes past the class checks
+    "torch.get_device_module": "hands out device modules (torch.cuda ...) as values",
     "typing.get_origin": "returns the class behind a type hint (typing.Type[...] gives type)",
     "torch.nn.utils.parametrize.type_before_parametrizations": "returns type(x), i.e. type "
                                                                "itself for a class"}
@@ -243,8 +244,13 @@ def _is_self_method(node: ast.AST) -> bool:
 
 
 def _is_super_call(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id == "super" and not node.args and not node.keywords)
+    """Tell whether ``node`` is ``super()`` or ``super(Name, self)``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "super" and not node.keywords):
+        return False
+    args = node.args
+    return not args or (len(args) == 2 and isinstance(args[0], ast.Name)
+                        and isinstance(args[1], ast.Name) and args[1].id == "self")
 
 
 def _own_bindings(node: ast.AST) -> Iterator[tuple[str, ast.AST]]:
@@ -670,10 +676,11 @@ class _Policy(ast.NodeVisitor):
         elif name == "super" and load:
             call = getattr(node, "parent", None)
             if not (isinstance(call, ast.Call) and call.func is node and _is_super_call(call)
-                    and self._self_state(call) == "ok"):
-                self.bad(node, "'super' may only be called as super(), with no arguments, "
-                               "directly in a method whose first parameter is self (decorators: "
-                               "only @property / @torch.no_grad())",
+                    and self._self_state(call) == "ok"
+                    and all(a.id in self.local_classes for a in call.args[:1])):  # type: ignore
+                self.bad(node, "'super' may only be called as super() (or super(YourClass, "
+                               "self)) directly in a method whose first parameter is self "
+                               "(decorators: only @property / @torch.no_grad())",
                          "call super().name(...) in the method itself")
         elif name in self.aliases and load:
             self._chain_ok(node, self.aliases[name], as_value=True)

@@ -234,7 +234,7 @@ ATTACK_REASONS = {
     "lambda_self": "'self' is bound somewhere other than the first parameter of a method",
     "class_body_capture": "method 'run' is used as a value in the body of class Probe",
     "decorator_capture": "'self._evaluate' is used in a method with a decorator other than",
-    "super_with_class": "'super' may only be called as super(), with no arguments",
+    "super_with_class": "'super' may only be called as super() (or super(YourClass, self))",
     "match_builtins": "match pattern reads the dunder attribute '__builtins__'",
     "match_private": "match pattern keyword: private attribute '._evaluate'",
     "singledispatch": "'functools.singledispatch' (functools.singledispatch) is not allowed",
@@ -353,6 +353,11 @@ BAD_MORE = {
     "string in typing subscript": ("import typing\nT = typing.Optional['M']\n",
                                    "string 'M' in a typing subscript"),
     "ForwardRef": ("import typing\nr = typing.ForwardRef('x')\n", "typing.ForwardRef"),
+    "get_device_module": ("m = torch.get_device_module('cuda')\n", "torch.get_device_module"),
+    "super other object": (_method("def f(self, other):\n    return super(M, other).f()"),
+                           "'super' may only be called as super()"),
+    "super non-local class": (_method("def f(self):\n    return super(nn.Linear, self).f()"),
+                              "'super' may only be called as super()"),
     "get_type_hints": ("import typing\nh = typing.get_type_hints(build_model)\n",
                        "typing.get_type_hints"),
     "singledispatchmethod": ("from functools import singledispatchmethod\n",
@@ -442,6 +447,8 @@ GOOD_MORE = {
                                   "    self._x = 1") +
                           _method("def __init__(self):\n    M.__init__(self)\n"
                                   "    self._y = 2", "class N(M):\n"),
+    "two-argument super": _method("def __init__(self):\n    super(M, self).__init__()\n"
+                                  "    self._x = 1"),
     "library method through class": "y = nn.Linear.forward(nn.Linear(2, 2), torch.ones(2))\n",
 }
 
