@@ -12,20 +12,28 @@ worker's integrity check.
 Rules that close ways of reaching attributes or code by name:
 
 - private (``_name``) attributes only as ``self._name`` (or ``super()._name``) inside
-  methods whose first parameter is ``self``; ``self`` may be bound nowhere else, and a
-  method that reaches private attributes of ``self`` may only be reached through
-  ``self`` / ``super()`` (never ``Class.method(other_object)``), so ``self`` is always an
-  instance of the candidate's own classes;
+  methods whose first parameter is ``self`` and whose decorators are at most
+  ``@property`` / ``@torch.no_grad()``; ``self`` may be bound nowhere else, ``super``,
+  ``property`` and import aliases are never rebound, ``super`` is only ``super()`` or
+  ``super(YourClass, self)`` in such a method, and a method that reaches private
+  attributes of ``self`` may only be reached through ``self`` / ``super()`` (never
+  ``Class.method(other)``, a class-body reference or ``X.__init__(other)``), so ``self``
+  is always an instance of the candidate's own classes; nn.Module's own private names
+  stay off limits on ``self`` too;
 - ``match`` class patterns: keyword attribute names are checked like attributes, the class
   must be the candidate's own, a builtin type or an import chain (library classes take no
   positional sub-patterns, which read attributes named by ``__match_args__``);
-- no string type hints / forward references (they are evaluated as code by
-  ``typing.get_type_hints`` and ``functools.singledispatch``, both denied as well);
+- no string type hints / forward references (except inside ``Literal[...]``): they are
+  evaluated as code by ``typing.get_type_hints`` and ``functools.singledispatch``, both
+  denied as well;
 - class bodies may not bind names of ``nn.Module`` (``train = ...``, ``for``, ``with``,
   walrus, imports ...) except the overridable ones; attributes named like ``nn.Module``
-  members may not be assigned on any object;
+  members (other than ``training``) may not be assigned on any object;
+- no metaclasses (``typing.ABCMeta`` ...) and nothing that hands out ``type``
+  (``typing.get_origin``, ``type_before_parametrizations``), nor
+  ``dataclasses.make_dataclass``: classes come from class statements only;
 - ``str.format`` / ``format_map`` only on string constants whose fields have no
-  attribute (``.``) or index (``[``) access;
+  attribute (``.``) or index (``[``) access (f-strings are checked as code);
 - a module-level ``__all__`` list of strings is allowed.
 
 The gate is a first filter in front of the OS sandbox, not the boundary.
