@@ -371,17 +371,22 @@ class _Policy(ast.NodeVisitor):
     # setup: imports, methods, bindings
     def _collect_aliases(self, tree: ast.Module) -> None:
         """Pre-fill import aliases, so rules can resolve names used before the visit sees them."""
+        found: list[tuple[ast.alias, str, str]] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name in self.allowed_imports:
-                        self.aliases[a.asname or a.name.split(".")[0]] = \
-                            a.name if a.asname else a.name.split(".")[0]
+                found += [(a, a.asname or a.name.split(".")[0],
+                           a.name if a.asname else a.name.split(".")[0])
+                          for a in node.names if a.name in self.allowed_imports]
             elif isinstance(node, ast.ImportFrom) and not node.level \
                     and node.module in self.allowed_imports:
-                for a in node.names:
-                    if a.name != "*":
-                        self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                found += [(a, a.asname or a.name, f"{node.module}.{a.name}")
+                          for a in node.names if a.name != "*"]
+        for where, name, dotted in found:
+            # one name, two imports: which one holds at run time depends on the control flow
+            if self.aliases.setdefault(name, dotted) != dotted:
+                self.bad(where, f"'{name}' is imported as two different things "
+                                f"({self.aliases[name]} and {dotted})",
+                         "give each import its own name")
 
     def _resolved(self, expr: ast.AST) -> Any:
         """Return the library object an import-rooted name or chain names, else None."""

@@ -310,6 +310,8 @@ BAD_MORE = {
     "rebind super": ("super = print\n", "the builtin 'super' is rebound"),
     "rebind property": ("property = print\n", "the builtin 'property' is rebound"),
     "rebind import": ("nn = None\n", "the imported name 'nn' is rebound"),
+    "import name twice": ("if 1:\n    from typing import Any as nn\n",
+                          "'nn' is imported as two different things"),
     "shadow import by param": ("def f(F):\n    return F\n", "the imported name 'F' is rebound"),
     "tainted call on instance": (_method("def run(self):\n    return self._x") +
                                  "m = M()\nm.run()\n", "'.run' is a method that uses private"),
