@@ -414,19 +414,31 @@ class _Policy(ast.NodeVisitor):
             or self._resolved(base) is typing.NamedTuple
 
     @staticmethod
-    def _reaches_private(node: ast.AST, tainted: set[str]) -> bool:
-        """Whether ``node`` reaches a private attribute or a tainted method of ``self``."""
-        if isinstance(node, ast.Attribute):
-            base = node.value
-            on_self = (isinstance(base, ast.Name) and base.id == "self") or _is_super_call(base)
-            if on_self and (_is_private(node.attr) or node.attr in tainted):
-                return True
-            # Base.__init__(self, ...) runs that __init__ on this method's self
-            if node.attr == "__init__" and node.attr in tainted:
+    def _self_uses(method: ast.AST) -> tuple[bool, set[str]]:
+        """Return what ``method`` reaches on its ``self`` (or ``super()``).
+
+        That is: whether it reads private attributes there, and the attribute names it reaches
+        (``__init__`` also for ``X.__init__(self, ...)``, which runs on this ``self``).
+        """
+        private, names = False, set()
+        stack = list(method.body)  # type: ignore[attr-defined]
+        while stack:
+            node = stack.pop()
+            if _is_self_method(node):  # a nested class's method has its own self
+                stack += [*node.decorator_list, *node.args.defaults]  # type: ignore[attr-defined]
+                continue
+            if isinstance(node, ast.Attribute):
+                base = node.value
+                if (isinstance(base, ast.Name) and base.id == "self") or _is_super_call(base):
+                    private |= _is_private(node.attr)
+                    names.add(node.attr)
                 call = getattr(node, "parent", None)
-                return (isinstance(call, ast.Call) and call.func is node and bool(call.args)
-                        and isinstance(call.args[0], ast.Name) and call.args[0].id == "self")
-        return False
+                if node.attr == "__init__" and isinstance(call, ast.Call) and call.func is node \
+                        and call.args and isinstance(call.args[0], ast.Name) \
+                        and call.args[0].id == "self":
+                    names.add("__init__")  # Base.__init__(self, ...) runs on this self
+            stack.extend(ast.iter_child_nodes(node))
+        return private, names
 
     def _tainted_methods(self, methods: list[ast.AST]) -> set[str]:
         """Return the names of methods that reach private attributes of ``self``.
@@ -434,20 +446,10 @@ class _Policy(ast.NodeVisitor):
         Directly or through other such methods: called with a foreign object as ``self`` they
         would reach that object's private attributes, so only ``self`` may reach them.
         """
-        tainted: set[str] = set()
+        uses = [(m.name, *self._self_uses(m)) for m in methods]  # type: ignore[attr-defined]
+        tainted = {name for name, private, _ in uses if private}
         while True:
-            found = set()
-            for method in methods:
-                stack = list(method.body)  # type: ignore[attr-defined]
-                while stack:
-                    node = stack.pop()
-                    if _is_self_method(node):  # a nested class's method has its own self
-                        stack += [*node.decorator_list, *node.args.defaults]  # type: ignore
-                        continue
-                    if self._reaches_private(node, tainted):
-                        found.add(method.name)  # type: ignore[attr-defined]
-                        break
-                    stack.extend(ast.iter_child_nodes(node))
+            found = {name for name, _, names in uses if names & tainted}
             if found <= tainted:
                 return tainted
             tainted |= found
