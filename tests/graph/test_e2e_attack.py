@@ -11,6 +11,7 @@ any request the provider received (failure messages are sent back to the LLM).
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def test_hostile_designs_are_contained(tmp_path: Path) -> None:
     failed = [e for e in evs if e["event"] == "candidate" and e["outcome"] == "failed"]
     assert failed, "the hostile candidates should fail"
     assert any(r.schema_name == "Fix" for r in server.chat_requests)
+    # The gate, a filter in front of the sandbox, names each attack for the Code-Fixer.
+    rec = json.loads((run_dir / "candidates" / "c001" / "report.json").read_text())
+    assert rec["gate"]["ok"] is False and "match class pattern" in rec["gate"]["message"]
+    assert "'.format' on something other than a string constant" in sent
     files = " ".join(p.read_text(errors="replace") for p in run_dir.rglob("*")
                      if p.is_file() and p.suffix in (".json", ".jsonl", ".py", ".md"))
     for text in (files, sent):
