@@ -109,10 +109,8 @@ class PageCheck:
 class _DevTools:
     """A minimal synchronous DevTools-protocol client over one websocket."""
 
-    def __init__(self, ws_url: str, timeout_s: float) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=timeout_s)
+    def __init__(self, ws: Any, timeout_s: float) -> None:
+        self.ws = ws
         self.timeout_s = timeout_s
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
@@ -156,10 +154,6 @@ class _DevTools:
                 self.events.append(json.loads(self.ws.recv(timeout=quiet_s)))
             except TimeoutError:
                 return
-
-    def close(self) -> None:
-        """Close the socket."""
-        self.ws.close()
 
 
 def _start(binary: str, profile: Path, timeout_s: float) -> tuple[subprocess.Popen, str]:
@@ -215,8 +209,10 @@ def check_page(path: Path, *, screenshot: Path | None = None, width: int = 1280,
     proc = None
     try:
         proc, ws_url = _start(binary, profile, timeout_s)
-        dt = _DevTools(ws_url, timeout_s)
-        try:
+        from websockets.sync.client import connect
+
+        with connect(ws_url, max_size=None, open_timeout=timeout_s) as ws:
+            dt = _DevTools(ws, timeout_s)
             target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
             sid = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True}
                           )["sessionId"]
@@ -267,8 +263,6 @@ def check_page(path: Path, *, screenshot: Path | None = None, width: int = 1280,
                 dt.send("Browser.close")
             except Exception:  # noqa: BLE001 - the browser may close before it answers
                 pass
-        finally:
-            dt.close()
     finally:
         if proc is not None:
             try:

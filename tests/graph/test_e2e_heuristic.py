@@ -80,7 +80,7 @@ def test_extension_role_ran_in_the_loop(run):
     evs = events(run_dir)
     audits = [e for e in evs if e["event"] == "role_event" and e["role"] == "auditor"]
     assert len(audits) == 2  # once after each designer round's evaluation
-    assert {a["candidate"] for a in audits} >= {"c001"}
+    assert {a["candidate"] for a in audits} >= {"c002"}
     nodes = [e["node"] for e in evs if e["event"] == "node_end"]
     i = nodes.index("auditor")
     assert nodes[i - 1] == "evaluate" and nodes[i + 1] == "critic"
