@@ -679,7 +679,7 @@ def render_html(data: RunData, pareto: bytes, groups: bytes) -> str:
     tok, nodes, tools, tl = _ledger(data)
     total = token_ledger(data.events).get("total")
     rounds = max([int(r.get("round") or 0) for r in data.records.values()] or [0])
-    cards = [("status", data.status), ("stop", (summ.get("stop_reason") or "-")),
+    cards = [("status", data.status), ("stop", summ.get("stop_reason") or "unfinished"),
              ("rounds", summ.get("rounds", rounds)),
              ("candidates", f"{len(data.records)} ({ok} ok, {failed} failed)"),
              ("chosen", data.best_id or "none"),

@@ -22,6 +22,7 @@ def heuristic_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[s
     env = cli_env(root / "cache")
     proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--max-params", "150000",
                     "--run-dir", str(root / "runs"), "--run-id", "h1",
-                    "--roles", "tests.agents.extra_role"], env)
+                    "--roles", "tests.agents.extra_role"], env,
+                   timeout=600)  # ~1 min alone; shared CI cores can make it several
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "runs" / "h1", proc
