@@ -89,6 +89,9 @@ def code_fixer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[st
                      code_hash=broken["code_hash"], failure=broken.get("failure"),
                      fixed_by=cid, headline=f"{stage} failure, handed to the Code-Fixer")
     svc.persist(rec)
+    svc.tracer.event("fix", role="code_fixer", round=rec["round"], candidate=cid,
+                     fixes=broken["id"], attempt=attempt, stage=stage, error=tail(error, 1000),
+                     diagnosis=fix.explanation, brain=thought.brain, code_hash=rec["code_hash"])
     svc.display.stage(cid, "origin:fixer")
     return {"current": cid, "order": [cid], "tokens": thought.tokens,
             "candidates": {cid: rec, broken["id"]: broken}}

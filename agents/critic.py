@@ -84,5 +84,8 @@ def critic_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, A
     crit = thought.answer.model_dump(mode="json")
     crit.update(round=brief["round"], brain=thought.brain,
                 about=(brief["latest"] or {}).get("id"))
+    # Every decision enters the trace whatever the brain (an LLM call logs its prompt too).
+    svc.tracer.event("critique", role="critic", round=brief["round"], candidate=crit["about"],
+                     brain=thought.brain, **thought.answer.model_dump(mode="json"))
     svc.display.message(f"critic ({thought.brain}): {crit['summary'][:150]}")
     return {"critiques": [crit], "tokens": thought.tokens}

@@ -18,7 +18,7 @@ from agents.records import headline, history, new_record, select_best, tried_key
 from agents.registry import register_role
 from graph.context import Context
 from graph.services import services_for
-from tasks.genome import choices_text
+from tasks.genome import choices_text, genome_summary, parse_genome
 
 
 class Design(BaseModel):
@@ -73,5 +73,10 @@ def designer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
     rec = new_record(cid, code=design.code, origin="designer", parent=best_id, round_=round_,
                      rationale=design.rationale, brain=thought.brain)
     rec["attempt"] = 0
+    svc.tracer.event("design", role="designer", round=round_, candidate=cid, parent=best_id,
+                     brain=thought.brain, rationale=design.rationale,
+                     design=genome_summary(g) if (g := parse_genome(design.code)) else "custom",
+                     code_hash=rec["code_hash"], critique=(critique or {}).get("summary"),
+                     critique_about=(critique or {}).get("about"))
     return {"round": round_, "current": cid, "candidates": {cid: rec}, "order": [cid],
             "tokens": thought.tokens}

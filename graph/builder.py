@@ -35,6 +35,7 @@ from graph.context import Context
 from graph.finalize import finalize_node
 from graph.services import Services, services_for
 from graph.state import State
+from graph.trace import langsmith_scope
 
 TEMPLATE_ID = "c000"
 HV_EPS = 1e-9  # hypervolume gains below this are noise, not progress
@@ -86,6 +87,11 @@ def conclude(state: dict[str, Any], ctx: Context, svc: Services,
     if count_round and prev is not None:
         stale = 0 if hv > prev + HV_EPS else stale + 1
     best_id = select_best(cands, ctx.unfairness_weight)
+    if count_round:
+        t0 = svc.round_t0
+        svc.tracer.event("round_end", round=state.get("round", 0), candidate=state.get("current"),
+                         hv=hv, best=best_id, stale_rounds=stale,
+                         duration_s=None if t0 is None else round(time.monotonic() - t0, 4))
     if best_id and best_id != state.get("best_id"):
         h = headline(cands[best_id]) or {}
         svc.display.best(f"{best_id} bal.acc {h.get('balanced_accuracy')} gap {h.get('max_gap')} "
@@ -182,6 +188,10 @@ def gate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     report = svc.gate(rec["code"], rec["id"])
     summary = gate_summary(report)
     rec["gate"] = summary
+    svc.tracer.event("gate", candidate=rec["id"], round=rec.get("round"), ok=summary["ok"],
+                     stage=summary["stage"], message=summary["message"],
+                     params=summary["params"], flops=summary["flops"],
+                     attempt=rec.get("attempt", 0))
     if summary["ok"]:
         rec["status"] = "gated"
         svc.persist(rec)
@@ -245,24 +255,45 @@ def route_after_evaluate(state: State, runtime: Runtime[Context]) -> Literal["co
 # -------------------------------------------------------------------------- wiring
 
 
+def node_subject(name: str, state: dict[str, Any]) -> tuple[int, str | None]:
+    """(round, candidate) a node works on: the designer opens the next round's candidate."""
+    if name == "designer":
+        from agents.designer import candidate_id
+
+        return state.get("round", 0) + 1, candidate_id(state.get("round", 0) + 1)
+    return state.get("round", 0), state.get("current")
+
+
 def traced(name: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """Wrap a node so its start, end (with duration) and errors are traced."""
+    """Wrap a node so its start, end (with duration), notes and errors are traced.
+
+    The node body runs as a LangChain child run carrying the run id, round, role and
+    candidate as metadata and tags (:func:`graph.trace.langsmith_scope`), so a LangSmith
+    trace joins ``trace.jsonl`` on those keys.
+    """
 
     def node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        svc = services_for(context_of(runtime))
+        ctx = context_of(runtime)
+        svc = services_for(ctx)
         t0 = time.monotonic()
-        svc.tracer.event("node_start", node=name, round=state.get("round", 0),
-                         candidate=state.get("current"))
+        round_, cand = node_subject(name, state)
+        svc.tracer.event("node_start", node=name, round=round_, candidate=cand)
         try:
-            out = fn(state, runtime)
+            out = langsmith_scope(name, lambda: fn(state, runtime), run_id=ctx.run_id,
+                                  round_=round_, role=name, candidate=cand)
         except Exception as exc:
             svc.tracer.event("node_error", node=name, error=f"{type(exc).__name__}: {exc}",
                              duration_s=round(time.monotonic() - t0, 4))
             raise
-        svc.tracer.event("node_end", node=name, round=(out or {}).get("round",
-                                                                      state.get("round", 0)),
-                         duration_s=round(time.monotonic() - t0, 4),
-                         updated=sorted(out or {}))
+        out = out or {}
+        if out.get("round", state.get("round", 0)) != state.get("round", 0):
+            svc.round_t0 = t0  # this node opened a round: its duration counts from here
+        for note in out.get("notes") or []:
+            svc.tracer.event("note", role=note.get("role", name), round=note.get("round"),
+                             payload=note.get("payload"))
+        svc.tracer.event("node_end", node=name, round=out.get("round", state.get("round", 0)),
+                         candidate=out.get("current", state.get("current")),
+                         duration_s=round(time.monotonic() - t0, 4), updated=sorted(out))
         return out
 
     node.__name__ = f"{name}_node"

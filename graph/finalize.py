@@ -19,6 +19,7 @@ from langgraph.runtime import Runtime
 from agents.records import headline, is_ok, select_best
 from evaluation.pareto import objective_names, objectives
 from graph.context import Context
+from graph.report import write_run_report
 from graph.services import Services, atomic_write, services_for
 from graph.state import State
 
@@ -125,6 +126,7 @@ def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "budgets": ctx.budgets.model_dump(),
     }
     atomic_write(svc.run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    write_run_report(svc)  # report.html + report.md (graph.report)
     return {"stop_reason": reason, "summary": {k: summary[k] for k in
                                                ("stop_reason", "best", "test", "rounds")},
             "best_id": best_id}

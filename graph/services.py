@@ -22,7 +22,7 @@ from typing import Any
 from agents.llm import CallRecord, LLMSpec, make_chat_model, parse_llm
 from graph.context import Context
 from graph.display import Display, PlainDisplay
-from graph.trace import Tracer
+from graph.trace import Tracer, estimate_cost
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Services:
     _data: Any = None
     _chats: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    round_t0: float | None = None
+    """``time.monotonic()`` when the current round's first node started (round timing)."""
 
     @property
     def run_dir(self) -> Path:
@@ -60,6 +62,13 @@ class Services:
             kw["lr"] = self.ctx.lr
         return Recipe(**kw)
 
+    def fidelity(self) -> dict[str, Any]:
+        """How much an evaluation costs and sees: recipe, image size and data size."""
+        recipe = self.recipe()
+        return {"epochs": recipe.epochs, "batch_size": recipe.batch_size,
+                "seed": recipe.seed, "image_size": self.ctx.image_size,
+                "n_images": getattr(self._data, "n", None)}
+
     # ----------------------------------------------------------------------- LLMs
     def spec(self, role: str) -> LLMSpec:
         """Return the LLM spec of ``role`` (heuristic unless an LLM backend is configured)."""
@@ -82,7 +91,9 @@ class Services:
                    candidate: str | None) -> None:
         """Trace one LLM request."""
         self.tracer.event("llm_call", prompt_file=prompt_name, prompt_sha256=prompt_sha,
-                          candidate=candidate, **record.to_dict())
+                          candidate=candidate, cost_usd=estimate_cost(
+                              record.model, record.input_tokens, record.output_tokens),
+                          **record.to_dict())
 
     def persist(self, rec: dict[str, Any]) -> None:
         """Write ``candidates/<id>/{model.py, report.json}`` (the record, code aside)."""
@@ -161,7 +172,7 @@ class Services:
                     HardwareReport.model_validate(report.hardware.model_dump()), report.budgets)
             atomic_write(path, report.model_dump_json())
         self.tracer.event("tool_call", tool="evaluate", candidate=candidate, key=key,
-                          split=split, cached=cached, ok=report.ok,
+                          split=split, fidelity=self.fidelity(), cached=cached, ok=report.ok,
                           failure_stage=report.failure_stage,
                           duration_s=round(time.monotonic() - t0, 4))
         return report.model_dump(mode="json")

@@ -20,25 +20,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    env = cli_env(root / "cache")
-    proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--run-dir", str(root / "runs"),
-                    "--run-id", "h1", "--roles", "tests.agents.extra_role"], env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "runs" / "h1", proc
+def run(heuristic_run):
+    return heuristic_run  # one run for the session (tests/graph/conftest.py)
 
 
 def test_run_directory_contents(run):
     run_dir, _ = run
     for name in ("trace.jsonl", "checkpoints.sqlite", "settings.json", "summary.json",
-                 "best_model.py", "pareto.png", "group_accuracy.png"):
+                 "best_model.py", "pareto.png", "group_accuracy.png", "report.html",
+                 "report.md"):
         assert (run_dir / name).is_file(), name
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["iter_max"] == 2 and settings["image_size"] == 32
     assert settings["roles"] == ["tests.agents.extra_role"]
     cands = sorted(p.name for p in (run_dir / "candidates").iterdir())
-    assert cands[:3] == ["c000", "c001", "c002"]
+    assert {"c000", "c001", "c002"} <= set(cands)
     rec = json.loads((run_dir / "candidates" / "c001" / "report.json").read_text())
     assert rec["origin"] == "designer" and rec["parent"] == "c000" and rec["brain"] == "heuristic"
     assert rec["rationale"] and (run_dir / "candidates" / "c001" / "model.py").is_file()
@@ -84,7 +80,7 @@ def test_extension_role_ran_in_the_loop(run):
     evs = events(run_dir)
     audits = [e for e in evs if e["event"] == "role_event" and e["role"] == "auditor"]
     assert len(audits) == 2  # once after each designer round's evaluation
-    assert {a["candidate"] for a in audits} >= {"c001"}
+    assert {a["candidate"] for a in audits} >= {"c002"}
     nodes = [e["node"] for e in evs if e["event"] == "node_end"]
     i = nodes.index("auditor")
     assert nodes[i - 1] == "evaluate" and nodes[i + 1] == "critic"
@@ -94,7 +90,7 @@ def test_trace_inspection_cli(run):
     run_dir, _ = run
     out = subprocess.run([sys.executable, "-m", "graph.trace", str(run_dir)], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    assert "c000: ok origin=template" in out and "stop: iter_max" in out
+    assert "c000 ok (template" in out and "stop: iter_max" in out
 
 
 def test_resume_of_finished_run_does_nothing(run, tmp_path_factory):

@@ -83,9 +83,18 @@ def test_gate_and_evaluate_routers():
         "critic"
 
 
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict]] = []
+
+    def event(self, name: str, **fields) -> None:
+        self.seen.append((name, fields))
+
+
 def test_conclude_counts_stale_rounds_on_hypervolume():
     ctx = Context(max_params=None)
-    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()))
+    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()), tracer=_Events(),
+                          round_t0=None)
     c0 = make_record("c000", make_report(bal=0.5, latency=2.0))
     st = {"candidates": {}, "hv_history": [], "stale_rounds": 0}
     up = conclude(st, ctx, svc, {"c000": c0}, count_round=False)
@@ -101,11 +110,16 @@ def test_conclude_counts_stale_rounds_on_hypervolume():
     assert up3["best_id"] == "c002"
     failed = make_record("c003", make_report(failed="gate"))
     assert conclude(st, ctx, svc, {"c003": failed})["stale_rounds"] == 2
+    # Each counted round is traced with its hypervolume and best design (not prepare's).
+    ends = [f for name, f in svc.tracer.seen if name == "round_end"]
+    assert len(ends) == 3 and ends[1]["best"] == "c002" and ends[1]["stale_rounds"] == 0
+    assert ends[0]["hv"] == up2["hv_history"][0] and ends[0]["duration_s"] is None
 
 
 def test_infeasible_candidates_do_not_enter_archive():
     ctx = Context(max_params=50_000)
-    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()))
+    svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()), tracer=_Events(),
+                          round_t0=None)
     rep = make_report(params=100_000, budgets=Budgets(max_params=50_000))
     up = conclude({"candidates": {}}, ctx, svc, {"c000": make_record("c000", rep)},
                   count_round=False)
