@@ -236,11 +236,7 @@ def make_chat_model(spec: LLMSpec) -> BaseChatModel:
 
 
 def preflight(spec: LLMSpec, *, timeout_s: float = 5.0) -> list[str]:
-    """Check that ``spec`` can work before a search starts; no network for heuristic.
-
-    OpenAI proper: the key must be set. A ``base_url`` server: ``GET {base_url}/models``
-    must answer; a model missing from its list gives a warning (servers such as
-    llama.cpp accept any name), returned and logged.
+    """Check that ``spec`` can work before a search starts (see :func:`preflight_all`).
 
     Returns:
         Warnings (empty when all is well).
@@ -248,43 +244,142 @@ def preflight(spec: LLMSpec, *, timeout_s: float = 5.0) -> list[str]:
     Raises:
         LLMConfigError: Missing key, unreachable server, or a server refusing the key.
     """
-    if spec.backend == "heuristic":
-        return []
-    key = os.environ.get(spec.api_key_env)
-    if not spec.base_url:
-        if not key:
-            raise LLMConfigError(_missing_key_message(spec))
-        return []
-    url = f"{spec.base_url}/models"
+    return preflight_all([spec], timeout_s=timeout_s)
+
+
+def preflight_all(specs: list[LLMSpec], *, timeout_s: float = 5.0) -> list[str]:
+    """Check every role's model before a search starts; no network for heuristic.
+
+    OpenAI proper: the key must be set. A ``base_url`` server: one ``GET {base_url}/models``
+    per server (however many roles use it) must answer; a model missing from its list
+    gives a warning (servers such as llama.cpp accept any name). When the list cannot be
+    read (an HTTP error, a body that is not a model list, an empty list) one warning says
+    that the models could not be checked. Warnings are returned, not logged: the caller
+    prints each once.
+
+    Returns:
+        Warnings, each once, in server order (empty when all is well).
+
+    Raises:
+        LLMConfigError: Missing key, unreachable server, or a server refusing the key.
+    """
+    servers: dict[str, list[LLMSpec]] = {}
+    for spec in specs:
+        if spec.backend == "heuristic":
+            continue
+        if not spec.base_url:
+            if not os.environ.get(spec.api_key_env):
+                raise LLMConfigError(_missing_key_message(spec))
+            continue
+        servers.setdefault(spec.base_url, []).append(spec)
+    warnings: list[str] = []
+    for base_url, group in servers.items():
+        models = list(dict.fromkeys(str(s.model) for s in group))
+        for warning in _check_server(base_url, models, group[0].api_key_env, timeout_s):
+            if warning not in warnings:
+                warnings.append(warning)
+    return warnings
+
+
+def _check_server(base_url: str, models: list[str], key_env: str, timeout_s: float
+                  ) -> list[str]:
+    url = f"{base_url}/models"
+    key = os.environ.get(key_env)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         resp = httpx.get(url, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise LLMConfigError(
-            f"no OpenAI-compatible server answers at {spec.base_url} "
+            f"no OpenAI-compatible server answers at {base_url} "
             f"(GET {url}: {type(exc).__name__}: {exc}); {_SERVER_HINT}"
         ) from exc
     if resp.status_code in (401, 403):
         raise LLMConfigError(
             f"{url} refused the API key (HTTP {resp.status_code}); export "
-            f"{spec.api_key_env} with the key the server expects"
+            f"{key_env} with the key the server expects"
         )
+    names = ", ".join(repr(m) for m in models)
     if resp.status_code != 200:
-        warnings = [f"{url} answered HTTP {resp.status_code}; cannot check model {spec.model!r}"]
-    else:
-        try:
-            ids = [str(m.get("id")) for m in resp.json().get("data", [])]
-        except (ValueError, AttributeError, TypeError):
-            ids = []
-        warnings = []
-        if ids and spec.model not in ids:
-            warnings.append(
-                f"model {spec.model!r} is not listed by {spec.base_url} "
-                f"(available: {', '.join(ids[:20])}); pass --model with one of them"
-            )
-    for warning in warnings:
-        log.warning(warning)
-    return warnings
+        return [f"cannot check model {names}: {url} answered HTTP {resp.status_code}; "
+                "the search starts anyway"]
+    try:
+        ids = [str(m["id"]) for m in resp.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        return [f"cannot check model {names}: {url} did not answer a model list "
+                f"({resp.headers.get('content-type', '?')}); the search starts anyway"]
+    if not ids:
+        return [f"cannot check model {names}: {url} lists no models; the search starts anyway"]
+    return [f"model {m!r} is not listed by {base_url} (available: {', '.join(ids[:20])}); "
+            "pass --model with one of them" for m in models if m not in ids]
+
+
+class CircuitBreaker:
+    """Stops calling an LLM that keeps failing.
+
+    After ``threshold`` consecutive failed calls (each a call whose retries and re-asks
+    were exhausted) the breaker opens and stays open for the rest of the process: the
+    roles use their heuristic brains (``action="heuristic"``) or the run stops after the
+    current step (``action="stop"``). A success resets the count. ``threshold=None``
+    disables it. Thread-safe.
+    """
+
+    ACTIONS = ("heuristic", "stop")
+
+    def __init__(self, threshold: int | None = 3, action: str = "heuristic") -> None:
+        """Create a closed breaker.
+
+        Raises:
+            ValueError: An unknown action or a threshold below 1.
+        """
+        if action not in self.ACTIONS:
+            raise ValueError(f"circuit breaker action must be one of {self.ACTIONS}, "
+                             f"got {action!r}")
+        if threshold is not None and threshold < 1:
+            raise ValueError(f"circuit breaker threshold must be >= 1 or none, got {threshold}")
+        self.threshold = threshold
+        self.action = action
+        self.consecutive = 0
+        self.is_open = False
+        self.last_error: str | None = None
+        self.opened_by: str | None = None
+        self.skipped = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        """Tell whether a call may be made (counts the calls skipped while open)."""
+        with self._lock:
+            if self.is_open:
+                self.skipped += 1
+            return not self.is_open
+
+    def success(self) -> None:
+        """Record a successful call."""
+        with self._lock:
+            self.consecutive = 0
+
+    def failure(self, error: str, role: str = "") -> bool:
+        """Record a failed call; return True when this failure opened the breaker."""
+        with self._lock:
+            self.consecutive += 1
+            self.last_error = error
+            if self.is_open or self.threshold is None or self.consecutive < self.threshold:
+                return False
+            self.is_open, self.opened_by = True, role
+            return True
+
+    def describe(self) -> str:
+        """One sentence for the console and the summary."""
+        then = ("later LLM steps use the heuristic brain" if self.action == "heuristic"
+                else "the run stops after the current step")
+        return (f"LLM circuit breaker opened after {self.consecutive} consecutive failed "
+                f"calls ({then}); last error: {(self.last_error or '')[:200]}")
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready state for summary.json and the trace."""
+        return {"threshold": self.threshold, "action": self.action, "open": self.is_open,
+                "consecutive_failures": self.consecutive, "opened_by": self.opened_by,
+                "skipped_calls": self.skipped, "last_error": self.last_error,
+                "message": self.describe() if self.is_open else None}
 
 
 @dataclass
@@ -695,10 +790,9 @@ def structured_call(
 def _shorter(messages: list[BaseMessage], level: int,
              shorten: Callable[[int], list[BaseMessage] | None] | None) -> list[BaseMessage]:
     """Return a shorter prompt: the caller's own shortening, else the longest message cut."""
-    size = sum(len(str(m.content)) for m in messages)
     if shorten is not None:
         shorter = shorten(level)
-        if shorter and sum(len(str(m.content)) for m in shorter) < size:
+        if shorter:
             return shorter
     longest = max(range(len(messages)), key=lambda i: len(str(messages[i].content)))
     text = str(messages[longest].content)

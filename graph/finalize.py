@@ -118,7 +118,10 @@ def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         },
         "tokens": state.get("tokens") or {},
         "llm": {"designer": svc.spec("designer").label, "critic": svc.spec("critic").label,
-                "code_fixer": svc.spec("code_fixer").label},
+                "code_fixer": svc.spec("code_fixer").label,
+                "breaker": {**svc.llm_breaker().report(),
+                            "opened_in_run": int((state.get("tokens") or {}).get(
+                                "breaker_open", 0))}},
         "timings": {"search_wall_s": round(time.time() - (state.get("started_at") or
                                                           time.time()), 2)},
         "plots": plots,

@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when this many LLM tokens are spent")
     m.add_argument("--max-wall-s", dest="max_wall_s", type=_opt_num(float),
                    help="stop starting rounds after this many seconds")
+    m.add_argument("--llm-breaker-after", dest="llm_breaker_after", type=_opt_num(int),
+                   help="open the LLM circuit breaker after this many consecutive failed "
+                        f"calls ('none' disables; default: {d.llm_breaker_after})")
+    m.add_argument("--llm-breaker-action", dest="llm_breaker_action",
+                   choices=("heuristic", "stop"),
+                   help="once the breaker is open: use the heuristic brains for the rest of "
+                        "the run, or stop the run and write the summary "
+                        f"(default: {d.llm_breaker_action})")
     o = p.add_argument_group("run")
     o.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
     o.add_argument("--run-dir", dest="runs_root", type=Path, help="runs folder (default: runs)")
@@ -156,18 +164,16 @@ def settle(args: argparse.Namespace) -> tuple[Context, bool]:
 
 
 def preflight_all(ctx: Context) -> None:
-    """Check every role's LLM before the search starts (raises LLMConfigError)."""
-    from agents.llm import preflight
+    """Check every role's LLM before the search starts (raises LLMConfigError).
+
+    One request per server, however many roles use it; each warning is printed once.
+    """
+    from agents.llm import preflight_all as check
     from graph.services import Services
 
     probe = Services(ctx=ctx, tracer=None, display=None)  # type: ignore[arg-type]
-    seen = set()
-    for role in ("designer", "critic", "code_fixer"):
-        spec = probe.spec(role)
-        if spec.label not in seen:
-            seen.add(spec.label)
-            for warning in preflight(spec):
-                print(f"warning: {warning}", file=sys.stderr)
+    for warning in check([probe.spec(role) for role in ("designer", "critic", "code_fixer")]):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +289,16 @@ def _report(run_dir: Path, display: Any) -> int:
         gaps = ", ".join(f"{a} gap {f['max_gap']:.3f}" for a, f in fair.items())
         lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
                      f"{test['accuracy']:.3f}; {gaps}")
+    tokens, llm = s.get("tokens") or {}, s.get("llm") or {}
+    if tokens.get("calls") or tokens.get("fallbacks"):
+        lines.append(f"llm: {tokens.get('calls', 0)} requests, "
+                     f"{tokens.get('input', 0) + tokens.get('output', 0)} tokens, "
+                     f"{tokens.get('fallbacks', 0)} steps on the heuristic fallback")
+    breaker = llm.get("breaker") or {}
+    if breaker.get("opened_in_run") or breaker.get("open"):
+        lines.append("warning: " + (breaker.get("message") or
+                                    "the LLM circuit breaker opened during this run "
+                                    "(see llm_breaker_open in the trace)"))
     lines.append(f"results in {run_dir} (inspect: python -m graph.trace {run_dir})")
     print("\n".join(lines), flush=True)
     return EXIT_OK

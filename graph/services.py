@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.llm import CallRecord, LLMSpec, make_chat_model, parse_llm
+from agents.llm import CallRecord, CircuitBreaker, LLMSpec, make_chat_model, parse_llm
 from graph.context import Context
 from graph.display import Display, PlainDisplay
 from graph.trace import Tracer
@@ -35,6 +35,7 @@ class Services:
     _data: Any = None
     _chats: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _breaker: CircuitBreaker | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -77,6 +78,14 @@ class Services:
             if role not in self._chats:
                 self._chats[role] = make_chat_model(self.spec(role))
             return self._chats[role]
+
+    def llm_breaker(self) -> CircuitBreaker:
+        """Return the run's LLM circuit breaker (one for every role, built on first use)."""
+        with self._lock:
+            if self._breaker is None:
+                self._breaker = CircuitBreaker(self.ctx.llm_breaker_after,
+                                               self.ctx.llm_breaker_action)
+            return self._breaker
 
     def record_llm(self, record: CallRecord, *, prompt_name: str, prompt_sha: str,
                    candidate: str | None) -> None:

@@ -237,6 +237,8 @@ class FakeOpenAIServer:
         default: Responder used when the queue is empty, e.g. for long graph runs.
         models: Model ids listed by ``GET /v1/models``.
         api_key: If set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        models_reply: If set, ``GET /v1/models`` answers this instead of the model list
+            (an error status, or a broken body through ``Reply.raw_body``).
     """
 
     def __init__(
@@ -246,8 +248,10 @@ class FakeOpenAIServer:
         default: Callable[[ChatRequest], ReplyItem] | None = None,
         models: Iterable[str] = ("test-model",),
         api_key: str | None = None,
+        models_reply: Reply | None = None,
     ) -> None:
         self.models = list(models)
+        self.models_reply = models_reply
         self.default = default
         self.api_key = api_key
         self.requests: list[ChatRequest] = []
@@ -410,7 +414,14 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             request = self._request()
             if not self._authorized(request):
                 return
-            if request.path.rstrip("/").endswith("/models"):
+            reply = server.models_reply
+            if request.path.rstrip("/").endswith("/models") and reply is not None:
+                if reply.status >= 400:
+                    self._send(reply.status, _error_body(reply.status, reply.error))
+                else:
+                    self._send(200, reply.raw_body if reply.raw_body is not None
+                               else reply.content.encode(), reply.headers, reply.content_type)
+            elif request.path.rstrip("/").endswith("/models"):
                 data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                         for m in server.models]
                 self._send(200, {"object": "list", "data": data})
