@@ -54,8 +54,10 @@ def _test_headline(report: dict[str, Any]) -> dict[str, Any]:
         "status": "ok", "split": report.get("split"), "n": m["n"],
         "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
         "per_class_recall": m["per_class_recall"],
-        "fairness": {a: {k: f[k] for k in ("worst_group", "worst_group_accuracy", "unfairness",
-                                           "max_gap", "eopp0", "eopp1", "eodd")}
+        "fairness": {a: {**{k: f.get(k) for k in ("worst_group", "worst_group_accuracy",
+                                                  "unfairness", "max_gap", "max_gap_interval",
+                                                  "eopp0", "eopp1", "eodd")},
+                         "group_sizes": {g["group"]: g["count"] for g in f["groups"]}}
                      for a, f in report.get("fairness", {}).items()},
         "hardware": report.get("hardware"),
         "violations": report.get("violations"),

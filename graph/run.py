@@ -286,7 +286,7 @@ def _report(run_dir: Path, display: Any) -> int:
                      f"{v.get('params')} params {v.get('latency_ms')} ms")
     if test.get("status") == "ok":
         fair = test.get("fairness") or {}
-        gaps = ", ".join(f"{a} gap {f['max_gap']:.3f}" for a, f in fair.items())
+        gaps = ", ".join(f"{a} gap {_gap_text(f)}" for a, f in fair.items())
         lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
                      f"{test['accuracy']:.3f}; {gaps}")
     tokens, llm = s.get("tokens") or {}, s.get("llm") or {}
@@ -302,6 +302,20 @@ def _report(run_dir: Path, display: Any) -> int:
     lines.append(f"results in {run_dir} (inspect: python -m graph.trace {run_dir})")
     print("\n".join(lines), flush=True)
     return EXIT_OK
+
+
+def _gap_text(fair: dict[str, Any]) -> str:
+    """``0.120 [0.05, 0.21] (n 40/12)``: a gap with its interval and the group sizes."""
+    gap = fair.get("max_gap")
+    if gap is None:
+        return "n/a (one group)"
+    text = f"{gap:.3f}"
+    if fair.get("max_gap_interval"):
+        lo, hi = fair["max_gap_interval"]
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    if fair.get("group_sizes"):
+        text += f" (n {'/'.join(str(n) for n in fair['group_sizes'].values())})"
+    return text
 
 
 if __name__ == "__main__":
