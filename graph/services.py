@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -192,7 +191,9 @@ class Services:
                    "weights": str(weights) if weights.is_file() else None}
         t0 = time.monotonic()
         out: dict[str, Any] = {"code": "best_model.py"}
-        keep = Path(tempfile.mkdtemp(prefix="flnas-export-"))
+        from tools.tmpdirs import make_temp_dir
+
+        keep = make_temp_dir("flnas-export-")
         try:
             res = run_job("tools.export:export_job", payload,
                           limits=SandboxLimits(timeout_s=180), keep_workdir=keep,

@@ -17,7 +17,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from evaluation.report import (
 )
 from tasks.attributes import sensitive_groups
 from tasks.cache import PreparedData, load_arrays
+from tools.tmpdirs import make_temp_dir
 from tools.train import WEIGHTS_FILE, Recipe
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -298,7 +298,7 @@ def evaluate_candidate(
         arrays = load_arrays(data)
         payload, train_idx, eval_idx = build_payload(code, data, recipe, split, device, arrays)
         labels = np.asarray(arrays["labels"])
-        keep = Path(tempfile.mkdtemp(prefix="flnas-eval-"))
+        keep = make_temp_dir("flnas-eval-")
         workdir = keep / "work"
         result = run_job(
             "evaluate", payload,

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from tools import _isolation as iso
+from tools.tmpdirs import make_temp_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ErrorKind = Literal["timeout", "memory", "crash", "killed", "invalid-result", "tamper", "error"]
@@ -164,7 +164,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
         The validated outcome; ``result`` is the handler's dict without ``ok``/``isolation``.
     """
     limits = limits or SandboxLimits()
-    base = Path(tempfile.mkdtemp(prefix="flnas-job-"))
+    base = make_temp_dir("flnas-job-")
     workdir = base / "work"
     workdir.mkdir()
     deny = [str(Path(p).resolve()) for p in [*deny_read, *payload.get("deny_read", [])]]
