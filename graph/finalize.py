@@ -21,6 +21,7 @@ from evaluation.pareto import objective_names, objectives
 from graph.context import Context
 from graph.services import Services, atomic_write, services_for
 from graph.state import State
+from tasks.cache import skip_summary
 
 
 def _plots(svc: Services, cands: dict[str, dict[str, Any]], archive: list[str],
@@ -128,6 +129,7 @@ def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                                                           time.time()), 2)},
         "plots": plots,
         "budgets": ctx.budgets.model_dump(),
+        "data": skip_summary(svc.data()),
     }
     atomic_write(svc.run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return {"stop_reason": reason, "summary": {k: summary[k] for k in

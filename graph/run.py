@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                                  sys.stderr.isatty())
     except (DatasetError, ValueError, OSError) as exc:
         return _fail(str(exc))
+    from tasks.cache import skip_notes
+
+    for note in skip_notes(data):
+        print(f"data: {note}", file=sys.stderr)
     try:
         from graph.builder import build_graph
 
@@ -408,6 +412,11 @@ def _report(run_dir: Path, display: Any) -> int:
         gaps = ", ".join(f"{a} gap {_gap_text(f)}" for a, f in fair.items())
         lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
                      f"{test['accuracy']:.3f}; {gaps}")
+    skipped = s.get("data") or {}
+    if skipped.get("n_skipped") or skipped.get("n_duplicates"):
+        lines.append(f"data: {skipped.get('n_skipped', 0)} image(s) skipped, "
+                     f"{skipped.get('n_duplicates', 0)} in two formats; list: "
+                     f"{skipped.get('list')}")
     tokens, llm = s.get("tokens") or {}, s.get("llm") or {}
     if tokens.get("calls") or tokens.get("fallbacks"):
         lines.append(f"llm: {tokens.get('calls', 0)} requests, "

@@ -35,7 +35,7 @@ from evaluation.report import (
     budget_violations,
 )
 from tasks.attributes import sensitive_groups
-from tasks.cache import PreparedData, load_arrays
+from tasks.cache import PreparedData, load_arrays, skip_notes
 from tools.tmpdirs import make_temp_dir
 from tools.train import WEIGHTS_FILE, Recipe
 
@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, OSError) as e:
         err.print(f"[red]error:[/] {e}")
         return 2
+    for note in skip_notes(data):
+        err.print(f"data: {note}", markup=False)
 
     def progress(event: dict) -> None:
         if not args.json and event.get("event") == "epoch":

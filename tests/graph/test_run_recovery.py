@@ -154,3 +154,30 @@ def test_stale_temp_dirs_of_dead_owners_are_removed(tmp_path: Path) -> None:
     assert live.exists() and young.exists() and other.exists()
     assert result.kept_live >= 1 and result.bytes_freed >= 3000
     assert "removed" in (result.message() or "") and clean_stale_temp_dirs(tmp_path).removed == []
+
+
+# -- closing lines ---------------------------------------------------------------------------
+def test_closing_lines_say_breaker_fallbacks_skips_and_gap_intervals(tmp_path: Path,
+                                                                     capsys) -> None:
+    from graph.display import PlainDisplay
+    from graph.run import _report
+
+    summary = {
+        "stop_reason": "llm_unavailable", "rounds": 2, "candidates": {"total": 3},
+        "best": None,
+        "test": {"status": "ok", "balanced_accuracy": 0.5, "accuracy": 0.6, "fairness": {
+            "sex": {"max_gap": 0.12, "max_gap_interval": [0.03, 0.25],
+                    "group_sizes": {"female": 40, "male": 12}},
+            "age": {"max_gap": None, "max_gap_interval": None, "group_sizes": {"<40": 5}}}},
+        "tokens": {"calls": 4, "input": 100, "output": 20, "fallbacks": 3, "breaker_open": 1},
+        "llm": {"breaker": {"open": True, "opened_in_run": 1, "message":
+                            "LLM circuit breaker opened after 3 consecutive failed calls"}},
+        "data": {"n_skipped": 7, "n_duplicates": 1, "list": "/c/skipped.json"},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert _report(tmp_path, PlainDisplay(quiet=True)) == 0
+    out = capsys.readouterr().out
+    assert "sex gap 0.120 [0.03, 0.25] (n 40/12), age gap n/a (one group)" in out
+    assert "llm: 4 requests, 120 tokens, 3 steps on the heuristic fallback" in out
+    assert "warning: LLM circuit breaker opened after 3 consecutive failed calls" in out
+    assert "data: 7 image(s) skipped, 1 in two formats; list: /c/skipped.json" in out
