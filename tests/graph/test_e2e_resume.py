@@ -204,11 +204,7 @@ def test_recover_after_a_damaged_checkpoint_reuses_evaluations(resumed):
     db.write_bytes(db.read_bytes()[:4096])  # truncated
     n_before = len(events(bad))
 
-    res = run_cli(["--resume", "k1-bad", "--run-dir", str(runs), "--quiet"], env)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "is damaged" in res.stderr and "--recover" in res.stderr
-    assert "finished evaluation(s)" in res.stderr
-
+    # Without --recover the CLI stops with one message (tests/graph/test_run_recovery.py).
     res = run_cli(["--resume", "k1-bad", "--run-dir", str(runs), "--quiet", "--recover"], env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "recovering run k1" in res.stderr and list(bad.glob("checkpoints.sqlite.damaged-*"))
