@@ -379,6 +379,9 @@ def render_report(report: EvaluationReport, console: Any = None) -> None:
                        ("EO difference", "equalized_odds_difference")):
         gaps.add_row(label, *("n/a" if getattr(fa, key) is None else f"{getattr(fa, key):.3f}"
                               for fa in fas))
+    gaps.add_row("max gap 95% interval", *(
+        f"[{fa.max_gap_interval[0]:.3f}, {fa.max_gap_interval[1]:.3f}]"
+        if fa.max_gap_interval else "n/a" for fa in fas))
     gaps.add_row("missing", *(str(fa.n_missing) for fa in fas))
     console.print(groups, gaps)
     hwt = Table(title="Hardware (batch 1)")
