@@ -3,7 +3,7 @@
 A local OpenAI-compatible server (tests/fakes/openai_server.py) answers per role from
 scripted queues: a valid design after a 429; a design that fails the gate, driving the
 Code-Fixer, whose first answer is malformed JSON (re-asked); a Critic answer that times
-out once (retried); and a Critic call that fails every retry (heuristic fallback), which
+out once (retried); and the last Critic call fails every retry (heuristic fallback), which
 opens the circuit breaker (``--llm-breaker-after 1``): the console, the trace and
 summary.json say so.
 """
@@ -36,8 +36,9 @@ class Scripted:
 
     def __init__(self) -> None:
         self.queues: dict[str, deque] = {
-            "Critique": deque([Reply.json(CRITIQUE).delayed(4.0), Reply.json(CRITIQUE)]
-                              + [Reply.server_error()] * 5),
+            # The last critique (round 2) fails every retry: the breaker opens at the end.
+            "Critique": deque([Reply.json(CRITIQUE).delayed(4.0), Reply.json(CRITIQUE),
+                               Reply.json(CRITIQUE)] + [Reply.server_error()] * 5),
             "Design": deque([Reply.rate_limited(), Reply.json(
                 {"rationale": "narrower to save latency", "code": GOOD}),
                 Reply.json({"rationale": "uses os", "code": BAD})]),
