@@ -17,8 +17,47 @@ from pydantic import BaseModel, ValidationError
 T = TypeVar("T", bound=BaseModel)
 
 ERROR_QUOTE_CHARS = 1500  # validation errors quoted back to the model are cut to this size
+#: A wrong answer echoed back in a re-ask is cut to this size (a 1 MB answer must not
+#: become a 260k-token prompt).
+ECHO_ANSWER_CHARS = 6000
+#: Free-text fields of a valid answer (rationale, summary, ...) are stored up to this
+#: size; ``code`` is kept whole (the gate judges it).
+STORED_TEXT_CHARS = 4000
 
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def cap_text(text: str, limit: int) -> str:
+    """Return ``text`` cut to about ``limit`` characters, keeping its head and tail.
+
+    The cut is marked with how many characters were left out, so a reader (or a model)
+    knows the text is incomplete.
+    """
+    if len(text) <= limit:
+        return text
+    head = max(0, limit * 3 // 4)
+    tail = max(0, limit - head)
+    return (f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n"
+            f"{text[len(text) - tail:] if tail else ''}")
+
+
+def echo_answer(text: str) -> str:
+    """Return the previous answer as sent back in a re-ask (capped: ECHO_ANSWER_CHARS)."""
+    return cap_text(text, ECHO_ANSWER_CHARS)
+
+
+def cap_fields(value: T, limit: int = STORED_TEXT_CHARS) -> T:
+    """Cap every free-text field of a valid answer (``code`` excepted) to ``limit``."""
+    update: dict[str, Any] = {}
+    for name, current in value:
+        if name == "code":
+            continue
+        if isinstance(current, str) and len(current) > limit:
+            update[name] = cap_text(current, limit)
+        elif isinstance(current, list) and any(isinstance(x, str) and len(x) > limit
+                                               for x in current):
+            update[name] = [cap_text(x, limit) if isinstance(x, str) else x for x in current]
+    return value.model_copy(update=update) if update else value
 
 
 def _first_json_object(text: str) -> dict | None:
@@ -114,6 +153,6 @@ def validate_answer(
     if obj is None:
         return None, f"no JSON object found in the answer (expected {schema.__name__})"
     try:
-        return schema.model_validate(obj), None
+        return cap_fields(schema.model_validate(obj)), None
     except ValidationError as exc:
         return None, str(exc)

@@ -3,7 +3,10 @@
 :func:`think` renders the role's prompt file from a brief, calls
 :func:`agents.llm.structured_call` (transport retries and re-asks live there, one layer),
 traces every request, and on :class:`~agents.llm.LLMCallError` logs the failure and
-falls back to the role's heuristic brain for this step (the trace says so).
+falls back to the role's heuristic brain for this step (the trace says so). The run's
+:class:`~agents.llm.CircuitBreaker` counts failed calls; once it is open no LLM is
+called again in this process (or the run stops, by setting), and the console, the trace
+(``llm_breaker_open``) and ``summary.json`` say so.
 """
 
 from __future__ import annotations
@@ -42,6 +45,26 @@ def as_text(value: Any) -> str:
     return json.dumps(value, indent=1, default=str)
 
 
+def shortened_values(values: dict[str, Any], level: int) -> dict[str, Any] | None:
+    """Prompt values with less history, for a prompt that overflowed the context window.
+
+    Every list value (history, archive lines) keeps its newest ``len >> level`` items
+    (newest last), with a note of how many older ones were left out. ``None`` when no
+    value is a list that can shrink.
+    """
+    out, changed = dict(values), False
+    for name, value in values.items():
+        if isinstance(value, list) and value:
+            keep = len(value) >> level
+            if keep < len(value):
+                changed = True
+                out[name] = [f"({len(value) - keep} older entries left out to fit the "
+                             "model's context window)", *value[len(value) - keep:]] \
+                    if keep else [f"({len(value)} entries left out to fit the model's "
+                                  "context window)"]
+    return out if changed else None
+
+
 def think(
     role: str,
     *,
@@ -73,8 +96,23 @@ def think(
     spec = services.spec(role)
     if spec.backend == "heuristic":
         return Thought(answer=fallback(), brain="heuristic")
+    breaker = services.llm_breaker()
+    if not breaker.allow():
+        services.tracer.event("llm_skipped", role=role, model=spec.label, candidate=candidate,
+                              reason="circuit breaker open")
+        return Thought(answer=fallback(), brain=f"heuristic (circuit breaker open: "
+                                                f"{spec.label})",
+                       tokens={"fallbacks": 1, "breaker_skips": 1})
     prompt = load_prompt(prompt_file)
-    system, user = prompt.render(**{k: as_text(v) for k, v in values.items()})
+
+    def render(vals: dict[str, Any]) -> list[Any]:
+        system, user = prompt.render(**{k: as_text(v) for k, v in vals.items()})
+        return [SystemMessage(system), HumanMessage(user)]
+
+    def shorten(level: int) -> list[Any] | None:
+        vals = shortened_values(values, level)
+        return render(vals) if vals is not None else None
+
     tokens = {"input": 0, "output": 0, "calls": 0}
 
     def on_record(rec: CallRecord) -> None:
@@ -86,14 +124,25 @@ def think(
 
     chat = services.chat(role)
     try:
-        answer, _ = structured_call(chat, [SystemMessage(system), HumanMessage(user)], schema,
-                                    role=role, on_record=on_record)
+        answer, _ = structured_call(chat, render(values), schema, role=role,
+                                    on_record=on_record, shorten=shorten)
     except LLMCallError as exc:
         services.tracer.event("llm_fallback", role=role, model=spec.label, candidate=candidate,
-                              error=str(exc)[:2000], attempts=len(exc.records))
+                              error=str(exc)[:2000], attempts=exc.http_attempts,
+                              answers=len(exc.records),
+                              attempt_kinds=[a["kind"] for r in exc.records for a in r.attempts])
         services.display.message(f"{role}: LLM failed ({str(exc)[:120]}); using the "
                                  "heuristic brain for this step")
         tokens["fallbacks"] = 1
+        if breaker.failure(str(exc), role):
+            report = breaker.report()
+            services.tracer.event("llm_breaker_open", role=role, model=spec.label,
+                                  candidate=candidate, **report)
+            services.display.message(f"warning: {breaker.describe()}")
+            tokens["breaker_open"] = 1
+            if breaker.action == "stop":
+                tokens["breaker_stop"] = 1
         return Thought(answer=fallback(), brain=f"heuristic (fallback: {spec.label} failed)",
                        tokens=tokens)
+    breaker.success()
     return Thought(answer=answer, brain=spec.label, tokens=tokens)

@@ -26,7 +26,8 @@ from tasks.mutations import MUTATIONS
 
 #: Groups whose accuracy is this far below the overall accuracy count as lagging.
 LAG_THRESHOLD = 0.03
-#: Groups smaller than this are too noisy to act on.
+#: Groups smaller than this are too noisy to act on; larger ones are ignored too when the
+#: interval of their gap (``gap_interval``) includes zero.
 MIN_GROUP_COUNT = 5
 
 # Moves per problem, best first. Why: depthwise-separable convs cut MACs ~k*k with a
@@ -102,6 +103,9 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
         for g in info:
             if acc is None or g["count"] < MIN_GROUP_COUNT:
                 continue
+            interval = g.get("gap_interval")
+            if interval is not None and interval[0] <= 0:
+                continue  # the lag is within noise: its interval includes zero
             gap = acc - g["accuracy"]
             if gap > LAG_THRESHOLD:
                 lagging.append({"attribute": attr, "group": g["group"],

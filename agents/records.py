@@ -88,9 +88,16 @@ def headline(rec: dict[str, Any] | None) -> dict[str, Any] | None:
         latency_ms=round(hw["latency_ms_median"], 3),
         memory_mb=round(hw["size_mb"] + hw["peak_activation_mb"], 3),
         groups={
-            attr: [{"group": g["group"], "count": g["count"], "accuracy": round(g["accuracy"], 4)}
+            attr: [{"group": g["group"], "count": g["count"], "accuracy": round(g["accuracy"], 4),
+                    **({"gap_interval": [round(x, 3) for x in g["gap_interval"]]}
+                       if g.get("gap_interval") else {})}
                    for g in fair["groups"]]
             for attr, fair in (rep.get("fairness") or {}).items() if attr != "sex_x_age"
+        },
+        gap_intervals={
+            attr: [round(x, 3) for x in fair["max_gap_interval"]]
+            for attr, fair in (rep.get("fairness") or {}).items()
+            if attr != "sex_x_age" and fair.get("max_gap_interval")
         },
     )
     try:

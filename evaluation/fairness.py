@@ -1,10 +1,17 @@
 """Classification and group-fairness metrics (DESIGN.md §7).
 
-Per-group numbers are computed with fairlearn's :class:`~fairlearn.metrics.MetricFrame`.
-Its rate functions are binary, so every rate-based metric is computed one-vs-rest per
-class (class ``c`` is the positive label, every other class negative) and then averaged
-over classes. ``demographic_parity_difference`` is binarised too: on multiclass labels it
-would silently report the gap for label 1 only (see /work/shared/API-FACTS.md).
+Per-group numbers are computed directly (numpy; the tests check them against fairlearn's
+:class:`~fairlearn.metrics.MetricFrame`, which raises on a split where one sample has
+the attribute). Rate functions are binary, so every rate-based metric is computed
+one-vs-rest per class (class ``c`` is the positive label, every other class negative)
+and then averaged over one **class set** (see :func:`rate_classes`), the same for every
+rate metric. ``demographic_parity_difference`` is binarised too: on multiclass labels
+fairlearn would silently report the gap for label 1 only (see /work/shared/API-FACTS.md).
+
+Undefined is never 0: with fewer than two groups every gap is ``None``; with an empty
+class set every rate gap is ``None``. Each group carries its size and a 95 % interval
+of its accuracy gap, and ``max_gap`` its interval, so small groups (a few samples) are
+not read as measured lags.
 
 The equal-opportunity / equalised-odds gaps follow the Notre Dame group's FairPrune and
 FairQuantize code (the definitions FL-NAS reports as EOPP/EODD), generalised from two
@@ -14,6 +21,7 @@ groups to many by taking ``max over groups - min over groups``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from fairlearn.metrics import (
@@ -132,49 +140,52 @@ def classification_metrics(
     )
 
 
+def rate_classes(yt: np.ndarray, names: np.ndarray, num_classes: int) -> list[int]:
+    """Return the class set every rate metric averages over.
+
+    Class ``c`` is in the set when every group has at least one sample of true class
+    ``c`` (a positive) and at least one of another class (a negative), i.e. when TPR,
+    TNR, FPR and the selection rate are all defined for ``c`` in every group. Classes
+    absent from a group (or from the split) are left out, so they neither add a 0 gap
+    ("fair") nor drop out of one metric but not another.
+    """
+    groups = np.unique(names)
+    out = []
+    for c in range(num_classes):
+        pos = yt == c
+        if all(pos[names == g].any() and (~pos[names == g]).any() for g in groups):
+            out.append(c)
+    return out
+
+
 def _rate_gaps(
     yt: np.ndarray, yp: np.ndarray, names: np.ndarray, num_classes: int
-) -> dict[str, float | None]:
-    """One-vs-rest rate gaps per class, averaged over the classes where they are defined.
+) -> dict[str, Any]:
+    """One-vs-rest rate gaps per class, averaged over :func:`rate_classes`.
 
     For class ``c`` and group ``g`` (positives: ``y == c``)::
 
         TPR_g = TP / (TP + FN)   TNR_g = TN / (TN + FP)   FPR_g = 1 - TNR_g
-        gap(rate) = max_g rate_g - min_g rate_g
+        SR_g = (TP + FP) / n_g   gap(rate) = max_g rate_g - min_g rate_g
 
     ``eopp1 = mean_c gap(TPR)``, ``eopp0 = mean_c gap(TNR)``,
-    ``eodd = mean_c (gap(TPR) + gap(FPR)) / 2``. A class is skipped for TPR when some
-    group has no positive of it, for TNR/FPR when some group has no negative, and for
-    EODD (and fairlearn's equalised-odds difference) unless both rates are defined: an
-    undefined rate is not zero (fairlearn silently reports 0.0 there). When no class
-    qualifies the gap is ``None`` (undefined, not "perfectly fair"), which only happens
-    with fewer than two groups or degenerate data.
-
-    fairlearn's metrics are macro-averaged the same way: ``demographic_parity_difference``
-    (selection-rate gap, defined for every class) and ``equalized_odds_difference``
-    (``max(gap(TPR), gap(FPR))``, over the EODD classes).
+    ``eodd = mean_c (gap(TPR) + gap(FPR)) / 2``; fairlearn's
+    ``demographic_parity_difference`` (``gap(SR)``) and ``equalized_odds_difference``
+    (``max(gap(TPR), gap(FPR))``) are macro-averaged over the same classes. Every value
+    is ``None`` with fewer than two groups or an empty class set.
     """
     groups = np.unique(names)
-    tpr, tnr, eodd, dpd, eod = [], [], [], [], []
-    for c in range(num_classes):
+    classes = rate_classes(yt, names, num_classes) if len(groups) >= 2 else []
+    tpr, tnr, dpd, eod = [], [], [], []
+    for c in classes:
         t = (yt == c).astype(np.int64)
         p = (yp == c).astype(np.int64)
-        has_pos = all(t[names == g].any() for g in groups)
-        has_neg = all((t[names == g] == 0).any() for g in groups)
+        tprs = [_tpr(t[names == g], p[names == g]) for g in groups]
+        tnrs = [_tnr(t[names == g], p[names == g]) for g in groups]
+        tpr.append(max(tprs) - min(tprs))
+        tnr.append(max(tnrs) - min(tnrs))
         dpd.append(float(demographic_parity_difference(t, p, sensitive_features=names)))
-        if not (has_pos or has_neg):
-            continue
-        gaps = MetricFrame(
-            metrics={"tpr": _tpr, "tnr": _tnr}, y_true=t, y_pred=p, sensitive_features=names
-        ).difference(method="between_groups")
-        if has_pos:
-            tpr.append(float(gaps["tpr"]))
-        if has_neg:
-            tnr.append(float(gaps["tnr"]))
-        if has_pos and has_neg:
-            # gap(FPR) == gap(TNR) because FPR = 1 - TNR.
-            eodd.append((float(gaps["tpr"]) + float(gaps["tnr"])) / 2)
-            eod.append(float(equalized_odds_difference(t, p, sensitive_features=names)))
+        eod.append(float(equalized_odds_difference(t, p, sensitive_features=names)))
 
     def mean(xs: list[float]) -> float | None:
         return float(np.mean(xs)) if xs else None
@@ -182,10 +193,41 @@ def _rate_gaps(
     return {
         "eopp1": mean(tpr),
         "eopp0": mean(tnr),
-        "eodd": mean(eodd),
-        "demographic_parity_difference": mean(dpd) or 0.0,  # defined for every class
+        # gap(FPR) == gap(TNR) because FPR = 1 - TNR.
+        "eodd": mean([(a + b) / 2 for a, b in zip(tpr, tnr, strict=True)]),
+        "demographic_parity_difference": mean(dpd),
         "equalized_odds_difference": mean(eod),
+        "rate_classes": classes if len(groups) >= 2 else None,
     }
+
+
+#: Draws of the gap intervals every report carries (cheap: one Beta draw per group).
+GAP_DRAWS = 2000
+
+
+def gap_intervals(
+    correct: Sequence[int], total: Sequence[int], seed: int = 0, draws: int = GAP_DRAWS
+) -> tuple[list[tuple[float, float]], tuple[float, float]]:
+    """95 % intervals of each group's accuracy gap and of ``max_gap``.
+
+    A Bayesian bootstrap within groups: each draw takes group ``g``'s accuracy from its
+    Jeffreys posterior ``Beta(k_g + 1/2, n_g - k_g + 1/2)`` (``k_g`` correct of
+    ``n_g``), the overall accuracy as the size-weighted mean, and records
+    ``overall - acc_g`` and ``max_g acc_g - min_g acc_g``. Unlike resampling samples,
+    a group of 3 with 3 correct gets a wide interval, not ``[1, 1]``.
+
+    Returns:
+        The per-group gap intervals (in input order) and the ``max_gap`` interval.
+    """
+    k = np.asarray(correct, dtype=float)
+    n = np.asarray(total, dtype=float)
+    rng = np.random.default_rng(seed)
+    acc = rng.beta(k[:, None] + 0.5, n[:, None] - k[:, None] + 0.5, size=(len(k), draws))
+    overall = (n[:, None] * acc).sum(axis=0) / n.sum()
+    q = [100 * x for x in CI_QUANTILES]
+    per_group = [tuple(float(v) for v in np.percentile(overall - a, q)) for a in acc]
+    spread = np.percentile(acc.max(axis=0) - acc.min(axis=0), q)
+    return per_group, (float(spread[0]), float(spread[1]))  # type: ignore[return-value]
 
 
 def _intervals(
@@ -196,8 +238,10 @@ def _intervals(
     Keys: ``accuracy`` (overall, non-missing samples), ``accuracy[g]``,
     ``balanced_accuracy[g]``, ``worst_group_accuracy`` and ``max_gap``. Resampling is
     over samples, not within groups; an interval that is undefined (a group vanished
-    from a resample) is left out.
+    from a resample) is left out. Splits with fewer than two samples have none.
     """
+    if yt.size < 2:
+        return {}
     mf = MetricFrame(
         metrics={"accuracy": _accuracy, "balanced_accuracy": _balanced_accuracy},
         y_true=yt,
@@ -248,8 +292,10 @@ def attribute_fairness(
       functions on the one-vs-rest labels of each class, macro-averaged over classes.
 
     These are the Notre Dame FairPrune / FairQuantize definitions generalised from two
-    groups to many. Classes where a rate is undefined for some group are skipped for
-    that rate (see ``_rate_gaps``).
+    groups to many, averaged over one class set for every rate metric (classes with a
+    positive and a negative in every group, :func:`rate_classes`). With one group every
+    gap is ``None``. Every group has its size and ``gap_interval``; ``max_gap`` has
+    ``max_gap_interval`` (:func:`gap_intervals`, seeded by ``seed``).
 
     Args:
         y_true: True class indices.
@@ -265,41 +311,37 @@ def attribute_fairness(
         The attribute's fairness metrics.
 
     Raises:
-        ValueError: On mismatched lengths, out-of-range codes or labels, or when no
-            sample has the attribute.
+        ValueError: On mismatched lengths, codes that are not integers (``None``, text),
+            out-of-range codes or labels, or when no sample has the attribute.
     """
     yt, yp = _pair(y_true, y_pred, num_classes)
-    code = np.asarray(codes).astype(np.int64)
+    code = _codes(codes, attribute, len(group_names))
     if code.shape != yt.shape:
         raise ValueError(f"{attribute}: {code.size} group codes for {yt.size} samples")
-    if code.size and (code.min() < -1 or code.max() >= len(group_names)):
-        raise ValueError(
-            f"{attribute}: group codes must be -1 (missing) or in [0, {len(group_names)})"
-        )
     keep = code >= 0
     if not keep.any():
         raise ValueError(f"{attribute}: no sample has this attribute (all codes are -1)")
     yt, yp, code = yt[keep], yp[keep], code[keep]
     names = np.asarray(group_names, dtype=object)[code].astype(str)
 
-    mf = MetricFrame(
-        metrics={"accuracy": _accuracy, "balanced_accuracy": _balanced_accuracy, "count": _count},
-        y_true=yt,
-        y_pred=yp,
-        sensitive_features=names,
-    )
-    by = mf.by_group
-    order = [g for g in group_names if g in by.index]  # keep the caller's group order
+    order = [g for g in group_names if (names == g).any()]  # the caller's group order
+    hits = yt == yp
+    correct = [int(hits[names == g].sum()) for g in order]
+    counts = [int((names == g).sum()) for g in order]
+    several = len(order) >= 2
+    per_gap, spread = gap_intervals(correct, counts, seed) if several else ([None] * len(order),
+                                                                            None)
     groups = [
         GroupMetric(
             group=g,
-            count=int(by.loc[g, "count"]),
-            accuracy=float(by.loc[g, "accuracy"]),
-            balanced_accuracy=float(by.loc[g, "balanced_accuracy"]),
+            count=n_g,
+            accuracy=k_g / n_g,
+            balanced_accuracy=_balanced_accuracy(yt[names == g], yp[names == g]),
+            gap_interval=gi,
         )
-        for g in order
+        for g, k_g, n_g, gi in zip(order, correct, counts, per_gap, strict=True)
     ]
-    overall = float(mf.overall["accuracy"])
+    overall = float(hits.mean())
     accs = np.array([g.accuracy for g in groups])
     worst = groups[int(np.argmin(accs))]
     return AttributeFairness(
@@ -308,11 +350,36 @@ def attribute_fairness(
         n_missing=int((~keep).sum()),
         worst_group=worst.group,
         worst_group_accuracy=worst.accuracy,
-        unfairness=float(np.mean(np.abs(accs - overall))),
-        max_gap=float(accs.max() - accs.min()),
+        unfairness=float(np.mean(np.abs(accs - overall))) if several else None,
+        max_gap=float(accs.max() - accs.min()) if several else None,
+        max_gap_interval=spread,
         **_rate_gaps(yt, yp, names, num_classes),
-        intervals=_intervals(yt, yp, names, order, n_boot, seed) if n_boot > 0 else None,
+        intervals=_intervals(yt, yp, names, order, n_boot, seed) if n_boot > 0 and several
+        else None,
     )
+
+
+def _codes(codes: Any, attribute: str, n_groups: int) -> np.ndarray:
+    """Group codes as int64, or one clear ValueError (None, text, fractions, range)."""
+    arr = np.asarray(codes)
+    if arr.dtype.kind not in "iu":
+        try:
+            as_float = arr.astype(np.float64)  # None becomes NaN, text raises
+        except (TypeError, ValueError):
+            as_float = None
+        if as_float is None or not np.isfinite(as_float).all() or \
+                (as_float != np.round(as_float)).any():
+            bad = next((c for c in arr.ravel().tolist() if not isinstance(c, int) and not
+                        (isinstance(c, float) and c.is_integer())), None)
+            raise ValueError(f"{attribute}: group codes must be integers, -1 for a missing "
+                             f"value; got {bad!r}")
+        arr = as_float
+    code = arr.astype(np.int64)
+    if code.size and (code.min() < -1 or code.max() >= n_groups):
+        raise ValueError(
+            f"{attribute}: group codes must be -1 (missing) or in [0, {n_groups})"
+        )
+    return code
 
 
 def fairness_report(

@@ -93,11 +93,14 @@ def objectives(
             f"candidate {r.candidate_id or r.code_hash}: no objectives for a report with "
             f"status={r.status!r} (failure: {r.failure_stage or 'missing metrics/hardware'})"
         )
-    gaps = [r.fairness[a].max_gap for a in attributes if a in r.fairness]
+    # An attribute with one group present has no gap (None): it is left out, not 0.
+    gaps = [r.fairness[a].max_gap for a in attributes
+            if a in r.fairness and r.fairness[a].max_gap is not None]
     if not gaps:
         raise ValueError(
             f"candidate {r.candidate_id or r.code_hash}: none of the attributes "
-            f"{list(attributes)} is in the fairness report ({sorted(r.fairness)})"
+            f"{list(attributes)} has a defined max_gap in the fairness report "
+            f"({sorted(r.fairness)})"
         )
     hw = r.hardware
     value = {

@@ -126,5 +126,9 @@ def plot_group_accuracy(
                       ha="right" if len(names) > 3 else "center", fontsize=8)  # fmt: skip
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{attr}: gap {af.max_gap:.3f}, unfair {af.unfairness:.3f}", fontsize=9)
+        gap = "n/a (one group)" if af.max_gap is None else f"{af.max_gap:.3f}"
+        if af.max_gap_interval:
+            gap += f" [{af.max_gap_interval[0]:.2f}, {af.max_gap_interval[1]:.2f}]"
+        unfair = "n/a" if af.unfairness is None else f"{af.unfairness:.3f}"
+        ax.set_title(f"{attr}: gap {gap}, unfair {unfair}", fontsize=9)
     return _save(fig, path)

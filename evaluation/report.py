@@ -33,6 +33,9 @@ class GroupMetric(BaseModel):
     count: int
     accuracy: float
     balanced_accuracy: float | None = None
+    gap_interval: tuple[float, float] | None = Field(
+        None, description="95 % bootstrap interval of (overall accuracy - this group's "
+                          "accuracy); one that includes 0 is not a measurable lag.")
 
 
 class AttributeFairness(BaseModel):
@@ -46,15 +49,19 @@ class AttributeFairness(BaseModel):
     n_missing: int = 0
     worst_group: str
     worst_group_accuracy: float
-    unfairness: float = Field(description="mean_g |acc_g - acc_overall|")
-    max_gap: float = Field(description="max_g acc_g - min_g acc_g")
-    # The rate gaps are None when undefined: no class has positives (or negatives) in
-    # every group, e.g. a single group or a tiny split. Never 0.0, which would read "fair".
-    eopp0: float | None = Field(description="TNR gap, one-vs-rest, averaged over classes")
-    eopp1: float | None = Field(description="TPR gap, one-vs-rest, averaged over classes")
-    eodd: float | None = Field(description="(TPR gap + FPR gap) / 2, averaged over classes")
-    demographic_parity_difference: float
+    # Every gap is None when undefined (fewer than two groups; for the rate gaps, no class
+    # in the class set, see evaluation.fairness). Never 0.0, which would read "fair".
+    unfairness: float | None = Field(description="mean_g |acc_g - acc_overall|")
+    max_gap: float | None = Field(description="max_g acc_g - min_g acc_g")
+    max_gap_interval: tuple[float, float] | None = Field(
+        None, description="95 % bootstrap interval of max_gap (resampling within groups).")
+    eopp0: float | None = Field(description="TNR gap, one-vs-rest, averaged over the class set")
+    eopp1: float | None = Field(description="TPR gap, one-vs-rest, averaged over the class set")
+    eodd: float | None = Field(description="(TPR gap + FPR gap) / 2, averaged over the class set")
+    demographic_parity_difference: float | None
     equalized_odds_difference: float | None
+    rate_classes: list[int] | None = Field(
+        None, description="The class set the rate gaps average over (see evaluation.fairness).")
     intervals: dict[str, tuple[float, float]] | None = Field(
         None, description="Bootstrap intervals per metric name, when requested."
     )

@@ -115,7 +115,8 @@ def stop_reason(state: dict[str, Any], ctx: Context) -> str | None:
     In order: every target met by the best design (``targets_met``) or the Critic
     declared convergence (``converged``); IterMax rounds done (``iter_max``); no
     hypervolume gain for ``patience`` rounds (``patience``); LLM token budget spent
-    (``llm_budget``); wall-time budget spent (``wall_time``).
+    (``llm_budget``); the LLM circuit breaker opened with action ``stop``
+    (``llm_unavailable``); wall-time budget spent (``wall_time``).
     """
     crit = (state.get("critiques") or [None])[-1]
     cands = state.get("candidates") or {}
@@ -133,6 +134,8 @@ def stop_reason(state: dict[str, Any], ctx: Context) -> str | None:
     if ctx.max_llm_tokens is not None and \
             tokens.get("input", 0) + tokens.get("output", 0) >= ctx.max_llm_tokens:
         return "llm_budget"
+    if tokens.get("breaker_stop"):
+        return "llm_unavailable"
     if ctx.max_wall_s is not None and state.get("started_at") and \
             time.time() - state["started_at"] >= ctx.max_wall_s:
         return "wall_time"

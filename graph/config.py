@@ -29,7 +29,8 @@ ROLE_MODEL_FIELDS = {"designer": "designer_model", "critic": "critic_model",
 RESUME_OVERRIDABLE = {"iter_max", "patience", "quiet", "max_wall_s", "max_llm_tokens",
                       "llm_timeout_s", "llm", "base_url", "model", "designer_model",
                       "critic_model", "fixer_model", "target_balanced_accuracy",
-                      "target_max_gap", "require_isolation"}
+                      "target_max_gap", "require_isolation", "llm_breaker_after",
+                      "llm_breaker_action"}
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,13 @@ def resolve(defaults: dict[str, Any], config: dict[str, Any],
         ctx = Context(**merged)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+    if ctx.llm_breaker_action not in ("heuristic", "stop"):
+        raise ConfigError(f"setting llm_breaker_action must be 'heuristic' or 'stop', got "
+                          f"{ctx.llm_breaker_action!r}")
+    if ctx.llm_breaker_after is not None and (not isinstance(ctx.llm_breaker_after, int)
+                                              or ctx.llm_breaker_after < 1):
+        raise ConfigError(f"setting llm_breaker_after must be an integer >= 1 or none, got "
+                          f"{ctx.llm_breaker_after!r}")
     for f in dataclasses.fields(Context):
         value = getattr(ctx, f.name)
         if value is None and "None" in str(f.type):

@@ -93,6 +93,11 @@ class Context:
     """Stop when LLM input+output tokens exceed this."""
     max_wall_s: float | None = None
     """Stop starting new rounds after this many seconds of search."""
+    llm_breaker_after: int | None = 3
+    """Open the LLM circuit breaker after this many consecutive failed calls (None: never)."""
+    llm_breaker_action: str = "heuristic"
+    """When the breaker opens: ``heuristic`` (stop calling the LLM, use the offline
+    brains) or ``stop`` (finish the run after the current step)."""
 
     # --- run ----------------------------------------------------------------------------
     run_dir: str = "runs/default"

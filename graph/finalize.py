@@ -22,6 +22,7 @@ from graph.context import Context
 from graph.report import write_run_report
 from graph.services import Services, atomic_write, services_for
 from graph.state import State
+from tasks.cache import skip_summary
 
 
 def _plots(svc: Services, cands: dict[str, dict[str, Any]], archive: list[str],
@@ -55,8 +56,10 @@ def _test_headline(report: dict[str, Any]) -> dict[str, Any]:
         "status": "ok", "split": report.get("split"), "n": m["n"],
         "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
         "per_class_recall": m["per_class_recall"],
-        "fairness": {a: {k: f[k] for k in ("worst_group", "worst_group_accuracy", "unfairness",
-                                           "max_gap", "eopp0", "eopp1", "eodd")}
+        "fairness": {a: {**{k: f.get(k) for k in ("worst_group", "worst_group_accuracy",
+                                                  "unfairness", "max_gap", "max_gap_interval",
+                                                  "eopp0", "eopp1", "eodd")},
+                         "group_sizes": {g["group"]: g["count"] for g in f["groups"]}}
                      for a, f in report.get("fairness", {}).items()},
         "hardware": report.get("hardware"),
         "violations": report.get("violations"),
@@ -119,11 +122,15 @@ def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         },
         "tokens": state.get("tokens") or {},
         "llm": {"designer": svc.spec("designer").label, "critic": svc.spec("critic").label,
-                "code_fixer": svc.spec("code_fixer").label},
+                "code_fixer": svc.spec("code_fixer").label,
+                "breaker": {**svc.llm_breaker().report(),
+                            "opened_in_run": int((state.get("tokens") or {}).get(
+                                "breaker_open", 0))}},
         "timings": {"search_wall_s": round(time.time() - (state.get("started_at") or
                                                           time.time()), 2)},
         "plots": plots,
         "budgets": ctx.budgets.model_dump(),
+        "data": skip_summary(svc.data()),
     }
     atomic_write(svc.run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     write_run_report(svc)  # report.html + report.md (graph.report)

@@ -7,7 +7,13 @@ evaluate -> ... -> finalize) and writes ``runs/<run_id>/``: ``trace.jsonl``,
 
 Settings: Context defaults < ``--config FILE.toml`` < flags given on the command line.
 ``--resume RUN_ID`` restores ``settings.json`` and continues from the last checkpoint;
-finished evaluations and LLM answers already in the checkpoint are never redone.
+finished evaluations and LLM answers already in the checkpoint are never redone. A run
+folder that was moved or copied resumes where it is now. A missing, empty or damaged
+``checkpoints.sqlite`` stops ``--resume`` with a message that says what is intact;
+``--resume RUN_ID --recover`` then keeps the damaged file aside and searches again from
+the beginning in the same folder, reusing every cached evaluation. Temporary folders a
+killed run left behind (``$TMPDIR/flnas-job-*``, ``flnas-eval-*``, ``flnas-export-*``
+whose owning process is dead) are removed when a run starts or resumes.
 
 Exit codes: 0 done, 1 unexpected error (work so far kept, resumable), 2 user error
 (bad flag, config, dataset, LLM key or server), 130 interrupted.
@@ -96,11 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when this many LLM tokens are spent")
     m.add_argument("--max-wall-s", dest="max_wall_s", type=_opt_num(float),
                    help="stop starting rounds after this many seconds")
+    m.add_argument("--llm-breaker-after", dest="llm_breaker_after", type=_opt_num(int),
+                   help="open the LLM circuit breaker after this many consecutive failed "
+                        f"calls ('none' disables; default: {d.llm_breaker_after})")
+    m.add_argument("--llm-breaker-action", dest="llm_breaker_action",
+                   choices=("heuristic", "stop"),
+                   help="once the breaker is open: use the heuristic brains for the rest of "
+                        "the run, or stop the run and write the summary "
+                        f"(default: {d.llm_breaker_action})")
     o = p.add_argument_group("run")
     o.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
     o.add_argument("--run-dir", dest="runs_root", type=Path, help="runs folder (default: runs)")
     o.add_argument("--run-id", dest="run_id", help="name of a new run (default: timestamp)")
     o.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    o.add_argument("--recover", action="store_true",
+                   help="with --resume, when checkpoints.sqlite is missing or damaged: keep it "
+                        "aside and search again from the beginning in the same folder, reusing "
+                        "the cached evaluations")
     o.add_argument("--quiet", action="store_true", help="plain progress lines")
     o.add_argument("--require-isolation", dest="require_isolation",
                    action=argparse.BooleanOptionalAction,
@@ -111,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: v for k, v in vars(args).items()
-           if k not in ("config", "runs_root", "resume", "run_id")}
+           if k not in ("config", "runs_root", "resume", "run_id", "recover")}
     for k in ("data_dir", "cache_dir"):
         if out.get(k) is not None:
             out[k] = str(out[k])
@@ -128,11 +146,17 @@ def _fail(msg: str, code: int = EXIT_USAGE) -> int:
 def settle(args: argparse.Namespace) -> tuple[Context, bool]:
     """Resolve the run's Context and whether it resumes an existing run.
 
+    A resumed run keeps its settings and its run id (the checkpoint thread), but lives
+    where its folder is now: a moved or copied folder resumes in its new place.
+
     Raises:
-        ConfigError: Bad config, unknown run to resume, or a new run whose folder exists.
+        ConfigError: Bad config, unknown run to resume, a run whose checkpoints cannot
+            be read (without ``--recover``), or a new run whose folder exists.
     """
     root = Path(getattr(args, "runs_root", "runs"))
     explicit = _explicit(args)
+    if getattr(args, "recover", False) and not getattr(args, "resume", None):
+        raise ConfigError("--recover goes with --resume RUN_ID")
     if getattr(args, "resume", None):
         run_dir = root / args.resume
         if not (run_dir / "settings.json").is_file():
@@ -140,12 +164,19 @@ def settle(args: argparse.Namespace) -> tuple[Context, bool]:
                               f"found (runs in {root}: "
                               f"{', '.join(sorted(p.name for p in root.glob('*')) ) or 'none'})")
         ctx = Context.load(run_dir / "settings.json")
+        if Path(ctx.run_dir).resolve() != run_dir.resolve():
+            print(f"note: run {ctx.run_id} was moved or copied from {ctx.run_dir}; resuming it "
+                  f"in {run_dir}", file=sys.stderr)
+            ctx.run_dir = str(run_dir)
         ignored = sorted(set(explicit) - RESUME_OVERRIDABLE)
         if ignored:
             print(f"note: --resume keeps the run's settings; ignoring {', '.join(ignored)}",
                   file=sys.stderr)
         for k in set(explicit) & RESUME_OVERRIDABLE:
             setattr(ctx, k, explicit[k])
+        problem = checkpoint_problem(run_dir, ctx.run_id)
+        if problem and any(finished_work(run_dir)) and not getattr(args, "recover", False):
+            raise ConfigError(_unresumable(ctx, run_dir, args.resume, problem))
         return ctx, True
     config = read_config(args.config) if getattr(args, "config", None) else {}
     run_id = getattr(args, "run_id", None) or \
@@ -159,19 +190,82 @@ def settle(args: argparse.Namespace) -> tuple[Context, bool]:
     return ctx, False
 
 
+def checkpoint_problem(run_dir: Path, run_id: str) -> str | None:
+    """Say what is wrong with ``run_dir/checkpoints.sqlite`` for run ``run_id`` (None: nothing).
+
+    Missing, not a SQLite database (truncated or overwritten), or holding no checkpoint
+    of this run (empty). The file is never created here (``mode=rw``).
+    """
+    path = run_dir / "checkpoints.sqlite"
+    if not path.exists():
+        return f"{path} is missing"
+    try:
+        # mode=rw, not ro: after a kill -9 the WAL needs recovery, which needs write access.
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("select name from sqlite_master "
+                                                 "where type = 'table'")}
+            if "checkpoints" not in tables:
+                return f"{path} holds no checkpoint (empty file or no LangGraph tables)"
+            row = conn.execute("select count(*) from checkpoints where thread_id = ?",
+                               (run_id,)).fetchone()
+            if not row or not row[0]:
+                return f"{path} holds no checkpoint of run {run_id!r}"
+            check = conn.execute("pragma quick_check").fetchone()
+            if check and check[0] != "ok":
+                return f"{path} is damaged (sqlite quick_check: {check[0]})"
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path} is damaged ({exc}; truncated or overwritten?)"
+    return None
+
+
+def finished_work(run_dir: Path) -> tuple[int, int]:
+    """Count cached evaluations and candidate folders (what survives a lost checkpoint)."""
+    evals = len(list((run_dir / "cache" / "evaluate").glob("*.json")))
+    cands = sum(1 for p in (run_dir / "candidates").glob("*") if p.is_dir())
+    return evals, cands
+
+
+def _unresumable(ctx: Context, run_dir: Path, name: str, problem: str) -> str:
+    evals, cands = finished_work(run_dir)
+    llm = "" if ctx.llm == "heuristic" and not ctx.base_url else \
+        "; every LLM answer is asked (and paid) again"
+    return (f"cannot resume {name!r}: {problem}.\n"
+            f"Intact in {run_dir}: {evals} finished evaluation(s) in cache/evaluate, {cands} "
+            f"candidate folder(s), settings.json and trace.jsonl.\n"
+            f"To recover, run: python -m graph.run --resume {name} --run-dir {run_dir.parent} "
+            f"--recover\n(the damaged file is kept as checkpoints.sqlite.damaged-<time>; the "
+            f"search starts again from the beginning with the same settings and reuses every "
+            f"cached evaluation, so nothing is retrained{llm})")
+
+
+def _set_aside(run_dir: Path) -> Path | None:
+    """Move a damaged checkpoints.sqlite (and its -wal/-shm) aside; return its new name."""
+    path = run_dir / "checkpoints.sqlite"
+    if not path.exists():
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest = path.with_name(f"checkpoints.sqlite.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            side.replace(Path(f"{dest}{suffix}"))
+    return dest
+
+
 def preflight_all(ctx: Context) -> None:
-    """Check every role's LLM before the search starts (raises LLMConfigError)."""
-    from agents.llm import preflight
+    """Check every role's LLM before the search starts (raises LLMConfigError).
+
+    One request per server, however many roles use it; each warning is printed once.
+    """
+    from agents.llm import preflight_all as check
     from graph.services import Services
 
     probe = Services(ctx=ctx, tracer=None, display=None)  # type: ignore[arg-type]
-    seen = set()
-    for role in ("designer", "critic", "code_fixer"):
-        spec = probe.spec(role)
-        if spec.label not in seen:
-            seen.add(spec.label)
-            for warning in preflight(spec):
-                print(f"warning: {warning}", file=sys.stderr)
+    for warning in check([probe.spec(role) for role in ("designer", "critic", "code_fixer")]):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def check_isolation(ctx: Context) -> None:
@@ -214,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                                  sys.stderr.isatty())
     except (DatasetError, ValueError, OSError) as exc:
         return _fail(str(exc))
+    from tasks.cache import skip_notes
+
+    for note in skip_notes(data):
+        print(f"data: {note}", file=sys.stderr)
     try:
         from graph.builder import build_graph
 
@@ -232,6 +330,7 @@ def _run(ctx: Context, data: Any, resuming: bool) -> int:
     from graph.display import Display, PlainDisplay
     from graph.services import Services, install, release
     from graph.trace import Tracer
+    from tools.tmpdirs import clean_stale_temp_dirs
 
     run_dir = Path(ctx.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -239,19 +338,49 @@ def _run(ctx: Context, data: Any, resuming: bool) -> int:
     tracer = Tracer(run_dir / "trace.jsonl", ctx.run_id)
     rich_ok = not ctx.quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     display = Display() if rich_ok else PlainDisplay(quiet=ctx.quiet)
+    cleanup = clean_stale_temp_dirs()
+    if cleanup.removed:
+        display.message(cleanup.message() or "")
+        tracer.event("tmp_cleanup", removed=[str(p) for p in cleanup.removed],
+                     kept_live=cleanup.kept_live, bytes_freed=cleanup.bytes_freed)
+    if resuming and (problem := checkpoint_problem(run_dir, ctx.run_id)):
+        # settle() let this through: --recover, or nothing was finished yet.
+        evals, cands = finished_work(run_dir)
+        aside = _set_aside(run_dir)
+        display.message(f"recovering run {ctx.run_id}: {problem}; searching again from the "
+                        f"beginning in {run_dir}, reusing {evals} cached evaluation(s)"
+                        + (f" (damaged file kept as {aside.name})" if aside else ""))
+        tracer.event("run_recover", problem=problem, cached_evaluations=evals,
+                     candidates=cands, set_aside=str(aside) if aside else None)
     svc = install(Services(ctx=ctx, tracer=tracer, display=display, _data=data))
     conn = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
     app = build_graph(checkpointer=SqliteSaver(conn), roles=ctx.roles)
     config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 10_000}
-    snapshot = app.get_state(config)
+    try:
+        snapshot = app.get_state(config)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read back
+        conn.close()
+        release(ctx)
+        return _fail(_unresumable(ctx, run_dir, run_dir.name,
+                                  f"its newest checkpoint cannot be read "
+                                  f"({type(exc).__name__}: {exc})"))
     started = bool(snapshot.values)
-    if resuming and started and not snapshot.next:
+    # Pending tasks: those of the next step, including tasks whose writes were saved
+    # before a kill but not yet folded into a checkpoint (LangGraph leaves those out of
+    # snapshot.next; resuming applies their writes without running them again).
+    pending = [t.name for t in snapshot.tasks]
+    if resuming and started and not pending:
+        conn.close()
         display.message(f"run {ctx.run_id} already finished")
         tracer.event("run_resume", finished=True)
-        return _report(run_dir, display)
+        rc = _report(run_dir, display)
+        release(ctx)
+        return rc
     tracer.event("run_resume" if started else "run_start", settings=ctx.to_json(),
                  data_fingerprint=data.fingerprint, n_images=data.n,
-                 next=list(snapshot.next) if started else ["prepare"], pid=os.getpid())
+                 next=pending if started else ["prepare"],
+                 done_not_checkpointed=[t.name for t in snapshot.tasks if t.result is not None],
+                 pid=os.getpid())
     display.message(f"run {ctx.run_id} in {run_dir} ({'resumed' if started else 'new'}; "
                     f"llm {svc.spec('designer').label}; {data.n} images at "
                     f"{data.image_size}px)")
@@ -305,12 +434,41 @@ def _report(run_dir: Path, display: Any) -> int:
                      f"{v.get('params')} params {v.get('latency_ms')} ms")
     if test.get("status") == "ok":
         fair = test.get("fairness") or {}
-        gaps = ", ".join(f"{a} gap {f['max_gap']:.3f}" for a, f in fair.items())
+        gaps = ", ".join(f"{a} gap {_gap_text(f)}" for a, f in fair.items())
         lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
                      f"{test['accuracy']:.3f}; {gaps}")
+    skipped = s.get("data") or {}
+    if skipped.get("n_skipped") or skipped.get("n_duplicates"):
+        lines.append(f"data: {skipped.get('n_skipped', 0)} image(s) skipped, "
+                     f"{skipped.get('n_duplicates', 0)} in two formats; list: "
+                     f"{skipped.get('list')}")
+    tokens, llm = s.get("tokens") or {}, s.get("llm") or {}
+    if tokens.get("calls") or tokens.get("fallbacks"):
+        lines.append(f"llm: {tokens.get('calls', 0)} requests, "
+                     f"{tokens.get('input', 0) + tokens.get('output', 0)} tokens, "
+                     f"{tokens.get('fallbacks', 0)} steps on the heuristic fallback")
+    breaker = llm.get("breaker") or {}
+    if breaker.get("opened_in_run") or breaker.get("open"):
+        lines.append("warning: " + (breaker.get("message") or
+                                    "the LLM circuit breaker opened during this run "
+                                    "(see llm_breaker_open in the trace)"))
     lines.append(f"results in {run_dir} (inspect: python -m graph.trace {run_dir})")
     print("\n".join(lines), flush=True)
     return EXIT_OK
+
+
+def _gap_text(fair: dict[str, Any]) -> str:
+    """``0.120 [0.05, 0.21] (n 40/12)``: a gap with its interval and the group sizes."""
+    gap = fair.get("max_gap")
+    if gap is None:
+        return "n/a (one group)"
+    text = f"{gap:.3f}"
+    if fair.get("max_gap_interval"):
+        lo, hi = fair["max_gap_interval"]
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    if fair.get("group_sizes"):
+        text += f" (n {'/'.join(str(n) for n in fair['group_sizes'].values())})"
+    return text
 
 
 if __name__ == "__main__":

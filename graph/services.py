@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.llm import CallRecord, LLMSpec, make_chat_model, parse_llm
+from agents.llm import CallRecord, CircuitBreaker, LLMSpec, make_chat_model, parse_llm
 from graph.context import Context
 from graph.display import Display, PlainDisplay
 from graph.trace import Tracer, estimate_cost
@@ -35,6 +34,7 @@ class Services:
     _data: Any = None
     _chats: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _breaker: CircuitBreaker | None = None
     round_t0: float | None = None
     """``time.monotonic()`` when the current round's first node started (round timing)."""
 
@@ -86,6 +86,14 @@ class Services:
             if role not in self._chats:
                 self._chats[role] = make_chat_model(self.spec(role))
             return self._chats[role]
+
+    def llm_breaker(self) -> CircuitBreaker:
+        """Return the run's LLM circuit breaker (one for every role, built on first use)."""
+        with self._lock:
+            if self._breaker is None:
+                self._breaker = CircuitBreaker(self.ctx.llm_breaker_after,
+                                               self.ctx.llm_breaker_action)
+            return self._breaker
 
     def record_llm(self, record: CallRecord, *, prompt_name: str, prompt_sha: str,
                    candidate: str | None) -> None:
@@ -194,7 +202,9 @@ class Services:
                    "weights": str(weights) if weights.is_file() else None}
         t0 = time.monotonic()
         out: dict[str, Any] = {"code": "best_model.py"}
-        keep = Path(tempfile.mkdtemp(prefix="flnas-export-"))
+        from tools.tmpdirs import make_temp_dir
+
+        keep = make_temp_dir("flnas-export-")
         try:
             res = run_job("tools.export:export_job", payload,
                           limits=SandboxLimits(timeout_s=180), keep_workdir=keep,

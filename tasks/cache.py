@@ -173,7 +173,39 @@ def _skip_report(index: IsicIndex, unreadable: list[dict[str, Any]]) -> dict[str
         "n_unreadable": len(bad),
         "missing": missing,
         "unreadable": bad,
+        "n_duplicates": len(index.duplicates),
+        "duplicates": index.duplicates,
     }
+
+
+def skip_summary(data: PreparedData) -> dict[str, Any]:
+    """Count the images left out or ambiguous, and say where their list is (summary.json)."""
+    rep = data.skipped or {}
+    return {
+        "n_images": data.n,
+        "n_listed": rep.get("n_listed", data.n),
+        "n_skipped": rep.get("n_missing", 0) + rep.get("n_unreadable", 0),
+        "n_missing": rep.get("n_missing", 0),
+        "n_unreadable": rep.get("n_unreadable", 0),
+        "n_duplicates": rep.get("n_duplicates", 0),
+        "list": str(data.cache_dir / "skipped.json"),
+    }
+
+
+def skip_notes(data: PreparedData) -> list[str]:
+    """Console lines about skipped images and ids found in two formats (empty when none)."""
+    s = skip_summary(data)
+    notes = []
+    if s["n_skipped"]:
+        notes.append(f"{s['n_skipped']} of {s['n_listed']} listed images skipped "
+                     f"({s['n_missing']} missing, {s['n_unreadable']} empty or unreadable); "
+                     f"list: {s['list']}")
+    if s["n_duplicates"]:
+        dup = (data.skipped or {}).get("duplicates") or [{}]
+        notes.append(f"warning: {s['n_duplicates']} image id(s) exist in two formats, e.g. "
+                     f"{dup[0].get('used')} and {', '.join(dup[0].get('ignored') or [])}; "
+                     f"the first is used (.jpg before .jpeg before .png); list: {s['list']}")
+    return notes
 
 
 def _build(

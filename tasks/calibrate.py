@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_model(sources[name], arrays, data, recipe))
             console.print(f"  {name} seed {rep}: bal_acc {runs[-1]['bal_acc']:.3f} "
                           f"({runs[-1]['seconds']:.0f} s)")
-        gaps = {a: float(np.mean([r["fair"][a].max_gap for r in runs])) for a in runs[0]["fair"]}
+        gaps = {a: float(np.mean([g for r in runs if (g := r["fair"][a].max_gap) is not None]
+                                 or [np.nan])) for a in runs[0]["fair"]}
         results[name] = {"params": runs[0]["params"],
                          "seconds": float(np.mean([r["seconds"] for r in runs])),
                          "acc": float(np.mean([r["acc"] for r in runs])),

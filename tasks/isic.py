@@ -90,11 +90,15 @@ class IsicIndex:
             (str/None), ``path`` (Path of the image file, None if not checked).
         skipped: Images left out, each ``{"image", "path", "reason"}``.
         layout: Where the files were found.
+        duplicates: Image ids found in more than one format, each ``{"image", "used",
+            "ignored"}``; the first of :data:`IMAGE_SUFFIXES` is used (``.jpg``, the
+            official format).
     """
 
     frame: pd.DataFrame
     layout: IsicLayout
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -369,13 +373,19 @@ def read_isic(data_dir: Path | str, strict: bool = False) -> IsicIndex:
     layout = locate_layout(data_dir, need_images=True)
     assert layout.image_dir is not None
     frame = _join(layout)
-    # One directory listing instead of 25k stat calls; maps stem -> file name.
-    files: dict[str, tuple[str, int]] = {}
+    # One directory listing instead of 25k stat calls; maps stem -> file names by
+    # preference (.jpg first), never by the listing's arbitrary order.
+    found: dict[str, list[tuple[int, str, int]]] = {}
     with os.scandir(layout.image_dir) as it:
         for e in it:
             stem, ext = os.path.splitext(e.name)
             if ext.lower() in IMAGE_SUFFIXES and e.is_file():
-                files.setdefault(stem, (e.name, e.stat().st_size))
+                found.setdefault(stem, []).append(
+                    (IMAGE_SUFFIXES.index(ext.lower()), e.name, e.stat().st_size))
+    files = {stem: min(hits)[1:] for stem, hits in found.items()}
+    duplicates = [{"image": stem, "used": min(hits)[1],
+                   "ignored": [name for _, name, _ in sorted(hits)[1:]]}
+                  for stem, hits in sorted(found.items()) if len(hits) > 1]
     paths: list[Path | None] = []
     skipped: list[dict[str, Any]] = []
     for image in frame["image"]:
@@ -397,4 +407,6 @@ def read_isic(data_dir: Path | str, strict: bool = False) -> IsicIndex:
             f"{DOWNLOAD_HINT}",
             file=layout.image_dir,
         )
-    return IsicIndex(frame=frame, layout=layout, skipped=skipped)
+    listed = set(frame["image"])
+    return IsicIndex(frame=frame, layout=layout, skipped=skipped,
+                     duplicates=[d for d in duplicates if d["image"] in listed])

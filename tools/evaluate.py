@@ -17,7 +17,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +35,8 @@ from evaluation.report import (
     budget_violations,
 )
 from tasks.attributes import sensitive_groups
-from tasks.cache import PreparedData, load_arrays
+from tasks.cache import PreparedData, load_arrays, skip_notes
+from tools.tmpdirs import make_temp_dir
 from tools.train import WEIGHTS_FILE, Recipe
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -298,7 +298,7 @@ def evaluate_candidate(
         arrays = load_arrays(data)
         payload, train_idx, eval_idx = build_payload(code, data, recipe, split, device, arrays)
         labels = np.asarray(arrays["labels"])
-        keep = Path(tempfile.mkdtemp(prefix="flnas-eval-"))
+        keep = make_temp_dir("flnas-eval-")
         workdir = keep / "work"
         result = run_job(
             "evaluate", payload,
@@ -379,6 +379,9 @@ def render_report(report: EvaluationReport, console: Any = None) -> None:
                        ("EO difference", "equalized_odds_difference")):
         gaps.add_row(label, *("n/a" if getattr(fa, key) is None else f"{getattr(fa, key):.3f}"
                               for fa in fas))
+    gaps.add_row("max gap 95% interval", *(
+        f"[{fa.max_gap_interval[0]:.3f}, {fa.max_gap_interval[1]:.3f}]"
+        if fa.max_gap_interval else "n/a" for fa in fas))
     gaps.add_row("missing", *(str(fa.n_missing) for fa in fas))
     console.print(groups, gaps)
     hwt = Table(title="Hardware (batch 1)")
@@ -452,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, OSError) as e:
         err.print(f"[red]error:[/] {e}")
         return 2
+    for note in skip_notes(data):
+        err.print(f"data: {note}", markup=False)
 
     def progress(event: dict) -> None:
         if not args.json and event.get("event") == "epoch":

@@ -24,7 +24,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from typing import IO, Literal
 from pydantic import BaseModel, Field
 
 from tools import _isolation as iso
+from tools.tmpdirs import make_temp_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ErrorKind = Literal["timeout", "memory", "crash", "killed", "invalid-result", "tamper", "error",
@@ -294,7 +294,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
         any candidate code ran.
     """
     limits = limits or SandboxLimits()
-    base = Path(tempfile.mkdtemp(prefix="flnas-job-"))
+    base = make_temp_dir("flnas-job-")
     workdir = base / "work"
     workdir.mkdir()
     t0 = time.perf_counter()

@@ -37,6 +37,22 @@ def test_critic_finds_lagging_group_with_gap():
     assert "close the accuracy gap of lagging groups" in crit["priorities"]
 
 
+def test_critic_ignores_a_lag_whose_interval_includes_zero():
+    rep = make_report(acc=0.70, age={"<40": 0.80, "40-59": 0.72, ">=60": 0.55})
+    groups = rep["fairness"]["age"]["groups"]
+    groups[2]["gap_interval"] = [-0.05, 0.40]  # a small, noisy group: not a measured lag
+    groups[1]["gap_interval"] = [-0.02, 0.06]
+    crit = heuristic.critique(_brief(rep))
+    assert crit["lagging_groups"] == [] and "lagging" not in crit["summary"]
+    groups[2]["gap_interval"] = [0.05, 0.25]  # the same lag, measured
+    crit = heuristic.critique(_brief(rep))
+    assert [g["group"] for g in crit["lagging_groups"]] == [">=60"]
+    # Every shown gap carries its interval and group sizes in the headline.
+    head = headline(make_record("c001", rep))
+    assert head["groups"]["age"][2] == {"group": ">=60", "count": 50, "accuracy": 0.55,
+                                        "gap_interval": [0.05, 0.25]}
+
+
 def test_critic_converges_only_when_targets_set_and_met():
     rep = make_report(bal=0.8, sex={"female": 0.6, "male": 0.61})
     assert not heuristic.critique(_brief(rep))["converged"]  # no target set

@@ -295,3 +295,207 @@ def test_extract_object_variants() -> None:
     assert got == {"code": code, "rationale": "Because."}
     both = '```json\n{"rationale": "r"}\n```\n```python\nx = 1\n```'
     assert extract_object(both, Design) == {"rationale": "r", "code": "x = 1\n"}
+
+
+# -- broken bodies, context overflow, attempts, caps (issue 7) ------------------------------
+@pytest.mark.parametrize("broken", Reply.broken_bodies(), ids=["invalid_json", "no_choices",
+                                                               "text_plain"])
+def test_broken_200_body_is_retried(server: FakeOpenAIServer, broken: Reply) -> None:
+    server.push(broken, Reply.json(VALID))
+    value, records = structured_call(chat_for(server), MESSAGES, Answer, role="designer")
+    assert value == Answer(**VALID)
+    assert len(records) == 1 and records[0].retries == 1 and records[0].error is None
+    assert [a["kind"] for a in records[0].attempts] == ["bad_body", "ok"]
+    assert records[0].attempts[0]["status"] == 200
+    assert records[0].attempts[0]["error_class"].startswith("BadResponseBody(")
+    assert len(server.chat_requests) == 2
+
+
+def test_broken_bodies_forever_fail_as_a_call_error(server: FakeOpenAIServer) -> None:
+    server.push(*Reply.broken_bodies())
+    seen: list[CallRecord] = []
+    with pytest.raises(LLMCallError, match="3 attempts") as info:
+        structured_call(chat_for(server, max_retries=2), MESSAGES, Answer, role="critic",
+                        on_record=seen.append)
+    assert seen == info.value.records and len(seen) == 1
+    assert info.value.http_attempts == 3 == len(server.chat_requests)
+    causes = [a["error_class"] for a in seen[0].attempts]
+    assert causes == ["BadResponseBody(JSONDecodeError)", "BadResponseBody(TypeError)",
+                      "BadResponseBody(AttributeError)"]
+    assert seen[0].error_class == "BadResponseBody(AttributeError)" and seen[0].status == 200
+
+
+def test_context_overflow_shortens_and_keeps_json_schema(server: FakeOpenAIServer) -> None:
+    server.push(Reply.context_overflow(), Reply.json(VALID))
+    levels: list[int] = []
+
+    def shorten(level: int) -> list:
+        levels.append(level)
+        return [MESSAGES[0], HumanMessage(content="Propose one (short).")]
+
+    long = [MESSAGES[0], HumanMessage(content="Propose one. " + "history " * 2000)]
+    chat = chat_for(server)
+    value, records = structured_call(chat, long, Answer, role="designer", shorten=shorten)
+    assert value == Answer(**VALID) and levels == [1]
+    assert records[0].attempts[-1]["kind"] == "context_length" and records[0].status == 400
+    assert records[1].shortened == 1 and records[1].method == "json_schema"
+    first, second = server.chat_requests
+    assert second.response_format["type"] == "json_schema"  # not switched to plain mode
+    assert len(second.all_text) < len(first.all_text) / 10
+    # ... and plain mode was not remembered for this model.
+    server.push(Reply.json(VALID))
+    structured_call(chat, MESSAGES, Answer, role="designer")
+    assert server.chat_requests[-1].response_format["type"] == "json_schema"
+
+
+def test_context_overflow_without_shortener_cuts_the_longest_message(
+        server: FakeOpenAIServer) -> None:
+    server.push(*[Reply.context_overflow()] * 4)
+    long = [MESSAGES[0], HumanMessage(content="x" * 40_000)]
+    with pytest.raises(LLMCallError, match="context window"):
+        structured_call(chat_for(server), long, Answer, role="designer")
+    sizes = [len(r.last_user_text) for r in server.chat_requests]
+    assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True) and sizes[-1] < 6_000
+    assert all(r.response_format for r in server.chat_requests)
+
+
+def test_huge_answer_is_capped_in_the_reask_and_in_the_value(server: FakeOpenAIServer) -> None:
+    from agents.answers import ECHO_ANSWER_CHARS, STORED_TEXT_CHARS
+
+    huge = "x" * 1_000_000
+    server.push(Reply.text(huge), Reply.json({"name": "y" * 1_000_000, "score": 1}))
+    value, records = structured_call(chat_for(server), MESSAGES, Answer, role="designer")
+    reask = server.chat_requests[1]
+    assert len(reask.all_text) < ECHO_ANSWER_CHARS + 5_000  # not the 1 MB answer again
+    assert "characters cut" in reask.messages[-2]["content"]
+    assert len(value.name) < STORED_TEXT_CHARS + 100 and "characters cut" in value.name
+    assert records[0].response_chars == 1_000_000 and len(records[0].response) < 25_000
+
+
+def test_each_attempt_is_traced_with_class_and_status(server: FakeOpenAIServer) -> None:
+    server.push(Reply.rate_limited(), Reply.server_error(500), Reply.json(VALID).delayed(2.0),
+                Reply.json(VALID))
+    _, records = structured_call(chat_for(server, timeout_s=0.5), MESSAGES, Answer,
+                                 role="designer")
+    got = [(a["kind"], a["status"]) for a in records[0].attempts]
+    assert got == [("rate_limited", 429), ("server_error", 500), ("timeout", None), ("ok", 200)]
+    assert records[0].attempts[2]["error_class"].endswith("TimeoutError")
+    assert records[0].retries == 3 and records[0].http_attempts == 4
+
+
+def test_a_crash_leaves_its_record() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    class Exploding(GenericFakeChatModel):
+        def _generate(self, *args: object, **kwargs: object):  # type: ignore[override]
+            raise RuntimeError("boom inside the client")
+
+    seen: list[CallRecord] = []
+    with pytest.raises(RuntimeError, match="boom"):
+        structured_call(Exploding(messages=iter([])), MESSAGES, Answer, role="critic",
+                        method="fallback", on_record=seen.append)
+    assert len(seen) == 1 and seen[0].error_class == "RuntimeError"
+    assert seen[0].attempts[-1]["kind"] == "crash" and "boom" in seen[0].error
+
+
+# -- preflight: once per server, each warning once ---------------------------------------------
+def test_preflight_one_request_per_server_and_each_warning_once(
+        server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.llm import preflight_all
+
+    specs = [parse_llm("local", base_url=server.base_url, model=m)
+             for m in ("other", "other", "test-model")]
+    warnings = preflight_all(specs)
+    assert len(warnings) == 1 and "'other'" in warnings[0]
+    assert [r.path for r in server.requests] == ["/v1/models"]
+    assert capsys.readouterr().err == ""  # returned for the caller to print, not logged too
+
+
+@pytest.mark.parametrize("reply", [Reply.fail(500, "boom"), Reply.plain_text_body(),
+                                   Reply(raw_body=b'{"data": []}')],
+                         ids=["http_500", "text_plain", "empty_list"])
+def test_preflight_that_cannot_check_says_so_once(reply: Reply) -> None:
+    from agents.llm import preflight_all
+
+    with FakeOpenAIServer(models_reply=reply) as srv:
+        specs = [parse_llm("local", base_url=srv.base_url, model=m) for m in ("a", "b", "a")]
+        warnings = preflight_all(specs)
+        assert len(srv.requests) == 1
+    assert len(warnings) == 1 and warnings[0].startswith("cannot check model 'a', 'b'")
+
+
+# -- circuit breaker through think() -----------------------------------------------------------
+def _services(tmp_path, srv: FakeOpenAIServer, **ctx_kw):
+    from graph.context import Context
+    from graph.display import PlainDisplay
+    from graph.services import Services
+    from graph.trace import Tracer
+
+    ctx = Context(llm="local", base_url=srv.base_url, model="test-model",
+                  run_dir=str(tmp_path / "run"), run_id="b", **ctx_kw)
+    return Services(ctx=ctx, tracer=Tracer(tmp_path / "run" / "trace.jsonl", "b"),
+                    display=PlainDisplay(quiet=True))
+
+
+def _think(svc, marker: str):
+    from agents.base import think
+
+    return think("critic", schema=Answer, prompt_file="critic.md",
+                 values={"latest": marker, "archive": ["a", "b", "c", "d"]},
+                 fallback=lambda: Answer(name="heuristic", score=0), services=svc)
+
+
+@pytest.mark.parametrize("action", ["heuristic", "stop"])
+def test_circuit_breaker_stops_calling_after_n_failures(tmp_path, action: str) -> None:
+    import json
+
+    from graph.builder import stop_reason
+    from graph.context import Context
+
+    with FakeOpenAIServer(default=lambda req: Reply.server_error(503)) as srv:
+        svc = _services(tmp_path, srv, llm_breaker_after=2, llm_breaker_action=action)
+        thoughts = [_think(svc, f"step {i}") for i in range(5)]
+        requests = len(srv.chat_requests)
+    svc.tracer.close()
+    assert requests == 2 * 5  # two failed calls of 1 + 4 retries, then no request at all
+    assert all(t.answer.name == "heuristic" for t in thoughts)
+    assert "circuit breaker open" in thoughts[-1].brain
+    evs = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text()
+           .splitlines()]
+    opened = [e for e in evs if e["event"] == "llm_breaker_open"]
+    assert len(opened) == 1 and opened[0]["consecutive_failures"] == 2
+    assert opened[0]["action"] == action and "503" in opened[0]["last_error"]
+    fallbacks = [e for e in evs if e["event"] == "llm_fallback"]
+    assert [f["attempts"] for f in fallbacks] == [5, 5]  # HTTP attempts, not records
+    assert fallbacks[0]["attempt_kinds"] == ["server_error"] * 5
+    assert len([e for e in evs if e["event"] == "llm_skipped"]) == 3
+    tokens: dict[str, int] = {}
+    for t in thoughts:
+        for k, v in t.tokens.items():
+            tokens[k] = tokens.get(k, 0) + v
+    assert tokens["breaker_open"] == 1 and tokens["fallbacks"] == 5
+    report = svc.llm_breaker().report()
+    assert report["open"] and report["skipped_calls"] == 3 and "2 consecutive" in report["message"]
+    ctx = Context(llm_breaker_action=action)
+    assert (stop_reason({"tokens": tokens, "round": 1}, ctx) == "llm_unavailable") == \
+        (action == "stop")
+
+
+def test_breaker_success_resets_the_count(tmp_path) -> None:
+    replies = [Reply.server_error(503)] * 5 + [Reply.json(VALID)] + [Reply.server_error(503)] * 5
+    with FakeOpenAIServer(replies) as srv:
+        svc = _services(tmp_path, srv, llm_breaker_after=2)
+        first, second, third = (_think(svc, str(i)) for i in range(3))
+    assert first.answer.name == "heuristic" and second.answer == Answer(**VALID)
+    assert third.answer.name == "heuristic" and not svc.llm_breaker().is_open
+
+
+def test_think_shortens_history_on_context_overflow(tmp_path) -> None:
+    with FakeOpenAIServer([Reply.context_overflow(), Reply.json(VALID)]) as srv:
+        svc = _services(tmp_path, srv)
+        thought = _think(svc, "latest")
+        first, second = srv.chat_requests
+    assert thought.answer == Answer(**VALID)
+    assert '"d"' in first.last_user_text and "older entries left out" not in first.last_user_text
+    assert "2 older entries left out" in second.last_user_text and '"a"' not in \
+        second.last_user_text and second.response_format["type"] == "json_schema"

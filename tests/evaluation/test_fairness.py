@@ -98,20 +98,82 @@ def test_empty_group_omitted_and_all_missing():
     assert rep["sex"] == attribute_fairness(Y_TRUE, Y_PRED, CODES, ["A", "B"], "sex", 3)
 
 
-def test_group_with_single_class_skips_undefined_rates():
-    # A: true 0 1 / pred 0 1; C: true 0 0 / pred 0 1 (C has no positive of class 1)
+def test_one_class_set_for_every_rate_metric():
+    # A: true 0 1 / pred 0 1; C: true 0 0 / pred 0 1. Class 0 has no negative in C, class
+    # 1 no positive in C: no class has every rate defined in every group, so every rate
+    # gap is undefined (None), including demographic parity, never a partial average.
     yt, yp, codes = np.array([0, 1, 0, 0]), np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
     f = attribute_fairness(yt, yp, codes, ["A", "C"], "sex", num_classes=2)
     assert [g.balanced_accuracy for g in f.groups] == pytest.approx([1.0, 0.5])
-    # TPR: c0 1/1 vs 1/2 -> 0.5; c1 undefined for C -> skipped (not counted as TPR 0)
-    assert f.eopp1 == pytest.approx(0.5)
-    # TNR: c0 undefined for C (no negative); c1 1/1 vs 1/2 -> 0.5
-    assert f.eopp0 == pytest.approx(0.5)
-    # no class has both rates defined in every group: undefined, not "perfectly fair"
-    assert f.eodd is None and f.equalized_odds_difference is None
-    # fairlearn agrees where defined: class 0 equal opportunity difference
-    t, p = (yt == 0).astype(int), (yp == 0).astype(int)
-    assert equal_opportunity_difference(t, p, sensitive_features=codes) == pytest.approx(0.5)
+    assert f.rate_classes == []
+    assert (f.eopp0, f.eopp1, f.eodd) == (None, None, None)
+    assert f.demographic_parity_difference is None and f.equalized_odds_difference is None
+    assert f.max_gap == pytest.approx(0.5)  # the accuracy gap is still defined
+
+
+def test_absent_classes_do_not_dilute_rate_gaps():
+    # Two of 8 classes present (as on real images): EOpp0 and demographic parity used to
+    # average over all 8 (six zeros), EOpp1 over the 2 present: EOpp0 = EOpp1 / 4.
+    rng = np.random.default_rng(2)
+    yt = rng.integers(0, 2, 300)
+    codes = rng.integers(0, 2, 300)
+    yp = np.where(rng.random(300) < np.where(codes == 1, 0.5, 0.1), 1 - yt, yt)
+    f = attribute_fairness(yt, yp, codes, ["f", "m"], "sex", num_classes=8)
+    assert f.rate_classes == [0, 1]
+    two = attribute_fairness(yt, yp, codes, ["f", "m"], "sex", num_classes=2)
+    for key in ("eopp0", "eopp1", "eodd", "demographic_parity_difference",
+                "equalized_odds_difference"):
+        assert getattr(f, key) == pytest.approx(getattr(two, key)), key
+    # One-vs-rest with two classes: TNR of class 0 is TPR of class 1, so the two agree.
+    assert f.eopp0 == pytest.approx(f.eopp1)
+    dpd = [demographic_parity_difference((yt == c).astype(int), (yp == c).astype(int),
+                                         sensitive_features=codes) for c in (0, 1)]
+    assert f.demographic_parity_difference == pytest.approx(np.mean(dpd))
+
+
+def test_one_known_sample_does_not_crash():
+    # fairlearn's MetricFrame raised "Feature array has too many dimensions" here.
+    f = attribute_fairness([0, 1, 1, 0], [0, 1, 1, 0], [-1, -1, 1, -1], ["female", "male"],
+                           "sex", 8, n_boot=20)
+    assert [(g.group, g.count, g.accuracy) for g in f.groups] == [("male", 1, 1.0)]
+    assert f.n_missing == 3 and f.intervals is None
+
+
+def test_one_group_has_no_gaps():
+    f = attribute_fairness([0, 1, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1], ["female", "male"],
+                           "sex", 2)
+    assert [g.group for g in f.groups] == ["male"] and f.worst_group == "male"
+    for key in ("unfairness", "max_gap", "max_gap_interval", "eopp0", "eopp1", "eodd",
+                "demographic_parity_difference", "equalized_odds_difference"):
+        assert getattr(f, key) is None, key
+    assert f.groups[0].gap_interval is None
+
+
+@pytest.mark.parametrize("codes", [[0, None, 1, 0], ["0", "1", "x", "0"], [0, 1.5, 1, 0],
+                                   np.array([0, np.nan, 1, 0])])
+def test_bad_group_codes_are_a_clear_value_error(codes):
+    with pytest.raises(ValueError, match="group codes must be integers"):
+        attribute_fairness([0, 1, 1, 0], [0, 1, 1, 0], codes, ["f", "m"], "sex", 2)
+    assert attribute_fairness([0, 1], [0, 1], [0.0, 1.0], ["f", "m"], "sex", 2).max_gap == 0.0
+
+
+def test_gap_intervals_are_wide_for_small_groups():
+    # 400 samples in group a (80 % right), 4 in group b (all wrong): b lags, measurably.
+    # 3 in group c with 2 right: its 1/3 lag is within noise, its interval includes 0.
+    yt = np.zeros(407, dtype=int)
+    yp = np.r_[np.where(np.arange(400) % 5 == 0, 1, 0), [1, 1, 1, 1], [0, 0, 1]]
+    codes = np.r_[np.zeros(400, int), np.ones(4, int), np.full(3, 2)]
+    f = attribute_fairness(yt, yp, codes, ["a", "b", "c"], "age", 2, seed=3)
+    by = {g.group: g for g in f.groups}
+    assert [by[g].count for g in "abc"] == [400, 4, 3]
+    lo_b, hi_b = by["b"].gap_interval
+    lo_c, hi_c = by["c"].gap_interval
+    assert 0 < lo_b < 0.8 - 0 < hi_b  # the point gap is 0.8 - 0 with n=4
+    assert lo_c < 0 < hi_c  # 0.8 - 2/3: not a measurable lag
+    lo, hi = f.max_gap_interval
+    assert lo < f.max_gap < hi and hi - lo > 0.2
+    # seeded: the same numbers again
+    assert attribute_fairness(yt, yp, codes, ["a", "b", "c"], "age", 2, seed=3) == f
 
 
 def test_matches_fairlearn_on_random_data():

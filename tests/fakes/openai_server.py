@@ -51,6 +51,9 @@ class Reply:
             offers tools, else as JSON content.
         finish_reason: ``choices[0].finish_reason``.
         usage: Override of the ``usage`` block (default: ~4 characters per token).
+        raw_body: Send these bytes as the body of a 200 answer instead of a completion
+            (broken bodies: invalid JSON, no ``choices``, a text/plain page).
+        content_type: ``Content-Type`` of ``raw_body``.
     """
 
     content: str = ""
@@ -62,6 +65,8 @@ class Reply:
     json_obj: dict | None = None
     finish_reason: str = "stop"
     usage: dict | None = None
+    raw_body: bytes | None = None
+    content_type: str = "application/json"
 
     @classmethod
     def text(cls, content: str, **kw: Any) -> Reply:
@@ -111,6 +116,35 @@ class Reply:
     def unauthorized(cls) -> Reply:
         """HTTP 401 invalid API key."""
         return cls.fail(401, "Incorrect API key provided", code="invalid_api_key")
+
+    @classmethod
+    def context_overflow(cls, limit: int = 4096) -> Reply:
+        """HTTP 400 as OpenAI (and vLLM) answer a prompt longer than the context window."""
+        return cls.fail(400, f"This model's maximum context length is {limit} tokens. However, "
+                             "your messages resulted in more tokens. Please reduce the length "
+                             "of the messages.", code="context_length_exceeded")
+
+    @classmethod
+    def invalid_json(cls) -> Reply:
+        """A 200 answer whose JSON body is cut off (a proxy dropped the connection)."""
+        return cls(raw_body=b'{"id": "chatcmpl-broken", "object": "chat.completion", "cho')
+
+    @classmethod
+    def no_choices(cls) -> Reply:
+        """A 200 answer with a JSON body that has no ``choices`` (an error in disguise)."""
+        return cls(raw_body=json.dumps({"id": "chatcmpl-empty", "object": "chat.completion",
+                                        "model": "fake", "choices": None}).encode())
+
+    @classmethod
+    def plain_text_body(cls) -> Reply:
+        """A 200 ``text/plain`` page (a captive portal or a misrouted proxy)."""
+        return cls(raw_body=b"Service temporarily unavailable, please try again later.",
+                   content_type="text/plain; charset=utf-8")
+
+    @classmethod
+    def broken_bodies(cls) -> list[Reply]:
+        """Every broken-body mode, one each."""
+        return [cls.invalid_json(), cls.no_choices(), cls.plain_text_body()]
 
     def delayed(self, delay_s: float) -> Reply:
         """This reply, sent after ``delay_s`` seconds."""
@@ -203,6 +237,8 @@ class FakeOpenAIServer:
         default: Responder used when the queue is empty, e.g. for long graph runs.
         models: Model ids listed by ``GET /v1/models``.
         api_key: If set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        models_reply: If set, ``GET /v1/models`` answers this instead of the model list
+            (an error status, or a broken body through ``Reply.raw_body``).
     """
 
     def __init__(
@@ -212,8 +248,10 @@ class FakeOpenAIServer:
         default: Callable[[ChatRequest], ReplyItem] | None = None,
         models: Iterable[str] = ("test-model",),
         api_key: str | None = None,
+        models_reply: Reply | None = None,
     ) -> None:
         self.models = list(models)
+        self.models_reply = models_reply
         self.default = default
         self.api_key = api_key
         self.requests: list[ChatRequest] = []
@@ -334,12 +372,13 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             """Stay quiet in test output."""
 
-        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None
-                  ) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: dict | bytes,
+                  headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("x-request-id", f"req_fake_{server._counter}")
                 for name, value in (headers or {}).items():
@@ -375,7 +414,14 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             request = self._request()
             if not self._authorized(request):
                 return
-            if request.path.rstrip("/").endswith("/models"):
+            reply = server.models_reply
+            if request.path.rstrip("/").endswith("/models") and reply is not None:
+                if reply.status >= 400:
+                    self._send(reply.status, _error_body(reply.status, reply.error))
+                else:
+                    self._send(200, reply.raw_body if reply.raw_body is not None
+                               else reply.content.encode(), reply.headers, reply.content_type)
+            elif request.path.rstrip("/").endswith("/models"):
                 data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                         for m in server.models]
                 self._send(200, {"object": "list", "data": data})
@@ -399,6 +445,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if reply.status >= 400:
                 self._send(reply.status, _error_body(reply.status, reply.error, reply.error_code),
                            reply.headers)
+            elif reply.raw_body is not None:
+                self._send(200, reply.raw_body, reply.headers, reply.content_type)
             else:
                 self._send(200, server._completion(request, reply), reply.headers)
 

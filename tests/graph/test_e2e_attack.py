@@ -38,7 +38,8 @@ def test_hostile_designs_are_contained(tmp_path: Path) -> None:
     srv.settimeout(0.2)
     marker = tmp_path / "marker"
     escape = (ATTACKS / "match_escape.py").read_text().replace(
-        "PORT", str(srv.getsockname()[1])).replace("MARKER", repr(str(marker)))
+        "PORT = 0", f"PORT = {srv.getsockname()[1]}").replace(
+        'MARKER = "marker"', f"MARKER = {str(marker)!r}")
     walk = (ATTACKS / "format_walk.py").read_text()
 
     def answer(request: ChatRequest) -> Reply:

@@ -3,7 +3,9 @@
 A local OpenAI-compatible server (tests/fakes/openai_server.py) answers per role from
 scripted queues: a valid design after a 429; a design that fails the gate, driving the
 Code-Fixer, whose first answer is malformed JSON (re-asked); a Critic answer that times
-out once (retried); and a Critic call that fails every retry (heuristic fallback).
+out once (retried); and the last Critic call fails every retry (heuristic fallback), which
+opens the circuit breaker (``--llm-breaker-after 1``): the console, the trace and
+summary.json say so.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class Scripted:
 
     def __init__(self) -> None:
         self.queues: dict[str, deque] = {
-            "Critique": deque([Reply.json(CRITIQUE).delayed(4.0), Reply.json(CRITIQUE)]
-                              + [Reply.server_error()] * 5),
+            # The last critique (round 2) fails every retry: the breaker opens at the end.
+            "Critique": deque([Reply.json(CRITIQUE).delayed(4.0), Reply.json(CRITIQUE),
+                               Reply.json(CRITIQUE)] + [Reply.server_error()] * 5),
             "Design": deque([Reply.rate_limited(), Reply.json(
                 {"rationale": "narrower to save latency", "code": GOOD}),
                 Reply.json({"rationale": "uses os", "code": BAD})]),
@@ -63,6 +66,7 @@ def test_llm_roles_over_http(tmp_path):
         proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--llm", "local",
                         "--base-url", server.base_url, "--model", "test-model",
                         "--critic-model", "test-model", "--llm-timeout", "2",
+                        "--llm-breaker-after", "1",
                         "--run-dir", str(tmp_path / "runs"), "--run-id", "l1"], env)
         requests = server.chat_requests
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,4 +110,16 @@ def test_llm_roles_over_http(tmp_path):
     tokens = summary["tokens"]
     assert tokens["input"] > 0 and tokens["output"] > 0 and tokens["fallbacks"] == 1
     assert summary["llm"]["designer"].endswith(":test-model")
+    # The failed critic call opened the breaker (threshold 1): said in all three places.
+    breaker = summary["llm"]["breaker"]
+    assert breaker["open"] and breaker["opened_in_run"] == 1 and breaker["action"] == "heuristic"
+    assert "circuit breaker opened after 1 consecutive" in breaker["message"]
+    opened = [e for e in evs if e["event"] == "llm_breaker_open"]
+    assert len(opened) == 1 and opened[0]["role"] == "critic"
+    assert "circuit breaker opened" in proc.stdout and "1 steps on the heuristic" in proc.stdout
+    # Each attempt of the failed call is traced with its status; attempts count HTTP.
+    assert fallbacks[0]["attempts"] == 5 and fallbacks[0]["attempt_kinds"] == ["server_error"] * 5
+    failed = [c for c in by_role["critic"] if c["error"]]
+    assert failed[-1]["attempts"][-1] == {"kind": "server_error", "error_class": "OpenAIAPIError",
+                                          "status": 500}
     assert len(requests) == sum(script.seen.values())

@@ -224,3 +224,25 @@ def test_missing_lesion_and_site_columns_are_optional(tmp_path, isic_rows):
     frame = read_isic_tables(root)
     assert frame["lesion_id"].isna().all() and frame["site"].isna().all()
     shutil.rmtree(root)
+
+
+def test_same_id_in_two_formats_is_reported_and_jpg_wins(isic_dir, isic_rows, tmp_path):
+    from tasks.cache import skip_notes, skip_summary
+
+    image = isic_rows[5]["image"]
+    jpg = isic_dir / IMG_DIR / f"{image}.jpg"
+    png = jpg.with_suffix(".png")
+    png.write_bytes(b"\x89PNG not the file that is used")
+    index = read_isic(isic_dir)
+    assert index.duplicates == [{"image": image, "used": jpg.name, "ignored": [png.name]}]
+    assert Path(index.frame.set_index("image").loc[image, "path"]) == jpg
+    (isic_dir / IMG_DIR / f"{isic_rows[3]['image']}.jpg").unlink()
+    data = prepare_isic(isic_dir, image_size=16, cache_root=tmp_path / "c", progress=False)
+    summary = skip_summary(data)
+    assert (summary["n_skipped"], summary["n_missing"], summary["n_duplicates"]) == (1, 1, 1)
+    assert summary["list"] == str(data.cache_dir / "skipped.json")
+    notes = skip_notes(data)
+    assert len(notes) == 2 and "1 of 24 listed images skipped" in notes[0]
+    assert str(data.cache_dir / "skipped.json") in notes[0]
+    assert notes[1].startswith("warning: 1 image id(s) exist in two formats")
+    assert png.name in notes[1]

