@@ -59,10 +59,16 @@ SHAPE_OPERANDS: dict[str, frozenset[int]] = {
     "Pad": frozenset({1, 3}), "Resize": frozenset({1, 2, 3}), "Upsample": frozenset({1}),
     "Split": frozenset({1}), "TopK": frozenset({1}), "CumSum": frozenset({1}),
     "Trilu": frozenset({1}), "OneHot": frozenset({1}), "CenterCropPad": frozenset({1, 2}),
+    "ConstantOfShape": frozenset({0}),
     **{op: frozenset({1}) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
                                      "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
                                      "ReduceLogSumExp", "ReduceSumSquare")},
 }
+# Inputs whose *values* set the size of the output: they must be computable from the
+# input's shape and stored constants alone, never from image data.
+SIZE_OPERANDS: dict[str, frozenset[int]] = {**SHAPE_OPERANDS, "Range": frozenset({0, 1, 2})}
+# Ops whose output size depends on the data by definition.
+DATA_SIZED = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression"})
 _INTEGER_TYPES = frozenset({TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16,
                             TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32,
                             TensorProto.INT64, TensorProto.UINT64})
@@ -178,6 +184,7 @@ def validate_graph(model: onnx.ModelProto, image_size: int, num_classes: int) ->
         if node.op_type in RANDOM_OPS:
             raise GraphError(f"the eval-mode graph contains a random op ({node.op_type}); "
                              "inference must be deterministic")
+    _check_sizes_static(model)
     if g.sparse_initializer:
         raise GraphError("the graph stores sparse tensors; only dense tensors are accepted")
     for name, t in _stored(model).items():
@@ -196,6 +203,33 @@ def validate_graph(model: onnx.ModelProto, image_size: int, num_classes: int) ->
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - ValidationError and friends
         raise GraphError(f"the ONNX checker rejects the graph: {str(e)[:400]}") from e
+
+
+def _check_sizes_static(model: onnx.ModelProto) -> None:
+    """Refuse tensor sizes that depend on tensor values rather than on the input's shape.
+
+    A value is *shape-derived* when it is stored, the output of ``Shape`` / ``Size``, or
+    computed only from shape-derived values. Every size-setting operand
+    (:data:`SIZE_OPERANDS`) must be shape-derived, and no op of :data:`DATA_SIZED` may
+    appear; then every tensor's size is a function of the batch size alone, and the costs
+    computed at one batch size hold for every input.
+    """
+    derived = set(_stored(model))
+    for node in model.graph.node:
+        if node.op_type in DATA_SIZED:
+            raise GraphError(f"the graph contains {node.op_type} (node {node.name!r}), whose "
+                             "output size depends on the data; tensor sizes must depend on "
+                             "the input size only")
+        for k in SIZE_OPERANDS.get(node.op_type, ()):
+            if k < len(node.input) and node.input[k] and node.input[k] not in derived:
+                raise GraphError(f"the size of the output of {node.op_type} node "
+                                 f"{node.name!r} is computed from tensor values "
+                                 f"({node.input[k]!r}); tensor sizes must depend on the input "
+                                 "size only")
+        ins = [i for i in node.input if i]
+        if node.op_type in ("Shape", "Size", "Constant") or (ins and all(i in derived
+                                                                           for i in ins)):
+            derived.update(o for o in node.output if o)
 
 
 def _check_io(value: onnx.ValueInfoProto, what: str, expected: list[int | None]) -> None:
@@ -225,13 +259,16 @@ def static_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, tuple[Sha
     ``value_info`` is dropped, and ``onnx.shape_inference.infer_shapes`` (strict, with data
     propagation, so ``Shape -> Gather -> Reshape`` chains resolve) recomputes every shape.
 
+    Sizes that inference leaves open (ONNX's data propagation does not cover every
+    integer op) are read from one ONNX Runtime run at ``batch`` on a zero input, after
+    checking that no size depends on tensor values (then they depend on ``batch`` alone).
+
     Returns:
         ``{tensor name: (shape, onnx element type)}`` for the input, stored tensors and
         every node output.
 
     Raises:
-        GraphError: Inference fails, or a node output has no fully known shape (a shape
-            that depends on the data cannot be costed statically).
+        GraphError: Inference fails, or a size depends on tensor values.
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -260,12 +297,49 @@ def static_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, tuple[Sha
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if tt.HasField("shape") and None not in dims:
             out[v.name] = (tuple(int(d) for d in dims), tt.elem_type)
-    for node in inferred.graph.node:
-        for name in node.output:
-            if name and name not in out:
-                raise GraphError(f"the shape of {name!r} (output of {node.op_type} node "
-                                 f"{node.name!r}) is not known at batch {batch}; tensor sizes "
-                                 "must not depend on the data")
+    missing = [name for node in inferred.graph.node for name in node.output
+               if name and name not in out]
+    if missing:
+        # ONNX's data propagation stops at some integer ops (Div, for one: `chunk` in an
+        # attention block); the sizes are still fixed by the batch size alone
+        # (validate_graph checks that), so one run at this batch size reads them.
+        _check_sizes_static(model)
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+        out.update(_runtime_shapes(model, batch, missing, types))
+    return out
+
+
+def _runtime_shapes(model: onnx.ModelProto, batch: int, names: list[str],
+                    types: dict[str, int]) -> dict[str, tuple[Shape, int]]:
+    """Shapes of ``names`` from one ONNX Runtime run on a zero input at ``batch``."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    known = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in known:
+            m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    stored = {t.name for t in m.graph.initializer}
+    inp = next(v for v in m.graph.input if v.name not in stored)
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+        values = sess.run(names, {inp.name: np.zeros([batch, *dims[1:]], np.float32)})
+    except Exception as e:  # noqa: BLE001 - ORT's own errors
+        raise GraphError(f"the graph's tensor sizes at batch {batch} could not be inferred "
+                         f"nor computed: {type(e).__name__}: {str(e)[:300]}") from e
+    out: dict[str, tuple[Shape, int]] = {}
+    for name, value in zip(names, values, strict=True):
+        arr = np.asarray(value)
+        elem = types.get(name) or helper.np_dtype_to_tensor_dtype(arr.dtype)
+        out[name] = (tuple(int(d) for d in arr.shape), int(elem))
     return out
 
 

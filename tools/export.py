@@ -9,6 +9,7 @@ scored come from running that same file in ONNX Runtime.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -34,8 +35,17 @@ class ExportError(RuntimeError):
         self.reason = reason
 
 
-def _short(exc: BaseException, limit: int = 600) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """First line of the innermost cause: what the exporter could not handle."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    lines = _ANSI.sub("", str(exc)).strip().splitlines() or [""]
+    text = f"{type(exc).__name__}: {lines[0]}"
     return text if len(text) <= limit else text[: limit - 5] + "[...]"
 
 

@@ -200,3 +200,26 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
             "batch_check": {"n": len(check), "max_abs_diff": max_diff, "rtol": BATCH_RTOL,
                             "atol": BATCH_ATOL},
             "timings": t}
+
+
+def check_job(payload: dict, workdir: Path | str) -> dict:
+    """Validate a graph and run it once on a zero image (a delivered file's smoke test).
+
+    Args:
+        payload: ``onnx_path`` (mapped read-only), ``image_size``, ``num_classes``.
+        workdir: The job's private folder (unused).
+
+    Returns:
+        ``{"check": "ok"}`` or ``{"check": <what is wrong>}``.
+    """
+    size, n_cls = int(payload["image_size"]), int(payload["num_classes"])
+    try:
+        model = load_graph(payload["onnx_path"])
+        validate_graph(model, size, n_cls)
+        sess = session(model.SerializeToString(), 1)
+        y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, size, size),
+                                                                 np.float32)})[0]
+    except Exception as e:  # noqa: BLE001 - reported, not raised
+        return {"check": f"{type(e).__name__}: {str(e)[:400]}"}
+    ok = tuple(y.shape) == (1, n_cls)
+    return {"check": "ok" if ok else f"unexpected output shape {tuple(y.shape)}"}
