@@ -80,8 +80,10 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path | str)
         except Exception as e:  # noqa: BLE001 - any exporter failure: try the other one
             first = e
         try:
+            # external_data=False: the weights go inside the file (the measure job refuses
+            # references to other files).
             torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
-                              verbose=False, **names)
+                              verbose=False, external_data=False, **names)
             return "dynamo"
         except Exception as e:  # noqa: BLE001
             second = e

@@ -58,22 +58,33 @@ def session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
+def normalise(rows: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """uint8 ``(N, 3, S, S)`` -> float32, bit for bit as ``tools.train._Normalizer``.
+
+    ``x * (1 / (255 * std)) - mean / std`` with every intermediate rounded to float32 in
+    the same order as the training recipe's normaliser (numpy, so this job needs no torch).
+    """
+    std32 = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    scale = np.float32(1.0) / (np.float32(255.0) * std32)
+    shift = mean32 / std32
+    x = np.asarray(rows).astype(np.float32)
+    x *= scale
+    x -= shift
+    return x
+
+
 class _Runner:
     """Normalise uint8 rows exactly as ``tools.train.predict`` does and run the graph."""
 
     def __init__(self, sess: ort.InferenceSession, mean: Any, std: Any, num_classes: int):
-        from tools.train import _Normalizer
-
         self.sess = sess
         self.name = sess.get_inputs()[0].name
-        # The training recipe's own normaliser (float32: x * 1/(255 std) - mean/std).
-        self.norm = _Normalizer(mean, std, "cpu", channels_last=False)
+        self.mean, self.std = mean, std
         self.num_classes = num_classes
 
     def inputs(self, rows: np.ndarray) -> np.ndarray:
-        import torch
-
-        return self.norm(torch.from_numpy(np.ascontiguousarray(rows))).numpy()
+        return normalise(rows, self.mean, self.std)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         out = self.sess.run(None, {self.name: x})
