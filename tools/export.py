@@ -87,8 +87,12 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path | str)
             return "dynamo"
         except Exception as e:  # noqa: BLE001
             second = e
+    # The dynamo exporter copies tensors through ctypes, which the worker's audit hook
+    # denies: say so instead of passing the sandbox's wording on to the Code-Fixer.
+    dynamo = ("not available in the sandbox" if isinstance(second, PermissionError)
+              and str(second).startswith("sandbox:") else _short(second))
     raise ExportError(
         "the trained model could not be exported to ONNX (TorchScript exporter: "
-        f"{_short(first)}; dynamo exporter: {_short(second)}). Use standard torch layers "
+        f"{_short(first)}; dynamo exporter: {dynamo}). Use standard torch layers "
         "and tensor ops in forward, without Python branches on tensor values or on the "
         "batch size.")

@@ -59,6 +59,24 @@ def _build(payload: dict, seed: int) -> torch.nn.Module:
     return build_candidate(payload["code"], int(payload["num_classes"]))
 
 
+def _predict_fp32(model: torch.nn.Module, images: np.ndarray, idx: np.ndarray, payload: dict,
+                  device: str, recipe: Recipe) -> np.ndarray:
+    """PyTorch predictions in float32 (no autocast, no TF32), like the exported graph runs.
+
+    They are only compared with the graph's predictions, so reduced precision would only
+    blur that comparison: a barely trained model has near-tied logits that bf16 flips.
+    """
+    fp32 = recipe.model_copy(update={"amp": "off"})
+    if not device.startswith("cuda"):
+        return predict(model, images, idx, payload["mean"], payload["std"], device, fp32)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return predict(model, images, idx, payload["mean"], payload["std"], device, fp32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray, payload: dict,
             workdir: Path) -> str:
     """Export the trained model (CPU, float32, eval mode) to ``workdir/model.onnx``.
@@ -79,8 +97,9 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
 
     The payload carries no validation/test labels: only ``train_labels`` aligned with
     ``train_indices``. The parent scores the predictions that ONNX Runtime makes with the
-    exported graph (measure job); ``torch_predictions`` serve only to check that the
-    graph agrees with the trained model.
+    exported graph (measure job); ``torch_predictions`` (float32, see
+    :func:`_predict_fp32`) serve only to check that the graph agrees with the trained
+    model.
 
     Args:
         payload: ``code``, ``images_path`` (cached images.npy, mapped read-only),
@@ -114,7 +133,7 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         stats = train(model, images, train_idx, train_labels, recipe, payload["mean"],
                       payload["std"], device, on_epoch=on_epoch)
         timings["trained"] = time.time()
-        preds = predict(model, images, eval_idx, payload["mean"], payload["std"], device, recipe)
+        preds = _predict_fp32(model, images, eval_idx, payload, device, recipe)
     except Diverged as e:
         return _failure("diverged", e, epoch=e.epoch, step=e.step)
     except Exception as e:  # noqa: BLE001

@@ -180,3 +180,21 @@ def test_bad_payloads_raise(tmp_path, bad):
     write_images(tmp_path)
     with pytest.raises(ValueError):
         measure_job({**measure_payload(tmp_path, tmp_path / "none.onnx"), **bad}, tmp_path)
+
+
+def test_torch_predictions_for_the_agreement_check_are_float32(tmp_path, monkeypatch):
+    import tools.jobs
+    from tools.train import Recipe
+
+    seen = []
+    real = tools.jobs.predict
+
+    def spy(model, images, idx, mean, std, device="cpu", recipe=None):
+        seen.append(recipe.amp)
+        return real(model, images, idx, mean, std, device, recipe)
+
+    monkeypatch.setattr(tools.jobs, "predict", spy)
+    payload = job_payload(tmp_path, TINY_NET_CODE)
+    payload["recipe"] = Recipe(epochs=1, batch_size=16, threads=1, amp="bf16").model_dump()
+    out = tools.jobs.evaluate_job(payload, tmp_path)
+    assert out["training"]["amp"] == "bf16" and seen == ["off"]
