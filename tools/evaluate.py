@@ -54,7 +54,8 @@ from tools.train import WEIGHTS_FILE, Recipe
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # Each training image costs at most this long before the watchdog kills the job (a
-# generous bound: the Template trains at ~1500 img/s here), plus fixed start/profile time.
+# generous bound: the Template trains at ~1500 img/s here), plus fixed start/export time;
+# the measure job gets the same per evaluation image.
 _SECONDS_PER_IMAGE = 0.05
 _FIXED_SECONDS = 180.0
 MEASURE_JOB = "tools.measure:measure_job"
