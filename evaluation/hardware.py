@@ -1,7 +1,13 @@
-"""Hardware cost of a candidate: size, FLOPs, peak activation memory, latency (DESIGN.md §7).
+"""Hardware cost of a PyTorch model in-process: size, FLOPs, peak activations, latency.
 
 Everything is measured at batch 1 in eval mode under ``torch.no_grad`` (inference on an
 edge device). ONNX Runtime, when installed, gives the deployment-runtime latency.
+
+For trusted models only (tests, baselines, notebooks): these functions run the model's
+own Python, which can report anything it likes. Candidate evaluations never use them;
+their numbers come from the exported ONNX graph in the trusted measure job
+(``tools/measure.py`` with the counters of ``evaluation/onnx_cost.py``), which count FLOPs
+with the same convention as :func:`count_flops`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Typed results shared by the tools, the graph and the agents.
 
 Every number an agent or a user sees about a candidate travels in one
-:class:`EvaluationReport`. The worker process never builds this object itself: it
-returns raw predictions and measurements, and the parent computes accuracy and
-fairness from labels the worker never saw (see DESIGN.md §6).
+:class:`EvaluationReport`. No process that runs candidate code builds this object or
+any number in it: the worker trains and exports an ONNX graph, a separate measure job
+that runs no candidate code predicts with that graph and measures its cost, and the
+parent computes accuracy and fairness from labels neither process saw (DESIGN.md §6).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-FailureStage = Literal["gate", "train", "diverged", "timeout", "memory", "crash", "invalid"]
+FailureStage = Literal["gate", "train", "diverged", "export", "timeout", "memory", "crash",
+                       "invalid"]
 
 
 class Budgets(BaseModel):
@@ -78,7 +80,13 @@ class ClassificationMetrics(BaseModel):
 
 
 class HardwareReport(BaseModel):
-    """Cost of one candidate on the target device."""
+    """Cost of one candidate on the target device.
+
+    In an evaluation every field is measured by the trusted measure job
+    (``tools/measure.py``) on the exported ONNX graph, in a process that runs no candidate
+    code (``measured_by`` says so); ``evaluation.hardware.profile_model`` fills the same
+    fields from a PyTorch model in-process, for trusted models only.
+    """
 
     params: int
     size_mb: float
@@ -92,6 +100,11 @@ class HardwareReport(BaseModel):
     input_shape: list[int]
     onnx_latency_ms_median: float | None = None
     onnx_latency_ms_p90: float | None = None
+    measured_by: str = Field(
+        "", description="Who measured these numbers; empty in reports from before the "
+                        "trusted measure job.")
+    graph_ops: dict[str, int] = Field(
+        default_factory=dict, description="Operator counts of the measured ONNX graph.")
 
     @property
     def memory_mb(self) -> float:
@@ -129,6 +142,10 @@ class EvaluationReport(BaseModel):
     fairness: dict[str, AttributeFairness] = Field(default_factory=dict)
     hardware: HardwareReport | None = None
     training: TrainingStats | None = None
+    prediction_agreement: float | None = Field(
+        None, description="Share of evaluation images on which the scored ONNX Runtime "
+                          "predictions equal the worker's PyTorch predictions.")
+    exporter: str | None = Field(None, description="ONNX exporter that wrote the graph.")
     budgets: Budgets = Field(default_factory=Budgets)
     violations: list[str] = Field(default_factory=list)
     isolation: list[str] = Field(default_factory=list)

@@ -187,41 +187,45 @@ class Services:
 
 
     def export(self, code: str, candidate: str) -> dict[str, Any]:
-        """Export the candidate's test-trained weights to ``best_model.onnx`` (sandboxed).
+        """Copy the graph the candidate's test evaluation measured to ``best_model.onnx``.
+
+        Each evaluation exports its trained model to ONNX and scores that very graph
+        (``tools.measure``), so the deliverable is the file the test split was scored
+        with: ``candidates/<id>/test/model.onnx`` (the validation one when the test
+        evaluation failed). ``code`` is unused: nothing is rebuilt or re-exported.
 
         Returns:
-            What was exported (``onnx`` path, exporter, ORT check) or the error.
+            What was exported (``onnx`` path, ``trained_for`` split, exporter, ONNX
+            Runtime check) or ``onnx_error``.
         """
         import shutil
+        import stat
 
-        from tools.sandbox import SandboxLimits, run_job
-
-        weights = self.run_dir / "candidates" / candidate / "test" / "weights.pt"
-        payload = {"code": code, "num_classes": len(self.data().class_names),
-                   "image_size": self.ctx.image_size,
-                   "weights": str(weights) if weights.is_file() else None}
         t0 = time.monotonic()
         out: dict[str, Any] = {"code": "best_model.py"}
-        from tools.tmpdirs import make_temp_dir
-
-        keep = make_temp_dir("flnas-export-")
+        folder = self.run_dir / "candidates" / candidate
         try:
-            res = run_job("tools.export:export_job", payload,
-                          limits=SandboxLimits(timeout_s=180), keep_workdir=keep,
-                          read_only=[str(weights)] if weights.is_file() else [])
-            if not res.ok or not (keep / "model.onnx").is_file():
-                out["onnx_error"] = str(res.error or "no model.onnx")[-500:]
-            else:
+            for split in ("test", "val"):
+                src = folder / split / "model.onnx"
+                try:
+                    regular = stat.S_ISREG(os.lstat(src).st_mode)
+                except OSError:
+                    regular = False
+                if not regular:
+                    continue
                 dest = self.run_dir / "best_model.onnx"
-                shutil.copyfile(keep / "model.onnx", dest)
-                out.update(onnx="best_model.onnx", **{k: v for k, v in (res.result or {}).items()
-                                                      if k != "onnx"})
-                out["onnxruntime_check"] = _ort_check(dest, self.ctx.image_size,
-                                                      len(self.data().class_names))
+                shutil.copyfile(src, dest)
+                out.update(onnx="best_model.onnx", trained_for=split,
+                           onnxruntime_check=_ort_check(dest, self.ctx.image_size,
+                                                        len(self.data().class_names)))
+                report = folder / split / "report.json"
+                if report.is_file():
+                    out["exporter"] = json.loads(report.read_text()).get("exporter")
+                break
+            else:
+                out["onnx_error"] = f"no evaluation of {candidate} left a model.onnx"
         except Exception as exc:  # noqa: BLE001 - export is a bonus; never lose the run for it
             out["onnx_error"] = f"{type(exc).__name__}: {exc}"[-500:]
-        finally:
-            shutil.rmtree(keep, ignore_errors=True)
         self.tracer.event("tool_call", tool="export", candidate=candidate, cached=False,
                           ok="onnx" in out, duration_s=round(time.monotonic() - t0, 4),
                           error=out.get("onnx_error"))
@@ -229,15 +233,23 @@ class Services:
 
 
 def _ort_check(path: Path, image_size: int, num_classes: int) -> str:
-    """Run the exported model once in ONNX Runtime (data only, no candidate code)."""
-    try:
-        import numpy as np
-        import onnxruntime as ort
-    except ImportError:
-        return "onnxruntime not installed"
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    y = sess.run(None, {"input": np.zeros((1, 3, image_size, image_size), np.float32)})[0]
-    return "ok" if tuple(y.shape) == (1, num_classes) else f"unexpected output shape {y.shape}"
+    """Validate the exported graph and run it once in ONNX Runtime, sandboxed.
+
+    The graph's bytes came from a process that ran candidate code, so the parent never
+    parses them itself: ``tools.measure.check_job`` does, in a worker that loads no
+    candidate code.
+
+    Returns:
+        "ok", or what went wrong.
+    """
+    from tools.sandbox import SandboxLimits, run_job
+
+    res = run_job("tools.measure:check_job", {"onnx_path": str(path), "image_size": image_size,
+                                              "num_classes": num_classes},
+                  limits=SandboxLimits(timeout_s=180), read_only=[str(path)])
+    if not res.ok:
+        return f"check failed: {res.error or 'no result'}"[:500]
+    return str((res.result or {}).get("check", "no answer"))[:500]
 
 
 def _budget_key(ctx: Context) -> str:

@@ -1,9 +1,18 @@
-"""Evaluate one candidate: gate, sandboxed training, then honest metrics in the parent.
+"""Evaluate one candidate: gate, sandboxed training, trusted measurement, honest metrics.
 
-The parent holds the validation/test labels; the worker gets images, the training labels
-and the indices to predict, and returns predictions plus measurements. Accuracy and
-fairness are computed here, from labels the candidate never saw (DESIGN.md §6), and the
-worker's parameter count is cross-checked against the weights it saved.
+Three processes, one job each (DESIGN.md §6):
+
+1. the evaluate job (``tools/jobs.py``) runs the candidate in a sandboxed worker: it gets
+   images, the training labels and the indices to predict; it trains, predicts with
+   PyTorch and exports the trained model to ONNX (``model.onnx``);
+2. the measure job (``tools/measure.py``), in a fresh sandboxed worker that never loads
+   candidate code, validates that graph, counts its parameters, FLOPs and peak memory,
+   predicts the evaluation images with ONNX Runtime and times it;
+3. the parent (here) holds the validation/test labels and scores the ONNX Runtime
+   predictions, after checking that they agree with the worker's PyTorch predictions.
+
+Every number the search scores therefore comes from a process that ran no candidate
+code; what the candidate's own process reports is only cross-checked.
 
 CLI: ``python -m tools.evaluate --code FILE [data options] [--epochs N] [--json]``.
 """
@@ -15,7 +24,10 @@ import ast
 import hashlib
 import json
 import math
+import os
+import secrets
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -36,14 +48,22 @@ from evaluation.report import (
 )
 from tasks.attributes import sensitive_groups
 from tasks.cache import PreparedData, load_arrays, skip_notes
+from tools.export import ONNX_FILE
 from tools.tmpdirs import make_temp_dir
 from tools.train import WEIGHTS_FILE, Recipe
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # Each training image costs at most this long before the watchdog kills the job (a
-# generous bound: the Template trains at ~1500 img/s here), plus fixed start/profile time.
+# generous bound: the Template trains at ~1500 img/s here), plus fixed start/export time;
+# the measure job gets the same per evaluation image.
 _SECONDS_PER_IMAGE = 0.05
 _FIXED_SECONDS = 180.0
+MEASURE_JOB = "tools.measure:measure_job"
+# Below this share of evaluation images on which the exported graph (ONNX Runtime) and
+# the trained PyTorch model predict the same class, the graph is not the trained model.
+MIN_AGREEMENT = 0.95
+BATCH_CHECK_IMAGES = 16  # images run one by one and compared with their batched logits
+PROFILE_THREADS = 1  # batch-1 latency threads (an edge CPU)
 
 
 def normalise_code(code: str) -> str:
@@ -116,27 +136,6 @@ def label_files(data: PreparedData) -> list[str]:
     return sorted(files | {str(data.split_path)})
 
 
-def _weights_params(path: Path, names: list[str]) -> int:
-    """Count parameters in the saved state_dict: unique tensors named as parameters."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError("weights file is not a state_dict")
-    missing = [n for n in names if n not in state]
-    if missing:
-        raise ValueError(f"parameters missing from the weights file: {missing[:5]}")
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for n in names:
-        t = state[n]
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ValueError(f"parameter {n!r} is not a float tensor in the weights file")
-        key = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if key not in seen:  # tied weights count once, like model.parameters()
-            seen.add(key)
-            total += t.numel()
-    return total
-
-
 def build_payload(
     code: str,
     data: PreparedData,
@@ -187,36 +186,72 @@ class _Failed(Exception):
         self.stage, self.reason = stage, reason
 
 
-def _check_result(res: dict, n_eval: int, num_classes: int, workdir: Path | None
-                  ) -> tuple[np.ndarray, TrainingStats, HardwareReport]:
-    """Validate the worker's result; raise _Failed("invalid") on anything off."""
-    try:
-        training = TrainingStats.model_validate(res["training"])
-        hardware = HardwareReport.model_validate(res["hardware"])
-        preds = np.asarray(res["predictions"])
-        params = int(res["params"])
-        names = [str(n) for n in res["param_names"]]
-    except (KeyError, TypeError, ValueError, ValidationError) as e:
-        raise _Failed("invalid", f"malformed worker result: {e}") from e
+def _check_predictions(preds: np.ndarray, n_eval: int, num_classes: int, what: str) -> None:
     if preds.shape != (n_eval,) or not np.issubdtype(preds.dtype, np.integer):
-        raise _Failed("invalid", f"expected {n_eval} integer predictions, got shape "
+        raise _Failed("invalid", f"expected {n_eval} integer {what}, got shape "
                       f"{preds.shape} dtype {preds.dtype}")
     if len(preds) and (preds.min() < 0 or preds.max() >= num_classes):
-        raise _Failed("invalid", f"predictions outside [0, {num_classes})")
+        raise _Failed("invalid", f"{what} outside [0, {num_classes})")
+
+
+def _check_result(res: dict, n_eval: int, num_classes: int, workdir: Path | None
+                  ) -> tuple[np.ndarray, TrainingStats, str, Path]:
+    """Validate the evaluate job's (untrusted) result; raise _Failed on anything off.
+
+    Returns:
+        ``(torch_predictions, training, exporter, path of model.onnx)``.
+    """
+    try:
+        training = TrainingStats.model_validate(res["training"])
+        preds = np.asarray(res["torch_predictions"])
+        exporter = str(res["exporter"])[:40]
+    except (KeyError, TypeError, ValueError, ValidationError) as e:
+        raise _Failed("invalid", f"malformed worker result: {e}") from e
+    _check_predictions(preds, n_eval, num_classes, "predictions")
     if not math.isfinite(training.final_loss):
         raise _Failed("diverged", f"final training loss {training.final_loss}")
-    if hardware.params != params:
-        raise _Failed("invalid", f"profiled params {hardware.params:,} != reported {params:,}")
-    if workdir is None or not (workdir / WEIGHTS_FILE).is_file():
-        raise _Failed("invalid", "the worker saved no weights")
+    # The file name is ours, never the result's: a result cannot point the measure job
+    # elsewhere, and a symlink or special file planted in the work dir is refused.
+    if workdir is None or not stat.S_ISREG(_lstat_mode(workdir / ONNX_FILE)):
+        raise _Failed("export", "the worker left no exported model (model.onnx)")
+    onnx_path = workdir / ONNX_FILE
+    return preds.astype(np.int64), training, exporter, onnx_path
+
+
+def _check_measure(res: dict, n_eval: int, num_classes: int
+                   ) -> tuple[np.ndarray, HardwareReport]:
+    """Validate the measure job's result (trusted code, checked all the same)."""
     try:
-        counted = _weights_params(workdir / WEIGHTS_FILE, names)
-    except Exception as e:  # noqa: BLE001 - an unreadable weights file is itself the finding
-        raise _Failed("invalid", f"weights file unreadable: {type(e).__name__}: {e}") from e
-    if counted != params:
-        raise _Failed("invalid", f"reported {params:,} parameters but the saved weights hold "
-                      f"{counted:,}")
-    return preds.astype(np.int64), training, hardware
+        hardware = HardwareReport.model_validate(res["hardware"])
+        preds = np.asarray(res["predictions"])
+    except (KeyError, TypeError, ValueError, ValidationError) as e:
+        raise _Failed("invalid", f"malformed measure result: {e}") from e
+    _check_predictions(preds, n_eval, num_classes, "ONNX Runtime predictions")
+    return preds.astype(np.int64), hardware
+
+
+def measure_payload(payload: dict, onnx_path: Path, threads: int) -> dict:
+    """Build the measure job's payload from the evaluate job's (no code, no labels).
+
+    The batch-check images are drawn here with a fresh random seed, so no code that ran
+    before can know which images will be compared.
+    """
+    n_eval = len(payload["eval_indices"])
+    rng = np.random.default_rng(secrets.randbits(64))
+    check = np.sort(rng.choice(n_eval, size=min(BATCH_CHECK_IMAGES, n_eval), replace=False))
+    recipe = Recipe.model_validate(payload["recipe"])
+    return {"onnx_path": str(onnx_path), "images_path": payload["images_path"],
+            "eval_indices": payload["eval_indices"], "mean": payload["mean"],
+            "std": payload["std"], "eval_batch_size": recipe.eval_batch_size,
+            "num_classes": payload["num_classes"], "image_size": payload["image_size"],
+            "check_positions": check.tolist(), "threads": threads,
+            "profile_threads": PROFILE_THREADS}
+
+
+def _measure_limits(limits: Any, n_eval: int) -> Any:
+    """Limits of the measure job: the evaluation's memory and threads, time by images."""
+    return limits.model_copy(update={"timeout_s": _FIXED_SECONDS + n_eval * _SECONDS_PER_IMAGE,
+                                     "cpu_seconds": None})
 
 
 def _sandbox_failure(result: Any) -> tuple[str, str]:
@@ -227,6 +262,67 @@ def _sandbox_failure(result: Any) -> tuple[str, str]:
     if result.error_kind in ("crash", "killed") and result.stderr_tail:
         reason += " | stderr: " + result.stderr_tail[-500:]
     return stage, reason
+
+
+def _train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
+                       workdir: Path, *, recipe: Recipe, budgets: Budgets, split: str,
+                       limits: Any, on_event: Callable[[dict], None] | None, device: str,
+                       n_boot: int) -> None:
+    """Everything after the gate: evaluate job, measure job, agreement check, metrics.
+
+    Fills ``report`` (all but ``status``) and raises ``_Failed`` on a failure. Tests call
+    it directly to reach the measurement layer with code the static gate would refuse.
+    """
+    from tools.sandbox import run_job
+
+    num_classes = len(data.class_names)
+    arrays = load_arrays(data)
+    payload, train_idx, eval_idx = build_payload(code, data, recipe, split, device, arrays)
+    labels = np.asarray(arrays["labels"])
+    limits = limits if limits is not None else _default_limits(
+        recipe, len(train_idx), payload["device"])
+    denied = label_files(data)
+    result = run_job("evaluate", payload, limits=limits, read_only=[payload["images_path"]],
+                     deny_read=denied, keep_workdir=workdir, on_event=on_event)
+    report.isolation = sorted(set(report.isolation) | set(result.isolation))
+    if not result.ok:
+        raise _Failed(*_sandbox_failure(result))
+    res = result.result or {}
+    if "failure" in res:
+        f = res["failure"]
+        raise _Failed(str(f.get("stage", "crash")), str(f.get("reason", "")))
+    torch_preds, report.training, report.exporter, onnx_path = _check_result(
+        res, len(eval_idx), num_classes, workdir)
+
+    # A fresh worker that never loads candidate code measures the exported graph and
+    # makes the predictions that are scored.
+    mpayload = measure_payload(payload, onnx_path, limits.threads)
+    measured = run_job(MEASURE_JOB, mpayload,
+                       limits=_measure_limits(limits, len(eval_idx)),
+                       read_only=[payload["images_path"], str(onnx_path)], deny_read=denied)
+    report.isolation = sorted(set(report.isolation) | set(measured.isolation))
+    if not measured.ok:
+        stage, reason = _sandbox_failure(measured)
+        raise _Failed(stage, f"measuring the exported graph failed: {reason}")
+    mres = measured.result or {}
+    if "failure" in mres:
+        f = mres["failure"]
+        raise _Failed(str(f.get("stage", "invalid")), str(f.get("reason", "")))
+    preds, hardware = _check_measure(mres, len(eval_idx), num_classes)
+    report.prediction_agreement = float(np.mean(preds == torch_preds)) if len(preds) else 1.0
+    if report.prediction_agreement < MIN_AGREEMENT:
+        raise _Failed("invalid", "the exported ONNX graph is not the trained model: it "
+                      f"predicts the same class as PyTorch on {report.prediction_agreement:.1%}"
+                      f" of the evaluation images (need {MIN_AGREEMENT:.0%}); forward must "
+                      "not behave differently when traced or exported")
+    report.hardware = hardware
+    y_true = labels[eval_idx]
+    report.metrics = classification_metrics(y_true, preds, data.class_names)
+    groups = sensitive_groups(np.asarray(arrays["sex"])[eval_idx],
+                              np.asarray(arrays["age"])[eval_idx])
+    report.fairness = fairness_report(y_true, preds, groups, num_classes, n_boot=n_boot,
+                                      seed=recipe.seed)
+    report.violations = budget_violations(hardware, budgets)
 
 
 def evaluate_candidate(
@@ -248,7 +344,14 @@ def evaluate_candidate(
 
     Failure stages: "gate" (the gate's message), "timeout"/"memory"/"crash" (the sandbox),
     "diverged" (non-finite training loss), "train" (an exception while training),
-    "invalid" (a malformed result or a parameter count that disagrees with the weights).
+    "export" (the trained model cannot be exported to ONNX, or the graph cannot be
+    measured), "invalid" (a malformed result, outputs that depend on the batch size, or a
+    graph whose predictions disagree with the trained model's).
+
+    The scored predictions and every hardware number come from the measure job
+    (``tools/measure.py``), which runs the exported graph in ONNX Runtime in a process
+    that never loads candidate code; ``report.prediction_agreement`` records how often
+    they match the worker's own PyTorch predictions.
 
     Args:
         code: Candidate source defining ``build_model(num_classes)``.
@@ -257,7 +360,8 @@ def evaluate_candidate(
         budgets: Device budgets (default unconstrained).
         split: "val" during the search, "test" once at the end.
         candidate_id: Recorded in the report.
-        out_dir: When given, receives model.py, report.json and weights.pt.
+        out_dir: When given, receives model.py and report.json, and on success
+            weights.pt and model.onnx (the measured graph).
         limits: ``tools.sandbox.SandboxLimits``; default scales the timeout with the
             training set size.
         on_event: Called with each progress event of the worker.
@@ -272,7 +376,6 @@ def evaluate_candidate(
         ``failure_reason`` instead of metrics.
     """
     from tools.gate import gate, static_check
-    from tools.sandbox import run_job
 
     t0 = time.perf_counter()
     recipe = recipe or Recipe()
@@ -295,34 +398,11 @@ def evaluate_candidate(
         report.isolation = list(getattr(g, "isolation", []) or [])
         if not g.ok:
             raise _Failed("gate", g.message or "the gate rejected the code")
-        arrays = load_arrays(data)
-        payload, train_idx, eval_idx = build_payload(code, data, recipe, split, device, arrays)
-        labels = np.asarray(arrays["labels"])
         keep = make_temp_dir("flnas-eval-")
         workdir = keep / "work"
-        result = run_job(
-            "evaluate", payload,
-            limits=limits if limits is not None else _default_limits(
-                recipe, len(train_idx), payload["device"]),
-            read_only=[payload["images_path"]], deny_read=label_files(data),
-            keep_workdir=workdir, on_event=on_event,
-        )
-        report.isolation = sorted(set(report.isolation) | set(result.isolation))
-        if not result.ok:
-            raise _Failed(*_sandbox_failure(result))
-        res = result.result or {}
-        if "failure" in res:
-            f = res["failure"]
-            raise _Failed(str(f.get("stage", "crash")), str(f.get("reason", "")))
-        preds, report.training, report.hardware = _check_result(
-            res, len(eval_idx), num_classes, workdir)
-        y_true = labels[eval_idx]
-        report.metrics = classification_metrics(y_true, preds, data.class_names)
-        groups = sensitive_groups(np.asarray(arrays["sex"])[eval_idx],
-                                  np.asarray(arrays["age"])[eval_idx])
-        report.fairness = fairness_report(y_true, preds, groups, num_classes, n_boot=n_boot,
-                                          seed=recipe.seed)
-        report.violations = budget_violations(report.hardware, budgets)
+        _train_and_measure(code, data, report, workdir, recipe=recipe, budgets=budgets,
+                           split=split, limits=limits, on_event=on_event, device=device,
+                           n_boot=n_boot)
         report.status = "ok"
     except _Failed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]
@@ -339,8 +419,17 @@ def _write_outputs(out: Path, code: str, report: EvaluationReport, workdir: Path
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.py").write_text(code, encoding="utf-8")
     (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    if report.ok and workdir is not None and (workdir / WEIGHTS_FILE).is_file():
-        shutil.copyfile(workdir / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    if report.ok and workdir is not None:
+        for name in (WEIGHTS_FILE, ONNX_FILE):
+            if stat.S_ISREG(_lstat_mode(workdir / name)):
+                shutil.copyfile(workdir / name, out / name)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -387,13 +476,15 @@ def render_report(report: EvaluationReport, console: Any = None) -> None:
     hwt = Table(title="Hardware (batch 1)")
     hwt.add_column("measure")
     hwt.add_column("value", justify="right")
-    onnx = f"{hw.onnx_latency_ms_median:.2f} ms" if hw.onnx_latency_ms_median else "n/a"
+    agree = ("n/a" if report.prediction_agreement is None
+             else f"{report.prediction_agreement:.1%} ({report.exporter} exporter)")
     for k, v in (("params", f"{hw.params:,}"), ("size", f"{hw.size_mb:.2f} MB"),
                  ("FLOPs", f"{hw.flops:,}"),
                  ("peak activations", f"{hw.peak_activation_mb:.2f} MB"),
                  ("latency median / p90", f"{hw.latency_ms_median:.2f} / "
-                  f"{hw.latency_ms_p90:.2f} ms ({hw.latency_device}, {hw.threads} thr)"),
-                 ("ONNX Runtime latency", onnx),
+                  f"{hw.latency_ms_p90:.2f} ms ({hw.latency_device})"),
+                 ("measured by", hw.measured_by or "n/a"),
+                 ("ONNX vs PyTorch predictions", agree),
                  ("training", f"{tr.epochs} ep, {tr.steps} steps, {tr.images_per_s:.0f} img/s, "
                   f"amp {tr.amp}" + (" (stopped early)" if tr.stopped_early else ""))):
         hwt.add_row(k, v)

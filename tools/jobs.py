@@ -1,14 +1,15 @@
 """Worker-side jobs: what runs inside the sandboxed worker (``tools.worker`` dispatches).
 
-:func:`evaluate_job` builds, trains, predicts, saves the weights and profiles one
-candidate; :func:`profile_job` only profiles. The worker gets images and the *training*
-labels only; validation/test labels stay in the parent, which computes every metric
-itself (DESIGN.md §6).
+:func:`evaluate_job` builds, trains, predicts, saves the weights and exports one
+candidate to ONNX. The worker gets images and the *training* labels only; validation/test
+labels stay in the parent, which computes every metric itself (DESIGN.md §6). Nothing
+this job returns is trusted for scoring: candidate code ran in this process, so the
+parent scores the predictions and measures the cost of the exported graph in a separate
+measure job (``tools/measure.py``) that runs no candidate code.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.train import WEIGHTS_FILE, Diverged, Recipe, predict, train
+from tools.export import EXPORT_BATCH, ONNX_FILE, ExportError, export_onnx
+from tools.train import WEIGHTS_FILE, Diverged, Recipe, _Normalizer, predict, train
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -57,35 +59,59 @@ def _build(payload: dict, seed: int) -> torch.nn.Module:
     return build_candidate(payload["code"], int(payload["num_classes"]))
 
 
-def _profile(model: torch.nn.Module, payload: dict, device: str) -> dict:
-    from evaluation.hardware import profile_model
+def _predict_fp32(model: torch.nn.Module, images: np.ndarray, idx: np.ndarray, payload: dict,
+                  device: str, recipe: Recipe) -> np.ndarray:
+    """PyTorch predictions in float32 (no autocast, no TF32), like the exported graph runs.
 
-    size = int(payload["image_size"])
-    hw = profile_model(
-        model, (1, 3, size, size), threads=int(payload.get("profile_threads", 1)),
-        device=device, onnx=bool(payload.get("onnx", True)),
-    )
-    return hw.model_dump()
+    They are only compared with the graph's predictions, so reduced precision would only
+    blur that comparison: a barely trained model has near-tied logits that bf16 flips.
+    """
+    fp32 = recipe.model_copy(update={"amp": "off"})
+    if not device.startswith("cuda"):
+        return predict(model, images, idx, payload["mean"], payload["std"], device, fp32)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return predict(model, images, idx, payload["mean"], payload["std"], device, fp32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray, payload: dict,
+            workdir: Path) -> str:
+    """Export the trained model (CPU, float32, eval mode) to ``workdir/model.onnx``.
+
+    Traced on real evaluation images, normalised like ``predict`` does, at batch
+    ``EXPORT_BATCH``; returns the exporter used.
+    """
+    rows = np.resize(eval_idx, EXPORT_BATCH)  # repeats rows when the split is tiny
+    norm = _Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
+    example = norm(torch.from_numpy(np.ascontiguousarray(images[np.sort(rows)])))
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    with torch.no_grad():
+        return export_onnx(model, example, Path(workdir) / ONNX_FILE)
 
 
 def evaluate_job(payload: dict, workdir: Path | str) -> dict:
-    """Worker side of an evaluation: build, train, predict, save weights, profile.
+    """Worker side of an evaluation: build, train, predict, save weights, export ONNX.
 
     The payload carries no validation/test labels: only ``train_labels`` aligned with
-    ``train_indices``. The parent computes every metric from ``predictions``.
+    ``train_indices``. The parent scores the predictions that ONNX Runtime makes with the
+    exported graph (measure job); ``torch_predictions`` (float32, see
+    :func:`_predict_fp32`) serve only to check that the graph agrees with the trained
+    model.
 
     Args:
         payload: ``code``, ``images_path`` (cached images.npy, mapped read-only),
             ``train_indices``, ``train_labels``, ``eval_indices``, ``mean``, ``std``,
-            ``recipe`` (Recipe fields), ``num_classes``, ``image_size``, ``device``;
-            optional ``profile_threads`` (1) and ``onnx`` (True).
+            ``recipe`` (Recipe fields), ``num_classes``, ``image_size``, ``device``.
         workdir: The job's private folder; the trained ``state_dict`` is saved there as
-            ``weights.pt``.
+            ``weights.pt`` and the graph as ``model.onnx``.
 
     Returns:
-        ``{"predictions", "training", "hardware", "params", "param_names",
-        "weights_file", "timings"}``, or ``{"failure": {"stage", "reason", ...}}`` with
-        stage "diverged", "train", "memory" or "crash" (build/profile).
+        ``{"torch_predictions", "training", "onnx_file", "exporter", "weights_file",
+        "timings"}``, or ``{"failure": {"stage", "reason", ...}}`` with stage "diverged",
+        "train", "export", "memory" or "crash" (build).
     """
     timings = {"job_start": time.time()}
     recipe, images, device = _load_job(payload)
@@ -97,8 +123,7 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         model = _build(payload, recipe.seed)
     except Exception as e:  # noqa: BLE001 - the candidate's own failure, reported as data
         return _failure("memory" if _is_oom(e) else "crash", e, phase="build")
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    _emit("built", params=params)
+    _emit("built", params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     timings["model_built"] = time.time()
 
     def on_epoch(info: dict) -> None:
@@ -108,7 +133,7 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         stats = train(model, images, train_idx, train_labels, recipe, payload["mean"],
                       payload["std"], device, on_epoch=on_epoch)
         timings["trained"] = time.time()
-        preds = predict(model, images, eval_idx, payload["mean"], payload["std"], device, recipe)
+        preds = _predict_fp32(model, images, eval_idx, payload, device, recipe)
     except Diverged as e:
         return _failure("diverged", e, epoch=e.epoch, step=e.step)
     except Exception as e:  # noqa: BLE001
@@ -116,41 +141,19 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
     timings["predicted"] = time.time()
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     torch.save(model.state_dict(), Path(workdir) / WEIGHTS_FILE)
-    # Profile the trained model (what would be deployed) after training, so the
-    # profiler's thread setting can never leak into the training run; a deep copy keeps
-    # the saved weights untouched by anything the profile does.
     try:
-        hardware = _profile(copy.deepcopy(model), payload, device)
-    except Exception as e:  # noqa: BLE001
-        return _failure("memory" if _is_oom(e) else "crash", e, phase="profile")
-    timings["profiled"] = time.time()
-    _emit("done", seconds=timings["profiled"] - timings["job_start"])
+        exporter = _export(model, images, eval_idx, payload, Path(workdir))
+    except ExportError as e:
+        return {"failure": {"stage": "export", "reason": e.reason[:2000]}}
+    except Exception as e:  # noqa: BLE001 - e.g. the model cannot move to the CPU
+        return _failure("memory" if _is_oom(e) else "export", e)
+    timings["exported"] = time.time()
+    _emit("done", seconds=timings["exported"] - timings["job_start"])
     return {
-        "predictions": preds.tolist(),
+        "torch_predictions": preds.tolist(),
         "training": stats.model_dump(),
-        "hardware": hardware,
-        "params": int(params),
-        "param_names": [name for name, p in model.named_parameters() if p.requires_grad],
+        "onnx_file": ONNX_FILE,
+        "exporter": exporter,
         "weights_file": WEIGHTS_FILE,
         "timings": timings,
     }
-
-
-def profile_job(payload: dict, workdir: Path | str) -> dict:
-    """Worker side of a hardware profile only (no data, no training).
-
-    Args:
-        payload: ``code``, ``num_classes``, ``image_size``, ``device``, optional
-            ``seed``, ``profile_threads``, ``onnx``.
-        workdir: The job's private folder (unused).
-
-    Returns:
-        ``{"hardware": HardwareReport fields, "params": int}`` or ``{"failure": ...}``.
-    """
-    try:
-        model = _build(payload, int(payload.get("seed", 0)))
-        hardware = _profile(model, payload, str(payload.get("device", "cpu")))
-    except Exception as e:  # noqa: BLE001
-        return _failure("memory" if _is_oom(e) else "crash", e)
-    return {"hardware": hardware, "params": hardware["params"]}
-

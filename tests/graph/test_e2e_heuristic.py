@@ -55,6 +55,11 @@ def test_summary_has_test_split_metrics(run):
         (run_dir / "candidates" / s["best"]["id"] / "model.py").read_text()
     assert s["pareto"]["front"] and len(s["pareto"]["hv_history"]) >= 3
     assert "test: bal.acc" in proc.stdout
+    # The delivered graph is the one the test split was scored with, checked sandboxed.
+    assert s["export"]["onnx"] == "best_model.onnx" and s["export"]["trained_for"] == "test"
+    assert s["export"]["onnxruntime_check"] == "ok"
+    assert (run_dir / "best_model.onnx").read_bytes() == \
+        (run_dir / "candidates" / s["best"]["id"] / "test" / "model.onnx").read_bytes()
 
 
 def test_trace_events(run):

@@ -12,20 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from evaluation.report import Budgets, HardwareReport, TrainingStats
 from tasks.cache import load_arrays
 from tasks.data_args import add_data_args, prepare_from_args
-from tasks.models import template_source
+from tasks.models import build_from_source, template_source
 from tools.evaluate import (
+    MIN_AGREEMENT,
+    _check_measure,
     _check_result,
     _Failed,
+    _train_and_measure,
     build_payload,
     evaluate_candidate,
     evaluation_key,
     label_files,
     main,
+    measure_payload,
 )
+from tools.export import ONNX_FILE
 from tools.train import WEIGHTS_FILE, Recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,28 +93,59 @@ def test_payload_carries_train_labels_only(data):
     assert "images.npy" not in denied
 
 
-def fake_result(tmp_path: Path, params: int) -> dict:
-    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / WEIGHTS_FILE)  # 8 parameters
-    hw = HardwareReport(params=params, size_mb=0.0, flops=12, macs=6, peak_activation_mb=0.0,
-                        latency_ms_median=0.1, latency_ms_p90=0.2, latency_device="cpu",
-                        threads=1, input_shape=[1, 3, 32, 32])
+def fake_result(tmp_path: Path, preds=(0, 1, 1)) -> dict:
+    (tmp_path / ONNX_FILE).write_bytes(b"graph bytes")
     tr = TrainingStats(epochs=1, steps=1, images_per_s=1.0, train_seconds=1.0, final_loss=0.5,
                        device="cpu", amp="off")
-    return {"predictions": [0, 1, 1], "training": tr.model_dump(), "hardware": hw.model_dump(),
-            "params": params, "param_names": ["weight", "bias"]}
+    return {"torch_predictions": list(preds), "training": tr.model_dump(),
+            "exporter": "torchscript", "onnx_file": "../../etc/passwd"}
 
 
-def test_reported_params_are_checked_against_saved_weights(tmp_path):
-    preds, _, hw = _check_result(fake_result(tmp_path, 8), 3, 2, tmp_path)
-    assert preds.tolist() == [0, 1, 1] and hw.params == 8
-    with pytest.raises(_Failed) as info:
-        _check_result(fake_result(tmp_path, 7), 3, 2, tmp_path)
-    assert info.value.stage == "invalid" and "saved weights hold 8" in info.value.reason
-    bad = fake_result(tmp_path, 8) | {"predictions": [0, 1, 5]}
+def test_worker_result_is_checked_and_names_no_file_of_its_own(tmp_path):
+    preds, _, exporter, path = _check_result(fake_result(tmp_path), 3, 2, tmp_path)
+    assert preds.tolist() == [0, 1, 1] and exporter == "torchscript"
+    assert path == tmp_path / ONNX_FILE  # never the result's own "onnx_file"
     with pytest.raises(_Failed, match="outside"):
-        _check_result(bad, 3, 2, tmp_path)
+        _check_result(fake_result(tmp_path, (0, 1, 5)), 3, 2, tmp_path)
     with pytest.raises(_Failed, match="3 integer predictions"):
-        _check_result(fake_result(tmp_path, 8) | {"predictions": [0, 1]}, 3, 2, tmp_path)
+        _check_result(fake_result(tmp_path, (0, 1)), 3, 2, tmp_path)
+    with pytest.raises(_Failed, match="malformed"):
+        _check_result({"torch_predictions": [0]}, 1, 2, tmp_path)
+    # a planted symlink (or no file at all) is no exported model
+    res = fake_result(tmp_path)
+    (tmp_path / ONNX_FILE).unlink()
+    (tmp_path / ONNX_FILE).symlink_to("/etc/hostname")
+    with pytest.raises(_Failed) as info:
+        _check_result(res, 3, 2, tmp_path)
+    assert info.value.stage == "export" and "no exported model" in info.value.reason
+    with pytest.raises(_Failed, match="no exported model"):
+        _check_result(res, 3, 2, None)
+
+
+def test_measure_result_is_checked(tmp_path):
+    hw = HardwareReport(params=8, size_mb=0.0, flops=12, macs=6, peak_activation_mb=0.0,
+                        latency_ms_median=0.1, latency_ms_p90=0.2, latency_device="cpu",
+                        threads=1, input_shape=[1, 3, 32, 32])
+    preds, got = _check_measure({"predictions": [1, 0], "hardware": hw.model_dump()}, 2, 2)
+    assert preds.tolist() == [1, 0] and got == hw
+    with pytest.raises(_Failed, match="ONNX Runtime predictions outside"):
+        _check_measure({"predictions": [1, 2], "hardware": hw.model_dump()}, 2, 2)
+    with pytest.raises(_Failed, match="malformed measure result"):
+        _check_measure({"predictions": [1, 0], "hardware": {"params": 1}}, 2, 2)
+
+
+def test_measure_payload_has_no_code_no_labels_and_random_checks(data):
+    payload, _, eval_idx = build_payload(LINEAR_CODE, data, FAST, "val", "cpu")
+    a = measure_payload(payload, Path("/w/model.onnx"), 2)
+    b = measure_payload(payload, Path("/w/model.onnx"), 2)
+    assert set(a) == {"onnx_path", "images_path", "eval_indices", "mean", "std",
+                      "eval_batch_size", "num_classes", "image_size", "check_positions",
+                      "threads", "profile_threads"}
+    assert a["eval_indices"] == eval_idx.tolist() and a["threads"] == 2
+    assert len(a["check_positions"]) == min(16, len(eval_idx))
+    assert all(0 <= p < len(eval_idx) for p in a["check_positions"])
+    if len(eval_idx) > 20:  # 16 of 36: the chance of two equal draws is negligible
+        assert a["check_positions"] != b["check_positions"]
 
 
 def test_gate_failure_is_a_failed_report(data):
@@ -160,16 +197,31 @@ def test_template_end_to_end_through_the_sandbox(data, tmp_path, monkeypatch):
     hw = report.hardware
     assert hw.params > 0 and hw.latency_ms_median > 0 and hw.input_shape == [1, 3, 32, 32]
     assert report.violations and report.violations[0].startswith("latency")
+    # Every number from the graph, measured without candidate code, and the graph is the
+    # trained model: same classes as PyTorch's (fp32 on the CPU), FlopCounterMode's FLOPs.
+    assert hw.measured_by.startswith("onnxruntime") and "onnxruntime" in hw.latency_device
+    assert report.prediction_agreement == 1.0 and report.exporter == "torchscript"
+    model = build_from_source(template_source(), len(data.class_names)).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 32, 32))
+    assert hw.flops == counter.get_total_flops()
+    trainable = sum(p.numel() for p in model.parameters())
+    channels = sum(m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert hw.params == trainable - channels  # BatchNorm folded into the convolutions
     assert report.training.epochs == 1 and report.training.steps >= 1
     assert "audit-hook" in report.isolation and report.data_fingerprint == data.fingerprint
     assert any(e.get("event") == "epoch" for e in events)
-    # Outputs: the weights hold exactly the reported parameters.
+    # Outputs: code, report, trained weights and the measured graph.
     assert (out / "model.py").read_text() == template_source()
     saved = json.loads((out / "report.json").read_text())
     assert saved["status"] == "ok" and saved["code_hash"] == report.code_hash
+    assert saved["prediction_agreement"] == 1.0
     state = torch.load(out / WEIGHTS_FILE, weights_only=True)
     n_bn = sum(v.numel() for k, v in state.items() if "running" in k or "num_batches" in k)
-    assert sum(v.numel() for v in state.values()) - n_bn == hw.params
+    assert sum(v.numel() for v in state.values()) - n_bn == trainable
+    from evaluation.onnx_cost import graph_cost, load_graph
+
+    assert graph_cost(load_graph(str(out / ONNX_FILE))).params == hw.params
     # The worker's job file: train labels only, label files denied.
     job = json.loads((tmp_path / "job.json").read_text())
     payload = job["payload"]
@@ -181,6 +233,160 @@ def test_template_end_to_end_through_the_sandbox(data, tmp_path, monkeypatch):
                             "image_size", "device"}
     assert not set(train_idx) & set(payload["eval_indices"])
     assert str(data.cache_dir / "labels.npy") in job["deny_read"]
+
+
+# ------------------------------------------- candidates that try to fake their numbers
+
+FAST_PATH_CODE = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(32, num_classes)
+        self.cheap = nn.Linear(3, num_classes)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+        if self.steps > 0 and x.shape[0] == 1 and not self.training:
+            return self.cheap(x.mean((2, 3)))  # what a batch-1 profiler would see
+        return self.fc(F.relu(self.body(x)).mean((2, 3)))
+
+
+def build_model(num_classes):
+    return Net(num_classes)
+'''
+
+LIST_WEIGHTS_CODE = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.bank = [torch.randn(64, 3, 3, 3) * 0.1]  # not a registered parameter
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        w = self.bank[0]
+        if self.training:  # trained by the model's own update rule
+            self.bank[0] = (w + 0.01 * torch.randn_like(w)).detach()
+        return self.fc(F.relu(F.conv2d(x, w, padding=1)).mean((2, 3)))
+
+
+def build_model(num_classes):
+    return Net(num_classes)
+'''
+
+HIDDEN_PARAMS_CODE = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    parameters = lambda self, recurse=True: iter([self.fc.bias])
+    named_parameters = lambda self, prefix="", recurse=True, remove_duplicate=True: iter(
+        [("fc.bias", self.fc.bias)])
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+
+
+def build_model(num_classes):
+    return Net(num_classes)
+'''
+
+NOT_THE_MODEL_CODE = LINEAR_CODE.replace(
+    "        return self.fc(x.mean((2, 3)))",
+    "        y = self.fc(x.mean((2, 3)))\n"
+    "        return -y if torch.onnx.is_in_onnx_export() else y").replace(
+    "from torch import nn", "import torch\nfrom torch import nn")
+
+
+def static_only():
+    """A passing gate report: evaluate_candidate then runs only the static policy check."""
+    from tools.gate import GateReport
+
+    return GateReport(ok=True)
+
+
+STATIC_ONLY = static_only()
+
+
+def ungated(code: str, data, tmp_path: Path):
+    """Train and measure without the gate (it refuses some of these statically)."""
+    from evaluation.report import EvaluationReport
+
+    report = EvaluationReport(code_hash="x", status="failed")
+    try:
+        _train_and_measure(code, data, report, tmp_path / "work", recipe=FAST,
+                           budgets=Budgets(), split="val", limits=None, on_event=None,
+                           device="cpu", n_boot=0)
+        report.status = "ok"
+    except _Failed as f:
+        report.failure_stage, report.failure_reason = f.stage, f.reason
+    return report
+
+
+def true_params(code: str, data) -> int:
+    """Registered parameters, read from the state dict (overrides cannot hide them)."""
+    model = build_from_source(code, len(data.class_names))
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+@pytest.mark.e2e
+def test_batch_one_fast_path_is_measured_as_the_full_model(data):
+    report = evaluate_candidate(FAST_PATH_CODE, data, recipe=FAST, device="cpu",
+                                gate_report=STATIC_ONLY)
+    assert report.ok, report.failure_reason
+    full = build_from_source(FAST_PATH_CODE, len(data.class_names)).eval()  # steps == 0
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        full(torch.zeros(1, 3, 32, 32))
+    # 2 * 32*32 pixels * (32*27 + 32*32*9) MACs + the classifier: ~19 M, not 2 * 3 * 8
+    assert report.hardware.flops == counter.get_total_flops() > 10**7
+    assert report.hardware.graph_ops.get("Conv") == 2
+
+
+@pytest.mark.e2e
+def test_weights_in_a_plain_list_are_counted(data):
+    report = evaluate_candidate(LIST_WEIGHTS_CODE, data, recipe=FAST, device="cpu",
+                                gate_report=STATIC_ONLY)
+    assert report.ok, report.failure_reason
+    n = len(data.class_names)
+    assert true_params(LIST_WEIGHTS_CODE, data) == 64 * n + n  # what torch would report
+    assert report.hardware.params == 64 * 27 + 64 * n + n
+
+
+@pytest.mark.e2e
+def test_overridden_parameter_listing_does_not_hide_parameters(data, tmp_path):
+    # (The static gate refuses class-body assignments; this checks the layer behind it.)
+    report = ungated(HIDDEN_PARAMS_CODE, data, tmp_path)
+    assert report.status == "ok", report.failure_reason
+    n = len(data.class_names)
+    assert report.hardware.params == true_params(HIDDEN_PARAMS_CODE, data) == \
+        16 * 27 + 16 + 16 * n + n
+
+
+@pytest.mark.e2e
+def test_a_graph_that_is_not_the_trained_model_fails(data, tmp_path):
+    report = ungated(NOT_THE_MODEL_CODE, data, tmp_path)
+    assert report.failure_stage == "invalid", report
+    assert "not the trained model" in report.failure_reason
+    assert report.prediction_agreement is not None
+    assert report.prediction_agreement < MIN_AGREEMENT and report.metrics is None
 
 
 @pytest.mark.e2e

@@ -195,23 +195,29 @@ def job_payload(tmp_path, code: str) -> dict:
         "train_indices": list(range(64)), "train_labels": y[:64].tolist(),
         "eval_indices": list(range(64, 96)), "mean": list(MEAN), "std": list(STD),
         "recipe": Recipe(epochs=1, batch_size=16, threads=1).model_dump(mode="json"),
-        "num_classes": 3, "image_size": 32, "device": "cpu", "onnx": False,
+        "num_classes": 3, "image_size": 32, "device": "cpu",
     }
 
 
-def test_evaluate_job_in_process_returns_predictions_weights_and_profile(tmp_path):
+def test_evaluate_job_in_process_returns_predictions_weights_and_graph(tmp_path):
+    from tools.export import ONNX_FILE
     from tools.jobs import evaluate_job
     from tools.train import WEIGHTS_FILE
 
     out = evaluate_job(job_payload(tmp_path, TINY_NET_CODE), tmp_path)
     assert "failure" not in out, out
-    assert len(out["predictions"]) == 32 and set(out["predictions"]) <= {0, 1, 2}
-    assert out["params"] == out["hardware"]["params"] == (8 * 3 * 9 + 8) + 2 * 8 + (8 * 3 + 3)
+    preds = out["torch_predictions"]
+    assert len(preds) == 32 and set(preds) <= {0, 1, 2}
     state = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
-    assert set(out["param_names"]) <= set(state)
-    assert out["training"]["steps"] == 4 and out["hardware"]["input_shape"] == [1, 3, 32, 32]
+    trained = {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+    assert sum(v.numel() for v in trained.values()) == (8 * 3 * 9 + 8) + 2 * 8 + (8 * 3 + 3)
+    assert out["exporter"] == "torchscript" and out["onnx_file"] == ONNX_FILE
+    assert (tmp_path / ONNX_FILE).stat().st_size > 1000
+    # Numbers the worker could fake are not its to report any more.
+    assert not {"hardware", "params", "param_names", "predictions"} & set(out)
+    assert out["training"]["steps"] == 4
     t = out["timings"]
-    assert t["job_start"] <= t["data_mapped"] <= t["trained"] <= t["profiled"]
+    assert t["job_start"] <= t["data_mapped"] <= t["trained"] <= t["exported"]
 
 
 def test_evaluate_job_reports_divergence_as_data(tmp_path):
