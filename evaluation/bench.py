@@ -191,7 +191,7 @@ def _print(out: dict[str, Any]) -> None:
               f"{c['second_s'] / max(c['first_s'], 1e-9):.3f}x", "0 decodes",
               mark[ok["cache_reuse"]])
     Console().print(t)
-    Console().print(f"worker job wall {w['job_wall_s']:.1f} s (train, predict, profile); "
+    Console().print(f"worker job wall {w['job_wall_s']:.1f} s (train, predict, export); "
                     f"isolation: {', '.join(w['isolation']) or 'none'}")
 
 
