@@ -1,4 +1,4 @@
-"""Classification and group-fairness metrics (DESIGN.md §7).
+"""Classification and group-fairness metrics (docs/metrics.md).
 
 Per-group numbers are computed directly (numpy; the tests check them against fairlearn's
 :class:`~fairlearn.metrics.MetricFrame`, which raises on a split where one sample has
@@ -6,7 +6,7 @@ the attribute). Rate functions are binary, so every rate-based metric is compute
 one-vs-rest per class (class ``c`` is the positive label, every other class negative)
 and then averaged over one **class set** (see :func:`rate_classes`), the same for every
 rate metric. ``demographic_parity_difference`` is binarised too: on multiclass labels
-fairlearn would silently report the gap for label 1 only (see /work/shared/API-FACTS.md).
+fairlearn would silently report the gap for label 1 only (see docs/metrics.md).
 
 Undefined is never 0: with fewer than two groups every gap is ``None``; with an empty
 class set every rate gap is ``None``. Each group carries its size and a 95 % interval
@@ -101,7 +101,7 @@ def classification_metrics(
 ) -> ClassificationMetrics:
     """Overall accuracy, balanced accuracy, per-class recall and confusion matrix.
 
-    Formulas (DESIGN.md §7), with ``C[t, p]`` the number of samples of true class ``t``
+    Formulas (docs/metrics.md), with ``C[t, p]`` the number of samples of true class ``t``
     predicted as ``p``:
 
     * ``accuracy = sum_c C[c, c] / n``
@@ -276,7 +276,7 @@ def attribute_fairness(
     n_boot: int = 0,
     seed: int = 0,
 ) -> AttributeFairness:
-    """Fairness of one sensitive attribute (DESIGN.md §7).
+    """Fairness of one sensitive attribute (docs/metrics.md).
 
     Samples with ``code == -1`` (attribute missing) are excluded here only; groups with
     no sample are omitted. With ``acc_g`` the accuracy of group ``g`` and ``acc`` the

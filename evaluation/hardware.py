@@ -209,7 +209,7 @@ def profile_model(
     device: str = "cpu",
     onnx: bool = True,
 ) -> HardwareReport:
-    """Measure a model's hardware cost at batch 1 (DESIGN.md §7).
+    """Measure a model's hardware cost at batch 1 (docs/metrics.md).
 
     * ``params``: trainable parameters, ``sum(p.numel() for p if p.requires_grad)``.
     * ``size_mb``: bytes of all parameters and buffers / 2**20.

@@ -4,7 +4,7 @@ These counters run in the trusted measure job (``tools/measure.py``), which load
 graph the evaluation exported and never imports candidate code, so a candidate cannot
 change what they report. Everything here is a pure function of the ``ModelProto``.
 
-Conventions (the same as ``torch.utils.flop_counter.FlopCounterMode``, DESIGN.md §7):
+Conventions (the same as ``torch.utils.flop_counter.FlopCounterMode``, docs/metrics.md):
 
 * **FLOPs** count matrix products and convolutions only, at 2 FLOPs per multiply-accumulate;
   element-wise ops, bias additions, normalisation, pooling and activations count 0.

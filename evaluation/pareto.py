@@ -4,7 +4,7 @@ All objectives are minimised. The default triple for a candidate is::
 
     (1 - balanced_accuracy, unfairness, cost)
 
-* ``1 - balanced_accuracy``: the ISIC error (DESIGN.md §7), in [0, 1].
+* ``1 - balanced_accuracy``: the ISIC error (docs/metrics.md), in [0, 1].
 * unfairness: the mean over the attributes ``sex`` and ``age`` of ``max_gap``
   (``max_g acc_g - min_g acc_g``), in [0, 1]. ``max_gap`` rather than the mean absolute
   deviation because it is the gap a user reads off the group-accuracy plot and it does

@@ -4,7 +4,7 @@ Every number an agent or a user sees about a candidate travels in one
 :class:`EvaluationReport`. No process that runs candidate code builds this object or
 any number in it: the worker trains and exports an ONNX graph, a separate measure job
 that runs no candidate code predicts with that graph and measures its cost, and the
-parent computes accuracy and fairness from labels neither process saw (DESIGN.md §6).
+parent computes accuracy and fairness from labels neither process saw (docs/security.md).
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ class HardwareReport(BaseModel):
                         "trusted measure job.")
     graph_ops: dict[str, int] = Field(
         default_factory=dict, description="Operator counts of the measured ONNX graph.")
+    runtime_peak_mb: float | None = Field(
+        None, description="Resident memory ONNX Runtime added to load the graph and run it "
+                          "at batch 1 (weights, activations, kernel scratch, allocator "
+                          "slack), from the process's high-water mark; None where the "
+                          "kernel cannot reset it. Reported beside memory_mb, not budgeted.")
 
     @property
     def memory_mb(self) -> float:

@@ -1,4 +1,4 @@
-"""The FL-NAS graph: nodes and all the wiring (DESIGN.md §3).
+"""The FL-NAS graph: nodes and all the wiring (docs/design.md#architecture-and-data-flow).
 
     START -> prepare -> critic -> designer -> gate -> evaluate -> critic -> ... -> finalize
                                                |  ^

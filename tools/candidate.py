@@ -1,7 +1,7 @@
 """Load, build and check candidate model code (a module source defining ``build_model``).
 
 Only the worker process calls these, after the static gate accepted the source and the
-sandbox isolation is in place (DESIGN.md §6). The code object's filename is
+sandbox isolation is in place (docs/security.md). The code object's filename is
 ``CANDIDATE_FILE`` so tracebacks show candidate line numbers and the audit hook can tell
 candidate frames from the evaluator's.
 """

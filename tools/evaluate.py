@@ -1,6 +1,6 @@
 """Evaluate one candidate: gate, sandboxed training, trusted measurement, honest metrics.
 
-Three processes, one job each (DESIGN.md §6):
+Three processes, one job each (docs/security.md):
 
 1. the evaluate job (``tools/jobs.py``) runs the candidate in a sandboxed worker: it gets
    images, the training labels and the indices to predict; it trains, predicts with
@@ -480,7 +480,9 @@ def render_report(report: EvaluationReport, console: Any = None) -> None:
              else f"{report.prediction_agreement:.1%} ({report.exporter} exporter)")
     for k, v in (("params", f"{hw.params:,}"), ("size", f"{hw.size_mb:.2f} MB"),
                  ("FLOPs", f"{hw.flops:,}"),
-                 ("peak activations", f"{hw.peak_activation_mb:.2f} MB"),
+                 ("peak activations", f"{hw.peak_activation_mb:.2f} MB (graph, batch 1)"),
+                 ("runtime peak", "n/a" if hw.runtime_peak_mb is None
+                  else f"{hw.runtime_peak_mb:.2f} MB (ONNX Runtime resident, batch 1)"),
                  ("latency median / p90", f"{hw.latency_ms_median:.2f} / "
                   f"{hw.latency_ms_p90:.2f} ms ({hw.latency_device})"),
                  ("measured by", hw.measured_by or "n/a"),

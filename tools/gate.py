@@ -1,7 +1,7 @@
 """The code gate: static policy, then build / shape / budget checks in the sandbox.
 
 ``static_check`` never executes candidate code: it parses the source and applies the
-policy of DESIGN.md §6 layer 1. An allowed import root is not an allowed capability, so
+policy of docs/security.md, the gate. An allowed import root is not an allowed capability, so
 attribute chains rooted at an import are resolved against the real modules and checked
 by identity (``F.torch.save`` is ``torch.save``): private attributes, modules off the
 list (``torch.os``, ``torch.hub``, ``typing.sys`` ...), metaclasses and file / native-code /

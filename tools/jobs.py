@@ -2,7 +2,7 @@
 
 :func:`evaluate_job` builds, trains, predicts, saves the weights and exports one
 candidate to ONNX. The worker gets images and the *training* labels only; validation/test
-labels stay in the parent, which computes every metric itself (DESIGN.md §6). Nothing
+labels stay in the parent, which computes every metric itself (docs/security.md). Nothing
 this job returns is trusted for scoring: candidate code ran in this process, so the
 parent scores the predictions and measures the cost of the exported graph in a separate
 measure job (``tools/measure.py``) that runs no candidate code.

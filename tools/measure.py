@@ -33,6 +33,8 @@ from evaluation.onnx_cost import count_flops as graph_flops
 from evaluation.report import HardwareReport
 
 MB = 2**20
+#: The worker skips importing torch for this module's jobs: they never run candidate code.
+TORCH_FREE = True
 MEASURED_BY = "onnxruntime on the exported graph (no candidate code)"
 # Batch-1 vs batch-N logits of the same image: float reassociation in different kernels
 # moves logits by ~1e-6 here; a model that treats the batch differently moves them by O(1).
@@ -110,6 +112,42 @@ def _latency(runner: _Runner, xs: list[np.ndarray], warmup: int, iters: int) -> 
     return times
 
 
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _runtime_peak_mb(blob: bytes, threads: int, rows: np.ndarray, payload: dict
+                     ) -> float | None:
+    """Resident memory ONNX Runtime adds to load ``blob`` and run it once at batch 1.
+
+    The process's high-water mark is reset to its current resident size (writing 5 to
+    ``/proc/self/clear_refs``, Linux >= 4.0), a fresh session runs one image, and the
+    new high-water mark minus the resident size before is the answer: weights as the
+    runtime holds them, activations, kernel scratch and allocator slack.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    before = _status_kb("VmRSS")
+    runner = _Runner(session(blob, threads), payload["mean"], payload["std"],
+                     int(payload["num_classes"]))
+    runner.logits(runner.inputs(rows))
+    after = _status_kb("VmHWM")
+    del runner
+    if before is None or after is None:
+        return None
+    return max(0, after - before) / 1024
+
+
 def measure_job(payload: dict, workdir: Path | str) -> dict:
     """Validate and measure an exported graph; predict the evaluation images with it.
 
@@ -156,6 +194,7 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
     blob = model.SerializeToString()  # the very graph that was validated and costed
     del model
     try:
+        runtime_peak = _runtime_peak_mb(blob, profile_threads, images[idx[:1]], payload)
         runner = _Runner(session(blob, threads), payload["mean"], payload["std"], n_cls)
         t["session"] = time.time()
         # Batches as tools.train.predict forms them: rows in ascending order, in chunks of
@@ -204,7 +243,7 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
                        + ("s)" if profile_threads > 1 else ")"),
         threads=profile_threads, input_shape=[1, 3, size, size],
         onnx_latency_ms_median=med, onnx_latency_ms_p90=p90,
-        measured_by=MEASURED_BY, graph_ops=cost.ops,
+        measured_by=MEASURED_BY, graph_ops=cost.ops, runtime_peak_mb=runtime_peak,
     )
     return {"predictions": logits.argmax(1).astype(np.int64).tolist(),
             "hardware": hardware.model_dump(),
