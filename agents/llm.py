@@ -7,11 +7,12 @@ Backends (``--llm``):
 * ``local:<model>`` / ``openai-compatible:<model>`` + ``base_url``: any server that speaks
   the OpenAI chat-completions protocol (vLLM, Ollama, llama.cpp, LM Studio).
 
-Failure handling has exactly one layer per failure class (docs/design.md#the-llm-side): transport errors
-(429, timeouts, connection errors, 5xx) are retried here with tenacity while the SDK's own
-retries are switched off; answers that do not validate are re-asked with the validation
-error; a server that rejects ``response_format`` is asked again without it, and that
-choice is remembered per model so later calls do not fail the same way again.
+Failure handling has exactly one layer per failure class (docs/design.md#the-llm-side):
+transport errors (429, timeouts, connection errors, 5xx) are retried here with tenacity
+while the SDK's own retries are switched off; answers that do not validate are re-asked
+with the validation error; a server that rejects ``response_format`` is asked again
+without it, and that choice is remembered per model so later calls do not fail the same
+way again.
 
 A 200 answer whose body is broken (invalid JSON, no ``choices``, a ``text/plain`` page)
 is a transport error like a 5xx: retried, then a failed call. A prompt longer than the
