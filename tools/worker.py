@@ -1,7 +1,7 @@
 """Child entry point of the sandbox: ``python -m tools.worker WORKDIR``.
 
-It normally runs inside bubblewrap (``tools.sandbox``). Order matters: malloc tuning,
-reading ``job.json``, importing the handler (trusted code, may load native
+It normally runs inside bubblewrap (``tools.sandbox``). Order matters: reading
+``job.json``, importing the handler (trusted code, may load native
 libraries), an integrity snapshot, THEN the seccomp filter is loaded, the audit-hook
 tripwire installed and armed, the isolation layers verified and sent to the parent as
 the first event ("worker-ready"), and only then does the handler run candidate code.
@@ -102,8 +102,6 @@ def main(workdir: Path) -> int:
     payload = job.get("payload", {})
     deny_read = [str(p) for p in job.get("deny_read", [])]
     layers: list[str] = []
-    if iso.tune_malloc():
-        layers.append("mallopt")
     audit = None
     try:
         threads = int(job.get("threads") or payload.get("threads") or 0)
@@ -112,6 +110,10 @@ def main(workdir: Path) -> int:
         # is armed, since candidate code will use it; a handler module that declares
         # TORCH_FREE (the measure job: ONNX Runtime alone) starts ~3 s sooner without it.
         if not getattr(sys.modules.get(handler.__module__), "TORCH_FREE", False):
+            # Training speed; the measure job keeps glibc's defaults so freed memory goes
+            # back to the kernel and its resident-peak reading stays meaningful.
+            if iso.tune_malloc():
+                layers.append("mallopt")
             import torch
 
             if threads > 0:

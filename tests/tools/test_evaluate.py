@@ -196,6 +196,8 @@ def test_template_end_to_end_through_the_sandbox(data, tmp_path, monkeypatch):
     assert {g.group for g in report.fairness["sex"].groups} <= {"female", "male"}
     hw = report.hardware
     assert hw.params > 0 and hw.latency_ms_median > 0 and hw.input_shape == [1, 3, 32, 32]
+    # ONNX Runtime's resident peak, read in the fresh measure process, holds the weights.
+    assert hw.runtime_peak_mb is not None and hw.runtime_peak_mb > hw.size_mb
     assert report.violations and report.violations[0].startswith("latency")
     # Every number from the graph, measured without candidate code, and the graph is the
     # trained model: same classes as PyTorch's (fp32 on the CPU), FlopCounterMode's FLOPs.
