@@ -692,7 +692,11 @@ def render_html(data: RunData, pareto: bytes, groups: bytes) -> str:
                         if k in ("max_latency_ms", "max_memory_mb", "max_params", "max_flops")
                         and v is not None) or "none"
     llm = summ.get("llm") or {}
-    brains = ", ".join(f"{k} {v}" for k, v in llm.items()) or s.get("llm", "heuristic")
+    brains = ", ".join(f"{k} {v}" for k, v in llm.items()
+                       if isinstance(v, str)) or s.get("llm", "heuristic")
+    breaker = llm.get("breaker") if isinstance(llm.get("breaker"), dict) else {}
+    if breaker.get("open"):
+        brains += f"; LLM circuit breaker opened ({breaker.get('action', '?')})"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
