@@ -72,7 +72,8 @@ class SandboxLimits(BaseModel):
     max_output_files: int = Field(10_000, description="Most entries in the work dir.")
     require_isolation: bool = Field(
         default_factory=lambda: _POLICY["require_isolation"],
-        description="Refuse to run when the OS sandbox (bubblewrap) cannot be set up.")
+        description="Refuse to run when the OS sandbox (bubblewrap, seccomp) cannot be "
+                    "set up.")
 
 
 class SandboxResult(BaseModel):
@@ -308,6 +309,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             "run code you trust without it."))
     deny = [str(Path(p).resolve()) for p in [*deny_read, *payload.get("deny_read", [])]]
     job = {"kind": kind, "payload": payload, "threads": limits.threads, "deny_read": deny,
+           "require_isolation": limits.require_isolation,
            "parent_ns": {k: iso.namespace_id(k) for k in ("user", "pid", "net", "mnt", "ipc",
                                                          "uts")}}
     (workdir / "job.json").write_text(json.dumps(job))
@@ -319,7 +321,6 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
                                  read_only=read_only, gpu=gpu)
         layers.append("bubblewrap")
     stderr_path = base / "stderr.log"
-    timed_out = False
     first: list[dict] = []
     res = SandboxResult(ok=False)
     try:

@@ -66,7 +66,13 @@ def resolve_handler(kind: str) -> Callable[[dict, Path], dict]:
     return getattr(importlib.import_module(module), func)
 
 
+class IsolationError(RuntimeError):
+    """A required isolation layer could not be set up inside the worker."""
+
+
 def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, IsolationError):
+        return "isolation"
     text = str(exc)
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
             "can't allocate memory" in text or "DefaultCPUAllocator" in text
@@ -127,6 +133,8 @@ def main(workdir: Path) -> int:
         layers += ["audit-hook", "integrity-check"]
         if seccomp_problem:
             sys.stderr.write(f"sandbox: {seccomp_problem}\n")
+            if job.get("require_isolation"):
+                raise IsolationError(f"refusing to run untrusted code: {seccomp_problem}")
         # The first event is the parent's record of what holds: sent before candidate code.
         emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3),
               "layers": layers})
