@@ -170,3 +170,24 @@ def test_filling_the_disk_stops_the_job(mb_per_file: int, limits: dict) -> None:
     assert not res.ok and res.error_kind == "killed", (res.error_kind, res.error)
     assert "work dir past the limit" in res.error
     assert res.wall_s < 60
+
+
+def test_worker_refuses_without_seccomp_when_isolation_is_required(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyseccomp
+
+    real = sandbox.iso.bwrap_command
+
+    def without_seccomp(*args, **kwargs):  # hide libseccomp's bindings inside the sandbox
+        cmd = real(*args, **kwargs)
+        at = cmd.index("--")
+        return [*cmd[:at], "--ro-bind", "/dev/null", pyseccomp.__file__, *cmd[at:]]
+
+    monkeypatch.setattr(sandbox.iso, "bwrap_command", without_seccomp)
+    res = run_job("tests.tools.test_sandbox:job_echo", {},
+                  limits=SandboxLimits(timeout_s=60, require_isolation=True))
+    assert not res.ok and res.error_kind == "isolation", (res.error_kind, res.error)
+    assert "seccomp" in res.error and "seccomp" not in res.isolation
+    res = run_job("tests.tools.test_sandbox:job_echo", {},
+                  limits=SandboxLimits(timeout_s=60, require_isolation=False))
+    assert res.ok and "seccomp" not in res.isolation and "bubblewrap" in res.isolation
