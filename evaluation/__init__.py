@@ -1,8 +1,8 @@
-"""Evaluation: result schemas, fairness metrics, hardware profile, Pareto tools, plots.
+"""Evaluation: result schemas, fairness metrics, graph cost, Pareto tools, plots.
 
 The report schemas are imported eagerly (pydantic only). The functions are loaded on
-first access (PEP 562) so that ``import evaluation`` stays cheap: the hardware module
-imports torch, fairness imports fairlearn/pandas, plots imports matplotlib.
+first access (PEP 562) so that ``import evaluation`` stays cheap: fairness imports
+fairlearn/pandas, plots imports matplotlib.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from evaluation.report import (
 
 if TYPE_CHECKING:
     from evaluation.fairness import attribute_fairness, classification_metrics, fairness_report
-    from evaluation.hardware import profile_model
     from evaluation.pareto import (
         ArchiveEntry,
         ParetoArchive,
@@ -40,7 +39,6 @@ _LAZY = {
     "classification_metrics": "evaluation.fairness",
     "attribute_fairness": "evaluation.fairness",
     "fairness_report": "evaluation.fairness",
-    "profile_model": "evaluation.hardware",
     "ArchiveEntry": "evaluation.pareto",
     "ParetoArchive": "evaluation.pareto",
     "hypervolume": "evaluation.pareto",
@@ -67,8 +65,6 @@ __all__ = [
     "classification_metrics",
     "attribute_fairness",
     "fairness_report",
-    # hardware
-    "profile_model",
     # pareto
     "ArchiveEntry",
     "ParetoArchive",

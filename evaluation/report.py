@@ -84,8 +84,7 @@ class HardwareReport(BaseModel):
 
     In an evaluation every field is measured by the trusted measure job
     (``tools/measure.py``) on the exported ONNX graph, in a process that runs no candidate
-    code (``measured_by`` says so); ``evaluation.hardware.profile_model`` fills the same
-    fields from a PyTorch model in-process, for trusted models only.
+    code (``measured_by`` says so).
     """
 
     params: int
