@@ -84,7 +84,7 @@ def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         svc.display.stage(best_id, "testing")
         test_report = svc.evaluate(best["code"], best_id, split="test")
         atomic_write(svc.run_dir / "best_model.py", best["code"])
-        exported = svc.export(best["code"], best_id)
+        exported = svc.export(best_id)
         svc.display.stage(best_id, "done", "test bal.acc "
                           + (f"{test_report['metrics']['balanced_accuracy']:.3f}"
                              if test_report.get("metrics") else "failed"))

@@ -186,20 +186,21 @@ class Services:
         return report.model_dump(mode="json")
 
 
-    def export(self, code: str, candidate: str) -> dict[str, Any]:
+    def export(self, candidate: str) -> dict[str, Any]:
         """Copy the graph the candidate's test evaluation measured to ``best_model.onnx``.
 
         Each evaluation exports its trained model to ONNX and scores that very graph
         (``tools.measure``), so the deliverable is the file the test split was scored
         with: ``candidates/<id>/test/model.onnx`` (the validation one when the test
-        evaluation failed). ``code`` is unused: nothing is rebuilt or re-exported.
+        evaluation failed); nothing is rebuilt or re-exported.
 
         Returns:
             What was exported (``onnx`` path, ``trained_for`` split, exporter, ONNX
             Runtime check) or ``onnx_error``.
         """
         import shutil
-        import stat
+
+        from tools.sandbox import is_regular
 
         t0 = time.monotonic()
         out: dict[str, Any] = {"code": "best_model.py"}
@@ -207,11 +208,7 @@ class Services:
         try:
             for split in ("test", "val"):
                 src = folder / split / "model.onnx"
-                try:
-                    regular = stat.S_ISREG(os.lstat(src).st_mode)
-                except OSError:
-                    regular = False
-                if not regular:
+                if not is_regular(src):
                     continue
                 dest = self.run_dir / "best_model.onnx"
                 shutil.copyfile(src, dest)

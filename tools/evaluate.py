@@ -24,10 +24,8 @@ import ast
 import hashlib
 import json
 import math
-import os
 import secrets
 import shutil
-import stat
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from evaluation.report import (
 from tasks.attributes import sensitive_groups
 from tasks.cache import PreparedData, load_arrays, skip_notes
 from tools.export import ONNX_FILE
+from tools.sandbox import is_regular
 from tools.tmpdirs import make_temp_dir
 from tools.train import WEIGHTS_FILE, Recipe
 
@@ -212,7 +211,7 @@ def _check_result(res: dict, n_eval: int, num_classes: int, workdir: Path | None
         raise _Failed("diverged", f"final training loss {training.final_loss}")
     # The file name is ours, never the result's: a result cannot point the measure job
     # elsewhere, and a symlink or special file planted in the work dir is refused.
-    if workdir is None or not stat.S_ISREG(_lstat_mode(workdir / ONNX_FILE)):
+    if workdir is None or not is_regular(workdir / ONNX_FILE):
         raise _Failed("export", "the worker left no exported model (model.onnx)")
     onnx_path = workdir / ONNX_FILE
     return preds.astype(np.int64), training, exporter, onnx_path
@@ -421,15 +420,8 @@ def _write_outputs(out: Path, code: str, report: EvaluationReport, workdir: Path
     (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     if report.ok and workdir is not None:
         for name in (WEIGHTS_FILE, ONNX_FILE):
-            if stat.S_ISREG(_lstat_mode(workdir / name)):
+            if is_regular(workdir / name):
                 shutil.copyfile(workdir / name, out / name)
-
-
-def _lstat_mode(path: Path) -> int:
-    try:
-        return os.lstat(path).st_mode
-    except OSError:
-        return 0
 
 
 # ----------------------------------------------------------------------------------- CLI

@@ -152,6 +152,14 @@ def _pump(stream: IO[bytes], on_event: Callable[[dict], None] | None,
                 pass
 
 
+def is_regular(path: Path) -> bool:
+    """Return whether ``path`` itself (not a symlink's target) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def read_regular(path: Path, limit_bytes: int) -> bytes:
     """Read a file the sandbox wrote, refusing anything but a regular file within limit.
 
