@@ -4,7 +4,7 @@ Output schema :class:`Fix`; prompt ``prompts/code_fixer.md``; offline brain
 :func:`agents.heuristic.fix` (re-render from the parsed genome, shrink on a budget
 failure, else fall back to the parent design). Each fix is a new candidate record with
 origin ``fixer`` whose parent is the broken one; attempts are bounded by
-``Context.max_fix_attempts`` (the graph records the candidate as failed after that).
+``Settings.max_fix_attempts`` (the graph records the candidate as failed after that).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from agents.base import think
 from agents.designer import seeded_rng
 from agents.records import new_record, tried_keys
 from agents.registry import register_role
-from graph.context import Context
+from agents.settings import Settings
 from graph.services import services_for
 
 #: The Fixer sees the tail of an error: tracebacks end with what matters.
@@ -50,9 +50,9 @@ def failure_of(rec: dict[str, Any]) -> tuple[str, str]:
 
 @register_role("code_fixer", schema=Fix, prompt="code_fixer.md", fallback=heuristic.fix,
                description="repairs code that failed the gate or crashed")
-def code_fixer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+def code_fixer_node(state: dict[str, Any], runtime: Runtime[Settings]) -> dict[str, Any]:
     """Repair the current candidate; the repaired code becomes a new candidate."""
-    ctx = Context.of(runtime.context)
+    ctx = Settings.of(runtime.context)
     svc = services_for(ctx)
     cands = state["candidates"]
     broken = cands[state["current"]]

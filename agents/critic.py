@@ -15,7 +15,7 @@ from agents import heuristic
 from agents.base import think
 from agents.records import headline, select_best
 from agents.registry import register_role
-from graph.context import Context
+from agents.settings import Settings
 from graph.services import services_for
 
 
@@ -42,7 +42,7 @@ class Critique(BaseModel):
     converged: bool = Field(False, description="every target met; further rounds unlikely to help")
 
 
-def critic_brief(state: dict[str, Any], ctx: Context) -> dict[str, Any]:
+def critic_brief(state: dict[str, Any], ctx: Settings) -> dict[str, Any]:
     """Collect the Critic's inputs: newest candidate, best design, archive, budgets, targets."""
     cands = state.get("candidates") or {}
     order = state.get("order") or []
@@ -64,9 +64,9 @@ def critic_brief(state: dict[str, Any], ctx: Context) -> dict[str, Any]:
 @register_role("critic", schema=Critique, prompt="critic.md",
                fallback=heuristic.critique,
                description="reads fairness and hardware reports, orders priorities")
-def critic_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+def critic_node(state: dict[str, Any], runtime: Runtime[Settings]) -> dict[str, Any]:
     """Critique the newest candidate against budgets, groups and the best design."""
-    ctx = Context.of(runtime.context)
+    ctx = Settings.of(runtime.context)
     svc = services_for(ctx)
     brief = critic_brief(state, ctx)
     archive_lines = {

@@ -16,7 +16,7 @@ from agents import heuristic
 from agents.base import think
 from agents.records import headline, history, new_record, select_best, tried_keys
 from agents.registry import register_role
-from graph.context import Context
+from agents.settings import Settings
 from graph.services import services_for
 from tasks.genome import choices_text, genome_summary, parse_genome
 
@@ -40,9 +40,9 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
 
 @register_role("designer", schema=Design, prompt="designer.md", fallback=heuristic.design,
                description="proposes a new design from the best one and the critique")
-def designer_node(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+def designer_node(state: dict[str, Any], runtime: Runtime[Settings]) -> dict[str, Any]:
     """Design the next candidate of a new round."""
-    ctx = Context.of(runtime.context)
+    ctx = Settings.of(runtime.context)
     svc = services_for(ctx)
     round_ = state.get("round", 0) + 1
     cid = candidate_id(round_)

@@ -29,9 +29,9 @@ from langgraph.runtime import Runtime
 from agents import heuristic
 from agents.records import headline, is_ok, new_record, select_best
 from agents.registry import HOOKS, RoleSpec, create_role, list_roles, load_roles
+from agents.settings import Settings
 from evaluation.pareto import ParetoArchive, objectives, reference_point
 from evaluation.report import Budgets
-from graph.context import Context
 from graph.finalize import finalize_node
 from graph.services import Services, services_for
 from graph.state import State
@@ -44,9 +44,9 @@ HV_EPS = 1e-9  # hypervolume gains below this are noise, not progress
 # ------------------------------------------------------------------------- helpers
 
 
-def context_of(runtime: Runtime[Context]) -> Context:
-    """Return the run's Context (Studio may pass a plain dict)."""
-    return Context.of(runtime.context)
+def context_of(runtime: Runtime[Settings]) -> Settings:
+    """Return the run's Settings (Studio may pass a plain dict)."""
+    return Settings.of(runtime.context)
 
 
 def finish(svc: Services, rec: dict[str, Any]) -> None:
@@ -69,7 +69,7 @@ def finish(svc: Services, rec: dict[str, Any]) -> None:
                      failure=rec.get("failure"), fixes=rec.get("fixes"))
 
 
-def conclude(state: dict[str, Any], ctx: Context, svc: Services,
+def conclude(state: dict[str, Any], ctx: Settings, svc: Services,
              updated: dict[str, dict[str, Any]], *, count_round: bool = True) -> dict[str, Any]:
     """State update closing a round: Pareto archive, hypervolume, patience, best design."""
     cands = {**(state.get("candidates") or {}), **updated}
@@ -109,7 +109,7 @@ def gate_summary(report: dict[str, Any]) -> dict[str, Any]:
             "isolation": report.get("isolation")}
 
 
-def stop_reason(state: dict[str, Any], ctx: Context) -> str | None:
+def stop_reason(state: dict[str, Any], ctx: Settings) -> str | None:
     """Why the search should stop now, or None to continue.
 
     In order: every target met by the best design (``targets_met``) or the Critic
@@ -145,7 +145,7 @@ def stop_reason(state: dict[str, Any], ctx: Context) -> str | None:
 # --------------------------------------------------------------------------- nodes
 
 
-def prepare_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def prepare_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Load the task data, evaluate the Template (and baselines) into the history."""
     ctx = context_of(runtime)
     svc = services_for(ctx)
@@ -182,7 +182,7 @@ def prepare_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return out
 
 
-def gate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def gate_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Run static check + dry build + dummy forward + budget check of the current candidate."""
     ctx = context_of(runtime)
     svc = services_for(ctx)
@@ -207,7 +207,7 @@ def gate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return conclude(state, ctx, svc, {rec["id"]: rec})
 
 
-def evaluate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def evaluate_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Train with the fixed recipe and measure on the validation split (sandboxed, cached)."""
     ctx = context_of(runtime)
     svc = services_for(ctx)
@@ -231,13 +231,13 @@ def evaluate_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- routers
 
 
-def route_after_critic(state: State, runtime: Runtime[Context]) -> Literal["designer",
+def route_after_critic(state: State, runtime: Runtime[Settings]) -> Literal["designer",
                                                                            "finalize"]:
     """Finalize when a stop condition holds (see :func:`stop_reason`), else design."""
     return "finalize" if stop_reason(state, context_of(runtime)) else "designer"
 
 
-def route_after_gate(state: State, runtime: Runtime[Context]) -> Literal["evaluate",
+def route_after_gate(state: State, runtime: Runtime[Settings]) -> Literal["evaluate",
                                                                          "code_fixer", "critic"]:
     """Evaluate a passing candidate; fix a failing one while attempts remain."""
     rec = state["candidates"][state["current"]]
@@ -248,7 +248,7 @@ def route_after_gate(state: State, runtime: Runtime[Context]) -> Literal["evalua
     return "critic"
 
 
-def route_after_evaluate(state: State, runtime: Runtime[Context]) -> Literal["code_fixer",
+def route_after_evaluate(state: State, runtime: Runtime[Settings]) -> Literal["code_fixer",
                                                                              "critic"]:
     """Send a crashed candidate to the Code-Fixer while attempts remain."""
     rec = state["candidates"][state["current"]]
@@ -275,7 +275,7 @@ def traced(name: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[s
     trace joins ``trace.jsonl`` on those keys.
     """
 
-    def node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    def node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         ctx = context_of(runtime)
         svc = services_for(ctx)
         t0 = time.monotonic()
@@ -320,10 +320,10 @@ def build_graph(checkpointer: Any = None, roles: Iterable[str] = ()) -> Any:
             are wired at their hook.
 
     Returns:
-        The compiled graph (``invoke(input, config, context=Context(...))``).
+        The compiled graph (``invoke(input, config, context=Settings(...))``).
     """
     ext = extension_roles(roles)
-    g = StateGraph(State, context_schema=Context)
+    g = StateGraph(State, context_schema=Settings)
     g.add_node("prepare", traced("prepare", prepare_node))
     for role in ("critic", "designer", "code_fixer"):
         g.add_node(role, traced(role, create_role(role).node))

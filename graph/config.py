@@ -1,6 +1,6 @@
-"""Settings resolution for the CLI: Context defaults < TOML config file < explicit flags.
+"""Settings resolution for the CLI: Settings defaults < TOML config file < explicit flags.
 
-A config file holds Context field names at top level or in tables (flattened)::
+A config file holds Settings field names at top level or in tables (flattened)::
 
     iter_max = 8
     [budgets]
@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from graph.context import Context
+from agents.settings import Settings
 
 ROLE_MODEL_FIELDS = {"designer": "designer_model", "critic": "critic_model",
                      "code_fixer": "fixer_model", "fixer": "fixer_model"}
@@ -38,12 +38,12 @@ class ConfigError(ValueError):
 
 
 def context_fields() -> set[str]:
-    """Names of every Context field."""
-    return {f.name for f in dataclasses.fields(Context)}
+    """Names of every Settings field."""
+    return {f.name for f in dataclasses.fields(Settings)}
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Read a TOML config file into flat Context field values.
+    """Read a TOML config file into flat Settings field values.
 
     Raises:
         ConfigError: Unreadable TOML or an unknown key.
@@ -80,8 +80,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def resolve(defaults: dict[str, Any], config: dict[str, Any],
-            explicit: dict[str, Any]) -> Context:
-    """Merge the three layers into a Context (later layers win).
+            explicit: dict[str, Any]) -> Settings:
+    """Merge the three layers into a Settings (later layers win).
 
     Raises:
         ConfigError: A value of the wrong type for its field.
@@ -89,7 +89,7 @@ def resolve(defaults: dict[str, Any], config: dict[str, Any],
     merged = {**defaults, **config, **explicit}
     merged = {k: v for k, v in merged.items() if k in context_fields()}
     try:
-        ctx = Context(**merged)
+        ctx = Settings(**merged)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
     if ctx.llm_breaker_action not in ("heuristic", "stop"):
@@ -99,7 +99,7 @@ def resolve(defaults: dict[str, Any], config: dict[str, Any],
                                               or ctx.llm_breaker_after < 1):
         raise ConfigError(f"setting llm_breaker_after must be an integer >= 1 or none, got "
                           f"{ctx.llm_breaker_after!r}")
-    for f in dataclasses.fields(Context):
+    for f in dataclasses.fields(Settings):
         value = getattr(ctx, f.name)
         if value is None and "None" in str(f.type):
             continue

@@ -3,7 +3,7 @@
 Selection rule (:func:`agents.records.select_best`): feasible designs (no budget
 violation) first; among them the highest ``balanced_accuracy - w * unfairness`` on the
 validation split (unfairness = mean over sex and age of the max group-accuracy gap,
-``w = Context.unfairness_weight``); ties to fewer parameters. Only the chosen design is
+``w = Settings.unfairness_weight``); ties to fewer parameters. Only the chosen design is
 evaluated on the held-out test split, and test numbers never reach an agent.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents.records import headline, is_ok, select_best
+from agents.settings import Settings
 from evaluation.pareto import objective_names, objectives
-from graph.context import Context
 from graph.report import write_run_report
 from graph.services import Services, atomic_write, services_for
 from graph.state import State
@@ -66,7 +66,7 @@ def _test_headline(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finalize_node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def finalize_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     """Choose the best feasible design, test it, export code (+ ONNX), write summary.json."""
     from graph.builder import context_of, stop_reason
 

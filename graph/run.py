@@ -5,7 +5,7 @@ evaluate -> ... -> finalize) and writes ``runs/<run_id>/``: ``trace.jsonl``,
 ``checkpoints.sqlite``, ``settings.json``, ``candidates/<id>/``, ``summary.json``,
 ``best_model.py`` (+ ``.onnx``), ``pareto.png``, ``group_accuracy.png``.
 
-Settings: Context defaults < ``--config FILE.toml`` < flags given on the command line.
+Settings: Settings defaults < ``--config FILE.toml`` < flags given on the command line.
 ``--resume RUN_ID`` restores ``settings.json`` and continues from the last checkpoint;
 finished evaluations and LLM answers already in the checkpoint are never redone. A run
 folder that was moved or copied resumes where it is now. A missing, empty or damaged
@@ -31,8 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from agents.settings import Settings
 from graph.config import RESUME_OVERRIDABLE, ConfigError, read_config, resolve
-from graph.context import Context
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the CLI parser; every default is suppressed so given flags can be told apart."""
     from tasks.data_args import add_data_args
 
-    d = Context()
+    d = Settings()
     p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__.split("\n")[0],
                                 argument_default=argparse.SUPPRESS)
     add_data_args(p)
-    for action in p._actions:  # data_args sets its own defaults; ours come from Context
+    for action in p._actions:  # data_args sets its own defaults; ours come from Settings
         action.default = argparse.SUPPRESS
         if action.dest == "synthetic_n":
             action.help = f"number of synthetic images (default: {d.synthetic_n})"
@@ -143,8 +143,8 @@ def _fail(msg: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def settle(args: argparse.Namespace) -> tuple[Context, bool]:
-    """Resolve the run's Context and whether it resumes an existing run.
+def settle(args: argparse.Namespace) -> tuple[Settings, bool]:
+    """Resolve the run's Settings and whether it resumes an existing run.
 
     A resumed run keeps its settings and its run id (the checkpoint thread), but lives
     where its folder is now: a moved or copied folder resumes in its new place.
@@ -163,7 +163,7 @@ def settle(args: argparse.Namespace) -> tuple[Context, bool]:
             raise ConfigError(f"cannot resume {args.resume!r}: {run_dir}/settings.json not "
                               f"found (runs in {root}: "
                               f"{', '.join(sorted(p.name for p in root.glob('*')) ) or 'none'})")
-        ctx = Context.load(run_dir / "settings.json")
+        ctx = Settings.load(run_dir / "settings.json")
         if Path(ctx.run_dir).resolve() != run_dir.resolve():
             print(f"note: run {ctx.run_id} was moved or copied from {ctx.run_dir}; resuming it "
                   f"in {run_dir}", file=sys.stderr)
@@ -185,7 +185,7 @@ def settle(args: argparse.Namespace) -> tuple[Context, bool]:
     if (run_dir / "checkpoints.sqlite").exists():
         raise ConfigError(f"run {run_id!r} already exists in {root}; continue it with "
                           f"--resume {run_id} or choose another --run-id")
-    defaults = Context().to_json()
+    defaults = Settings().to_json()
     ctx = resolve(defaults, config, {**explicit, "run_dir": str(run_dir), "run_id": run_id})
     return ctx, False
 
@@ -228,7 +228,7 @@ def finished_work(run_dir: Path) -> tuple[int, int]:
     return evals, cands
 
 
-def _unresumable(ctx: Context, run_dir: Path, name: str, problem: str) -> str:
+def _unresumable(ctx: Settings, run_dir: Path, name: str, problem: str) -> str:
     evals, cands = finished_work(run_dir)
     llm = "" if ctx.llm == "heuristic" and not ctx.base_url else \
         "; every LLM answer is asked (and paid) again"
@@ -255,7 +255,7 @@ def _set_aside(run_dir: Path) -> Path | None:
     return dest
 
 
-def preflight_all(ctx: Context) -> None:
+def preflight_all(ctx: Settings) -> None:
     """Check every role's LLM before the search starts (raises LLMConfigError).
 
     One request per server, however many roles use it; each warning is printed once.
@@ -268,7 +268,7 @@ def preflight_all(ctx: Context) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def check_isolation(ctx: Context) -> None:
+def check_isolation(ctx: Settings) -> None:
     """Apply the sandbox policy; refuse LLM-written code without the OS sandbox.
 
     Raises:
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run(ctx, data, resuming)
 
 
-def _run(ctx: Context, data: Any, resuming: bool) -> int:
+def _run(ctx: Settings, data: Any, resuming: bool) -> int:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from agents.llm import LLMConfigError

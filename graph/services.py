@@ -1,6 +1,6 @@
 """Per-run resources the nodes need but the state must not hold.
 
-Services are looked up from the run's :class:`~graph.context.Context` (keyed by run
+Services are looked up from the run's :class:`~agents.settings.Settings` (keyed by run
 directory) and built lazily, so a graph invoked from LangGraph Studio with only a
 context works too. They hold: the tracer, the display, the prepared data, the chat
 models per role, and the cached tool calls (gate / evaluate / export), each traced as a
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.llm import CallRecord, CircuitBreaker, LLMSpec, make_chat_model, parse_llm
-from graph.context import Context
+from agents.settings import Settings
 from graph.display import Display, PlainDisplay
 from graph.trace import Tracer, estimate_cost
 
@@ -28,7 +28,7 @@ from graph.trace import Tracer, estimate_cost
 class Services:
     """Resources of one run (see module docstring)."""
 
-    ctx: Context
+    ctx: Settings
     tracer: Tracer
     display: Display | PlainDisplay
     _data: Any = None
@@ -249,7 +249,7 @@ def _ort_check(path: Path, image_size: int, num_classes: int) -> str:
     return str((res.result or {}).get("check", "no answer"))[:500]
 
 
-def _budget_key(ctx: Context) -> str:
+def _budget_key(ctx: Settings) -> str:
     b = ctx.budgets.model_dump()
     return "_".join(str(b[k]) for k in sorted(b))
 
@@ -262,7 +262,7 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def data_namespace(ctx: Context) -> argparse.Namespace:
+def data_namespace(ctx: Settings) -> argparse.Namespace:
     """Rebuild the data arguments of ``tasks.data_args`` rebuilt from a context."""
     return argparse.Namespace(
         task=ctx.task, data_dir=ctx.data_dir, synthetic=ctx.synthetic,
@@ -280,9 +280,9 @@ def install(services: Services) -> Services:
     return services
 
 
-def services_for(ctx: Context | dict[str, Any] | None) -> Services:
+def services_for(ctx: Settings | dict[str, Any] | None) -> Services:
     """Return the services of the run ``ctx`` describes, built lazily (e.g. under Studio)."""
-    ctx = Context.of(ctx)
+    ctx = Settings.of(ctx)
     key = str(Path(ctx.run_dir).resolve())
     svc = _SERVICES.get(key)
     if svc is None:
@@ -293,7 +293,7 @@ def services_for(ctx: Context | dict[str, Any] | None) -> Services:
     return svc
 
 
-def release(ctx: Context) -> None:
+def release(ctx: Settings) -> None:
     """Forget and close a run's services (end of a CLI run, tests)."""
     svc = _SERVICES.pop(str(Path(ctx.run_dir).resolve()), None)
     if svc is not None:

@@ -139,7 +139,7 @@ def test_select_best_prefers_feasible_then_score():
 
 def test_critic_brief_after_prepare_critiques_the_template_not_a_baseline():
     from agents.critic import critic_brief
-    from graph.context import Context
+    from agents.settings import Settings
 
     budgets = Budgets(max_params=200_000)
     template = make_record("c000", make_report(cid="c000", budgets=budgets), origin="template")
@@ -147,6 +147,6 @@ def test_critic_brief_after_prepare_critiques_the_template_not_a_baseline():
                                                    budgets=budgets), origin="baseline")
     state = {"candidates": {"c000": template, "b-resnet18": resnet},
              "order": ["c000", "b-resnet18"], "current": None}
-    brief = critic_brief(state, Context())
+    brief = critic_brief(state, Settings())
     assert brief["latest"]["id"] == "c000"
     assert heuristic.critique(brief)["violated_budgets"] == []

@@ -426,12 +426,12 @@ def test_preflight_that_cannot_check_says_so_once(reply: Reply) -> None:
 
 # -- circuit breaker through think() -----------------------------------------------------------
 def _services(tmp_path, srv: FakeOpenAIServer, **ctx_kw):
-    from graph.context import Context
+    from agents.settings import Settings
     from graph.display import PlainDisplay
     from graph.services import Services
     from graph.trace import Tracer
 
-    ctx = Context(llm="local", base_url=srv.base_url, model="test-model",
+    ctx = Settings(llm="local", base_url=srv.base_url, model="test-model",
                   run_dir=str(tmp_path / "run"), run_id="b", **ctx_kw)
     return Services(ctx=ctx, tracer=Tracer(tmp_path / "run" / "trace.jsonl", "b"),
                     display=PlainDisplay(quiet=True))
@@ -449,8 +449,8 @@ def _think(svc, marker: str):
 def test_circuit_breaker_stops_calling_after_n_failures(tmp_path, action: str) -> None:
     import json
 
+    from agents.settings import Settings
     from graph.builder import stop_reason
-    from graph.context import Context
 
     with FakeOpenAIServer(default=lambda req: Reply.server_error(503)) as srv:
         svc = _services(tmp_path, srv, llm_breaker_after=2, llm_breaker_action=action)
@@ -476,7 +476,7 @@ def test_circuit_breaker_stops_calling_after_n_failures(tmp_path, action: str) -
     assert tokens["breaker_open"] == 1 and tokens["fallbacks"] == 5
     report = svc.llm_breaker().report()
     assert report["open"] and report["skipped_calls"] == 3 and "2 consecutive" in report["message"]
-    ctx = Context(llm_breaker_action=action)
+    ctx = Settings(llm_breaker_action=action)
     assert (stop_reason({"tokens": tokens, "round": 1}, ctx) == "llm_unavailable") == \
         (action == "stop")
 

@@ -1,11 +1,11 @@
-"""Settings layers: Context defaults < config file < explicit flags; resume restores."""
+"""Settings layers: Settings defaults < config file < explicit flags; resume restores."""
 
 from __future__ import annotations
 
 import pytest
 
+from agents.settings import Settings
 from graph.config import ConfigError, read_config, resolve
-from graph.context import Context
 from graph.run import _explicit, build_parser, settle
 
 
@@ -16,10 +16,10 @@ def test_flags_override_config_override_defaults(tmp_path):
     args = build_parser().parse_args(["--config", str(cfg), "--iter-max", "4", "--synthetic"])
     explicit = _explicit(args)
     assert explicit == {"iter_max": 4, "synthetic": True}  # defaults are not "given"
-    ctx = resolve(Context().to_json(), read_config(cfg), explicit)
+    ctx = resolve(Settings().to_json(), read_config(cfg), explicit)
     assert (ctx.iter_max, ctx.patience, ctx.max_latency_ms) == (4, 7, 2.5)
     assert ctx.designer_model == "big" and ctx.role_model("critic") == "small"
-    assert ctx.epochs == Context().epochs
+    assert ctx.epochs == Settings().epochs
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
@@ -29,14 +29,14 @@ def test_bad_config_is_a_clear_error(tmp_path):
         read_config(cfg)
     cfg.write_text("iter_max = 'many'\n")
     with pytest.raises(ConfigError, match="iter_max"):
-        resolve(Context().to_json(), read_config(cfg), {})
+        resolve(Settings().to_json(), read_config(cfg), {})
     cfg.write_text("iter_max = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         read_config(cfg)
 
 
 def test_resume_restores_settings_and_allows_only_safe_overrides(tmp_path):
-    ctx = Context(iter_max=3, epochs=5, run_dir=str(tmp_path / "r1"), run_id="r1")
+    ctx = Settings(iter_max=3, epochs=5, run_dir=str(tmp_path / "r1"), run_id="r1")
     (tmp_path / "r1").mkdir()
     ctx.save(tmp_path / "r1" / "settings.json")
     args = build_parser().parse_args(["--resume", "r1", "--run-dir", str(tmp_path),
@@ -47,17 +47,17 @@ def test_resume_restores_settings_and_allows_only_safe_overrides(tmp_path):
 
 def test_budget_none_disables(tmp_path):
     args = build_parser().parse_args(["--max-params", "none", "--max-latency-ms", "3"])
-    ctx = resolve(Context().to_json(), {}, _explicit(args))
+    ctx = resolve(Settings().to_json(), {}, _explicit(args))
     assert ctx.max_params is None and ctx.budgets.max_latency_ms == 3.0
 
 
 def test_context_of_accepts_what_studio_passes(tmp_path):
     from graph.services import release, services_for
 
-    ctx = Context(run_dir=str(tmp_path / "run"), iter_max=3)
-    assert Context.of(ctx) is ctx
-    assert Context.of(ctx.to_json()) == ctx  # Studio hands nodes a plain dict
-    assert Context.of(None) == Context()
+    ctx = Settings(run_dir=str(tmp_path / "run"), iter_max=3)
+    assert Settings.of(ctx) is ctx
+    assert Settings.of(ctx.to_json()) == ctx  # Studio hands nodes a plain dict
+    assert Settings.of(None) == Settings()
     svc = services_for(ctx.to_json())
     assert svc.ctx == ctx and (tmp_path / "run").is_dir()
     release(ctx)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agents.settings import Settings
 from graph import run
-from graph.context import Context
 from tools import sandbox
 
 
@@ -15,10 +15,10 @@ def _restore_policy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_isolation_required_by_backend() -> None:
-    assert Context(llm="openai:gpt-x").isolation_required
-    assert not Context(llm="heuristic").isolation_required
-    assert not Context(llm="openai:gpt-x", require_isolation=False).isolation_required
-    assert Context(llm="heuristic", require_isolation=True).isolation_required
+    assert Settings(llm="openai:gpt-x").isolation_required
+    assert not Settings(llm="heuristic").isolation_required
+    assert not Settings(llm="openai:gpt-x", require_isolation=False).isolation_required
+    assert Settings(llm="heuristic", require_isolation=True).isolation_required
 
 
 def test_llm_run_refused_without_sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path,
@@ -36,11 +36,11 @@ def test_llm_run_refused_without_sandbox(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_heuristic_run_warns_and_sets_policy(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sandbox, "isolation_problem", lambda: "bubblewrap is not installed")
-    run.check_isolation(Context(llm="heuristic"))
+    run.check_isolation(Settings(llm="heuristic"))
     assert "without the OS sandbox" in capsys.readouterr().err
     assert sandbox.SandboxLimits().require_isolation is False
     with pytest.raises(run.ConfigError, match="bubblewrap is not installed"):
-        run.check_isolation(Context(llm="heuristic", require_isolation=True))
+        run.check_isolation(Settings(llm="heuristic", require_isolation=True))
     monkeypatch.setattr(sandbox, "isolation_problem", lambda: None)
-    run.check_isolation(Context(llm="openai:x"))
+    run.check_isolation(Settings(llm="openai:x"))
     assert sandbox.SandboxLimits().require_isolation is True

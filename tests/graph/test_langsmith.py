@@ -13,8 +13,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.graph import END, START, StateGraph
 
 from agents.registry import create_role, load_roles
+from agents.settings import Settings
 from graph.builder import traced
-from graph.context import Context
 from graph.services import release
 from graph.state import State
 from graph.trace import langsmith_tags, load_trace
@@ -56,14 +56,14 @@ def test_node_and_llm_runs_carry_run_round_role_candidate(tmp_path, monkeypatch)
     for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_API_KEY"):
         monkeypatch.delenv(var, raising=False)  # offline: only our handler listens
     load_roles()
-    g = StateGraph(State, context_schema=Context)
+    g = StateGraph(State, context_schema=Settings)
     g.add_node("critic", traced("critic", create_role("critic").node))
     g.add_edge(START, "critic")
     g.add_edge("critic", END)
     app = g.compile()
     rec = Recorder()
     with FakeOpenAIServer(default=lambda req: Reply.json(CRITIQUE), models=["m"]) as server:
-        ctx = Context(llm="local", base_url=server.base_url, model="m",
+        ctx = Settings(llm="local", base_url=server.base_url, model="m",
                       run_dir=str(tmp_path / "run"), run_id="ls1")
         try:
             out = app.invoke({"round": 2, "current": "c002", "candidates": {}, "order": []},

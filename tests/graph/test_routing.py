@@ -6,6 +6,7 @@ import io
 import time
 from types import SimpleNamespace
 
+from agents.settings import Settings
 from evaluation.report import Budgets
 from graph.builder import (
     build_graph,
@@ -15,12 +16,11 @@ from graph.builder import (
     route_after_gate,
     stop_reason,
 )
-from graph.context import Context
 from graph.display import PlainDisplay
 from tests.fakes.reports import make_record, make_report
 
 
-def _rt(ctx: Context) -> SimpleNamespace:
+def _rt(ctx: Settings) -> SimpleNamespace:
     return SimpleNamespace(context=ctx)
 
 
@@ -33,7 +33,7 @@ def _state(**kw):
 
 
 def test_stop_on_iter_max():
-    ctx = Context(iter_max=3)
+    ctx = Settings(iter_max=3)
     assert stop_reason(_state(round=2), ctx) is None
     assert stop_reason(_state(round=3), ctx) == "iter_max"
     assert route_after_critic(_state(round=3), _rt(ctx)) == "finalize"
@@ -41,7 +41,7 @@ def test_stop_on_iter_max():
 
 
 def test_stop_on_patience():
-    ctx = Context(iter_max=10, patience=2)
+    ctx = Settings(iter_max=10, patience=2)
     assert stop_reason(_state(stale_rounds=1), ctx) is None
     assert stop_reason(_state(stale_rounds=2), ctx) == "patience"
 
@@ -49,22 +49,22 @@ def test_stop_on_patience():
 def test_stop_on_targets_met_and_converged_critique():
     rep = make_report(bal=0.8)
     st = _state(candidates={"c000": make_record("c000", rep)})
-    assert stop_reason(st, Context(target_balanced_accuracy=0.7)) == "targets_met"
-    assert stop_reason(st, Context(target_balanced_accuracy=0.9)) is None
+    assert stop_reason(st, Settings(target_balanced_accuracy=0.7)) == "targets_met"
+    assert stop_reason(st, Settings(target_balanced_accuracy=0.9)) is None
     st["critiques"] = [{"converged": True}]
-    assert stop_reason(st, Context()) == "converged"
+    assert stop_reason(st, Settings()) == "converged"
 
 
 def test_stop_on_llm_tokens_and_wall_time():
     st = _state(tokens={"input": 900, "output": 200})
-    assert stop_reason(st, Context(max_llm_tokens=1000)) == "llm_budget"
-    assert stop_reason(st, Context(max_llm_tokens=5000)) is None
+    assert stop_reason(st, Settings(max_llm_tokens=1000)) == "llm_budget"
+    assert stop_reason(st, Settings(max_llm_tokens=5000)) is None
     st = _state(started_at=time.time() - 100)
-    assert stop_reason(st, Context(max_wall_s=50)) == "wall_time"
+    assert stop_reason(st, Settings(max_wall_s=50)) == "wall_time"
 
 
 def test_gate_and_evaluate_routers():
-    ctx = Context(max_fix_attempts=2)
+    ctx = Settings(max_fix_attempts=2)
     rec = make_record("c001", None)
     rec.update(gate={"ok": True})
     assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
@@ -92,7 +92,7 @@ class _Events:
 
 
 def test_conclude_counts_stale_rounds_on_hypervolume():
-    ctx = Context(max_params=None)
+    ctx = Settings(max_params=None)
     svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()), tracer=_Events(),
                           round_t0=None)
     c0 = make_record("c000", make_report(bal=0.5, latency=2.0))
@@ -117,7 +117,7 @@ def test_conclude_counts_stale_rounds_on_hypervolume():
 
 
 def test_infeasible_candidates_do_not_enter_archive():
-    ctx = Context(max_params=50_000)
+    ctx = Settings(max_params=50_000)
     svc = SimpleNamespace(display=PlainDisplay(out=io.StringIO()), tracer=_Events(),
                           round_t0=None)
     rep = make_report(params=100_000, budgets=Budgets(max_params=50_000))

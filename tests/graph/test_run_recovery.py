@@ -20,8 +20,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
+from agents.settings import Settings
 from graph.config import ConfigError
-from graph.context import Context
 from graph.run import build_parser, checkpoint_problem, settle
 from tools.tmpdirs import OWNER_FILE, clean_stale_temp_dirs, make_temp_dir
 
@@ -34,7 +34,7 @@ def _checkpointed_run(root: Path, name: str = "r1", *, work: bool = True) -> Pat
     """A run folder with settings.json, a real checkpoint of thread ``name`` and work."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    Context(run_dir=str(run_dir), run_id=name, iter_max=3).save(run_dir / "settings.json")
+    Settings(run_dir=str(run_dir), run_id=name, iter_max=3).save(run_dir / "settings.json")
     g = StateGraph(_S)
     g.add_node("step", lambda s: {"n": s["n"] + 1})
     g.add_edge(START, "step")

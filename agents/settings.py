@@ -17,7 +17,7 @@ from evaluation.report import Budgets
 
 
 @dataclass
-class Context:
+class Settings:
     """Resolved settings of one search run."""
 
     # --- task and data -------------------------------------------------------------
@@ -142,14 +142,14 @@ class Context:
         return dataclasses.asdict(self)
 
     @classmethod
-    def of(cls, value: Context | dict[str, Any] | None) -> Context:
-        """Return the run's Context from what a node's runtime carries (Studio: a dict)."""
+    def of(cls, value: Settings | dict[str, Any] | None) -> Settings:
+        """Return the run's Settings from what a node's runtime carries (Studio: a dict)."""
         if isinstance(value, cls):
             return value
         return cls.from_json(value) if isinstance(value, dict) else cls()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Context:
+    def from_json(cls, data: dict[str, Any]) -> Settings:
         """Rebuild from :meth:`to_json` output, ignoring unknown keys (older runs)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -161,6 +161,6 @@ class Context:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> Context:
+    def load(cls, path: Path) -> Settings:
         """Read ``settings.json``."""
         return cls.from_json(json.loads(path.read_text()))
