@@ -52,7 +52,7 @@ class AttributeFairness(BaseModel):
     worst_group: str
     worst_group_accuracy: float
     # Every gap is None when undefined (fewer than two groups; for the rate gaps, no class
-    # in the class set, see evaluation.fairness). Never 0.0, which would read "fair".
+    # in the class set, see evaluation.rates). Never 0.0, which would read "fair".
     unfairness: float | None = Field(description="mean_g |acc_g - acc_overall|")
     max_gap: float | None = Field(description="max_g acc_g - min_g acc_g")
     max_gap_interval: tuple[float, float] | None = Field(
@@ -63,7 +63,7 @@ class AttributeFairness(BaseModel):
     demographic_parity_difference: float | None
     equalized_odds_difference: float | None
     rate_classes: list[int] | None = Field(
-        None, description="The class set the rate gaps average over (see evaluation.fairness).")
+        None, description="The class set the rate gaps average over (see evaluation.rates).")
     intervals: dict[str, tuple[float, float]] | None = Field(
         None, description="Bootstrap intervals per metric name, when requested."
     )
