@@ -205,7 +205,7 @@ def _skin(p: dict[str, np.ndarray], field: _Fields, g: _Geometry) -> np.ndarray:
 
 
 def _lesion_colour(p: dict[str, np.ndarray], field: _Fields) -> np.ndarray:
-    """Base colour of each lesion: brown to pink, variegated, with blue-grey (B,H,W,3)."""
+    """Colour each lesion: brown to pink, variegated, with blue-grey (B,H,W,3)."""
     st = p["style"]
     dark = np.clip(_col(st[:, F["darkness"]]) + 0.15 * field(4), 0, 1)[..., None]
     brown = _LIGHT_BROWN + (_DARK_BROWN - _LIGHT_BROWN) * dark

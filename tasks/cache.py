@@ -196,7 +196,7 @@ def _store_images(tmp: Path, decoded: _Decoded, keep: np.ndarray, size: int) -> 
 
 def _meta(index: IsicIndex, kept: pd.DataFrame, decoded: _Decoded, ds_fp: str, size: int,
           report: dict[str, Any]) -> dict[str, Any]:
-    """The cache's meta.json: version, key, class names, channel statistics and counts."""
+    """Return the cache's meta.json: version, key, class names, channel statistics, counts."""
     count = len(kept) * size * size
     mean = decoded.s1 / count
     std = np.sqrt(np.maximum(decoded.s2 / count - mean**2, 0.0))

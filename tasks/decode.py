@@ -84,7 +84,7 @@ def decode_all(paths: list[str], size: int, workers: int) -> Generator[Decoded, 
 
 
 def progress_bar(enabled: bool) -> Progress:
-    """A rich progress bar on stderr for decoding (``disable`` when not ``enabled``)."""
+    """Return a rich progress bar on stderr for decoding (hidden unless ``enabled``)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,

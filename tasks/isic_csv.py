@@ -179,7 +179,8 @@ def read_metadata(path: Path) -> dict[str, tuple[int, dict[str, Any]]]:
                 f"image {image!r} already listed at row {out[image][0]}",
                 file=path, row=line, column="image",
             )
-        age = _age(path, line, r[col["age_approx"]].strip())  # a bad age is reported before a bad sex
+        # A row with a bad age and a bad sex reports the age.
+        age = _age(path, line, r[col["age_approx"]].strip())
         raw_sex = r[col["sex"]].strip()
         sex = raw_sex.lower() or None
         if sex is not None and sex not in SEX_NAMES:
