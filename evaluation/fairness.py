@@ -125,11 +125,12 @@ def _present(
     group_names: Sequence[str],
     attribute: str,
     num_classes: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int]:
     """Check the inputs and keep the samples that have the attribute.
 
     Returns:
-        Their labels, predictions and group names, and how many samples lack it.
+        Their labels, predictions and group names, the groups present (in the caller's
+        order) and how many samples lack the attribute.
     """
     yt, yp = _pair(y_true, y_pred, num_classes)
     code = _codes(codes, attribute, len(group_names))
@@ -140,7 +141,8 @@ def _present(
         raise ValueError(f"{attribute}: no sample has this attribute (all codes are -1)")
     yt, yp, code = yt[keep], yp[keep], code[keep]
     names = np.asarray(group_names, dtype=object)[code].astype(str)
-    return yt, yp, names, int((~keep).sum())
+    order = [g for g in group_names if (names == g).any()]
+    return yt, yp, names, order, int((~keep).sum())
 
 
 def _group_metrics(
@@ -186,18 +188,10 @@ def attribute_fairness(
     * ``unfairness = (1/G) * sum_g |acc_g - acc|`` (our definition; FaHaNa's exact
       formula was not retrievable)
     * ``max_gap = max_g acc_g - min_g acc_g``; ``worst_group = argmin_g acc_g``
-    * ``eopp1 = mean_c [max_g TPR_{g,c} - min_g TPR_{g,c}]`` (one-vs-rest for class c)
-    * ``eopp0 = mean_c [max_g TNR_{g,c} - min_g TNR_{g,c}]``
-    * ``eodd = mean_c ([TPR gap]_c + [FPR gap]_c) / 2``
-    * ``demographic_parity_difference`` / ``equalized_odds_difference``: fairlearn's
-      functions on the one-vs-rest labels of each class, macro-averaged over classes.
+    * the rate gaps (``eopp1``, ``eopp0``, ``eodd``, ...): :func:`evaluation.rates.rate_gaps`
 
-    These are the Notre Dame FairPrune / FairQuantize definitions generalised from two
-    groups to many, averaged over one class set for every rate metric (classes with a
-    positive and a negative in every group, :func:`evaluation.rates.rate_classes`). With
-    one group every gap is ``None``. Every group has its size and ``gap_interval``;
-    ``max_gap`` has ``max_gap_interval`` (:func:`evaluation.intervals.gap_intervals`,
-    seeded by ``seed``).
+    With one group every gap is ``None``. Every group has its size and ``gap_interval``,
+    ``max_gap`` its ``max_gap_interval`` (:func:`evaluation.intervals.gap_intervals`).
 
     Args:
         y_true: True class indices.
@@ -213,16 +207,14 @@ def attribute_fairness(
         The attribute's fairness metrics.
 
     Raises:
-        ValueError: On mismatched lengths, codes that are not integers (``None``, text),
-            out-of-range codes or labels, or when no sample has the attribute.
+        ValueError: Mismatched lengths, non-integer or out-of-range codes or labels, or
+            no sample with the attribute.
     """
-    yt, yp, names, n_missing = _present(y_true, y_pred, codes, group_names, attribute,
-                                        num_classes)
-    order = [g for g in group_names if (names == g).any()]  # the caller's group order
+    yt, yp, names, order, n_missing = _present(y_true, y_pred, codes, group_names,
+                                               attribute, num_classes)
     several = len(order) >= 2
     groups, spread = _group_metrics(yt, yp, names, order, seed)
-    overall = float((yt == yp).mean())
-    accs = np.array([g.accuracy for g in groups])
+    accs, overall = np.array([g.accuracy for g in groups]), float((yt == yp).mean())
     worst = groups[int(np.argmin(accs))]
     return AttributeFairness(
         attribute=attribute,

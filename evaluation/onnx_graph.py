@@ -262,8 +262,9 @@ def static_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, tuple[Sha
             continue
         tt = v.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if tt.HasField("shape") and None not in dims:
-            out[v.name] = (tuple(int(d) for d in dims), tt.elem_type)
+        known = [d for d in dims if d is not None]
+        if tt.HasField("shape") and len(known) == len(dims):
+            out[v.name] = (tuple(int(d) for d in known), tt.elem_type)
     missing = [name for node in inferred.graph.node for name in node.output
                if name and name not in out]
     if missing:

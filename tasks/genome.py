@@ -286,11 +286,15 @@ def parse_genome(source: str) -> Genome | None:
     except (SyntaxError, ValueError):
         return None
     for node in tree.body:
-        targets = (node.targets if isinstance(node, ast.Assign)
-                   else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
         if [t.id for t in targets if isinstance(t, ast.Name)] == ["GENOME"] and len(targets) == 1:
             try:
-                return Genome.model_validate(ast.literal_eval(node.value))
+                return Genome.model_validate(ast.literal_eval(value))
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError,
                     ValidationError):
                 return None

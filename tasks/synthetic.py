@@ -115,7 +115,7 @@ def _norm(t: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One draw per row of `probs` (rows sum to 1)."""
-    u = rng.random(probs.shape[0])[:, None]
+    u = rng.random(int(probs.shape[0]))[:, None]
     return np.minimum((np.cumsum(probs, axis=1) < u).sum(axis=1), probs.shape[1] - 1)
 
 
