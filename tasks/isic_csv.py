@@ -96,7 +96,7 @@ def _row_label(path: Path, line: int, r: list[str], columns: list[tuple[int, str
     return ISIC_CLASSES.index(ones[0])
 
 
-def read_ground_truth(path: Path) -> list[tuple[int, str, int]]:
+def _read_ground_truth(path: Path) -> list[tuple[int, str, int]]:
     """Parse the ground-truth CSV.
 
     Args:
@@ -149,7 +149,7 @@ def _age(path: Path, line: int, raw_age: str) -> float:
     return age
 
 
-def read_metadata(path: Path) -> dict[str, tuple[int, dict[str, Any]]]:
+def _read_metadata(path: Path) -> dict[str, tuple[int, dict[str, Any]]]:
     """Parse the metadata CSV.
 
     Args:
@@ -209,8 +209,8 @@ def join_tables(ground_truth: Path, metadata: Path) -> pd.DataFrame:
     Raises:
         DatasetError: Any CSV problem, or an image listed in one file only.
     """
-    gt = read_ground_truth(ground_truth)
-    meta = read_metadata(metadata)
+    gt = _read_ground_truth(ground_truth)
+    meta = _read_metadata(metadata)
     gt_names = set()
     records = []
     for line, image, label in gt:

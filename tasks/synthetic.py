@@ -69,8 +69,8 @@ SITE_BY_SEX = np.array([[2918, 1923, 14, 2940, 29, 241, 1071, 1418],
 SITE_SUN = np.array([0.5, 1.0, 0.5, 0.4, 0.0, 0.0, 0.5, 0.8])  # sun exposure of each site
 SITE_HAIR = np.array([1.0, 0.6, 0.9, 0.9, 0.5, 0.0, 1.0, 0.9])
 
-# Sources: the old ISIC archive (no lesion ids), HAM10000, BCN_20000, MSK.
-SOURCES = ("ARCHIVE", "HAM10000", "BCN_20000", "MSK")
+# Sources, by index of the SRC_* rows: 0 the old ISIC archive (no lesion ids), 1 HAM10000,
+# 2 BCN_20000, 3 MSK.
 LESION_PREFIX = (None, "HAM_", "BCN_", "MSK4_")
 SRC_BY_CLASS = np.array(
     [[337, 1113, 2857, 215], [1549, 6705, 4206, 415], [0, 514, 2809, 0], [0, 130, 737, 0],
