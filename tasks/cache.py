@@ -134,7 +134,10 @@ def skip_notes(data: PreparedData) -> list[str]:
 
 
 class _Decoded:
-    """Images decoded into ``images_all.npy`` in a build folder, with running channel sums."""
+    """Images decoded into ``images_all.npy`` in a build folder, with running channel sums.
+
+    :meth:`store` writes the final ``images.npy``; the buffer is gone after it.
+    """
 
     def __init__(self, tmp: Path, n: int, size: int) -> None:
         self.path = tmp / "images_all.npy"
@@ -152,6 +155,23 @@ class _Decoded:
         x = arr.reshape(3, -1).astype(np.float64) / 255.0
         self.s1 += x.sum(axis=1)
         self.s2 += (x * x).sum(axis=1)
+
+    def store(self, dest: Path, keep: np.ndarray) -> None:
+        """Write the rows ``keep`` to ``dest`` (a .npy) and release the decoding buffer."""
+        imgs = self.images
+        del self.images  # no reference left here: the memmap closes once the rows are out
+        if len(keep) < len(self.ok):  # compact: copy the decodable rows into the final array
+            dst = np.lib.format.open_memmap(dest, mode="w+", dtype=np.uint8,
+                                            shape=(len(keep), *imgs.shape[1:]))
+            for a in range(0, len(keep), 1024):
+                dst[a:a + 1024] = imgs[keep[a:a + 1024]]
+            dst.flush()
+            del dst, imgs
+            self.path.unlink()
+        else:
+            imgs.flush()
+            del imgs
+            self.path.rename(dest)
 
 
 def _decode_into(tmp: Path, frame: pd.DataFrame, size: int, strict: bool, progress: bool,
@@ -175,23 +195,6 @@ def _decode_into(tmp: Path, frame: pd.DataFrame, size: int, strict: bool, progre
                 out.add(i, arr)
             bar.advance(task, len(results))
     return out
-
-
-def _store_images(tmp: Path, decoded: _Decoded, keep: np.ndarray, size: int) -> None:
-    """Move the decodable rows of ``images_all.npy`` into ``tmp/images.npy``."""
-    imgs = decoded.images
-    if len(keep) < len(decoded.ok):  # compact: copy the decodable rows into the final array
-        dst = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                        shape=(len(keep), 3, size, size))
-        for a in range(0, len(keep), 1024):
-            dst[a:a + 1024] = imgs[keep[a:a + 1024]]
-        dst.flush()
-        del dst, imgs, decoded.images
-        decoded.path.unlink()
-    else:
-        imgs.flush()
-        del imgs, decoded.images
-        decoded.path.rename(tmp / "images.npy")
 
 
 def _meta(index: IsicIndex, kept: pd.DataFrame, decoded: _Decoded, ds_fp: str, size: int,
@@ -240,7 +243,7 @@ def _build(
         if len(keep) == 0:
             raise DatasetError(f"none of the {len(frame)} images could be decoded",
                                file=str(frame["path"][0]))
-        _store_images(tmp, decoded, keep, size)
+        decoded.store(tmp / "images.npy", keep)
         kept = frame.iloc[keep].reset_index(drop=True)
         np.save(tmp / "labels.npy", kept["label"].to_numpy(np.int64))
         np.save(tmp / "sex.npy", encode_sex(kept["sex"]))
