@@ -33,22 +33,23 @@ THROUGHPUT_TARGET = 0.9
 def _prepare_counted(data_dir: Path, size: int, cache_root: Path) -> tuple[Any, float, int]:
     """Prepare in-process (one decoder) while counting image decodes."""
     import tasks.cache as cache
+    import tasks.decode as decode
 
     calls = [0]
-    original = cache.decode_image
+    original = decode.decode_image
 
     def counting(path: Any, s: int) -> np.ndarray:
         calls[0] += 1
         return original(path, s)
 
-    cache.decode_image = counting
+    decode.decode_image = counting
     try:
         t = time.perf_counter()
         data = cache.prepare_isic(data_dir, image_size=size, cache_root=cache_root,
                                   progress=False, workers=1)
         return data, time.perf_counter() - t, calls[0]
     finally:
-        cache.decode_image = original
+        decode.decode_image = original
 
 
 def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarray,

@@ -94,8 +94,8 @@ def objectives(
             f"status={r.status!r} (failure: {r.failure_stage or 'missing metrics/hardware'})"
         )
     # An attribute with one group present has no gap (None): it is left out, not 0.
-    gaps = [r.fairness[a].max_gap for a in attributes
-            if a in r.fairness and r.fairness[a].max_gap is not None]
+    present = [r.fairness[a].max_gap for a in attributes if a in r.fairness]
+    gaps = [g for g in present if g is not None]
     if not gaps:
         raise ValueError(
             f"candidate {r.candidate_id or r.code_hash}: none of the attributes "

@@ -20,12 +20,12 @@ FailureStage = Literal["gate", "train", "diverged", "export", "timeout", "memory
 class Budgets(BaseModel):
     """Device budgets; ``None`` means unconstrained. Priority order is the field order."""
 
-    max_latency_ms: float | None = Field(None, description="Batch-1 median latency (ms).")
+    max_latency_ms: float | None = Field(default=None, description="Batch-1 median latency (ms).")
     max_memory_mb: float | None = Field(
-        None, description="Peak activation memory at batch 1 plus weights (MB)."
+        default=None, description="Peak activation memory at batch 1 plus weights (MB)."
     )
-    max_params: int | None = Field(None, description="Trainable parameters.")
-    max_flops: int | None = Field(None, description="FLOPs of one batch-1 forward pass.")
+    max_params: int | None = Field(default=None, description="Trainable parameters.")
+    max_flops: int | None = Field(default=None, description="FLOPs of one batch-1 forward pass.")
 
 
 class GroupMetric(BaseModel):
@@ -36,7 +36,7 @@ class GroupMetric(BaseModel):
     accuracy: float
     balanced_accuracy: float | None = None
     gap_interval: tuple[float, float] | None = Field(
-        None, description="95 % bootstrap interval of (overall accuracy - this group's "
+        default=None, description="95 % bootstrap interval of (overall accuracy - this group's "
                           "accuracy); one that includes 0 is not a measurable lag.")
 
 
@@ -52,20 +52,21 @@ class AttributeFairness(BaseModel):
     worst_group: str
     worst_group_accuracy: float
     # Every gap is None when undefined (fewer than two groups; for the rate gaps, no class
-    # in the class set, see evaluation.fairness). Never 0.0, which would read "fair".
+    # in the class set, see evaluation.rates). Never 0.0, which would read "fair".
     unfairness: float | None = Field(description="mean_g |acc_g - acc_overall|")
     max_gap: float | None = Field(description="max_g acc_g - min_g acc_g")
     max_gap_interval: tuple[float, float] | None = Field(
-        None, description="95 % bootstrap interval of max_gap (resampling within groups).")
+        default=None, description="95 % bootstrap interval of max_gap (resampling within groups).")
     eopp0: float | None = Field(description="TNR gap, one-vs-rest, averaged over the class set")
     eopp1: float | None = Field(description="TPR gap, one-vs-rest, averaged over the class set")
     eodd: float | None = Field(description="(TPR gap + FPR gap) / 2, averaged over the class set")
     demographic_parity_difference: float | None
     equalized_odds_difference: float | None
     rate_classes: list[int] | None = Field(
-        None, description="The class set the rate gaps average over (see evaluation.fairness).")
+        default=None,
+        description="The class set the rate gaps average over (see evaluation.rates).")
     intervals: dict[str, tuple[float, float]] | None = Field(
-        None, description="Bootstrap intervals per metric name, when requested."
+        default=None, description="Bootstrap intervals per metric name, when requested."
     )
 
 
@@ -100,12 +101,12 @@ class HardwareReport(BaseModel):
     onnx_latency_ms_median: float | None = None
     onnx_latency_ms_p90: float | None = None
     measured_by: str = Field(
-        "", description="Who measured these numbers; empty in reports from before the "
+        default="", description="Who measured these numbers; empty in reports from before the "
                         "trusted measure job.")
     graph_ops: dict[str, int] = Field(
         default_factory=dict, description="Operator counts of the measured ONNX graph.")
     runtime_peak_mb: float | None = Field(
-        None, description="Resident memory ONNX Runtime added to load the graph and run it "
+        default=None, description="Resident memory ONNX Runtime added to load the graph and run it "
                           "at batch 1 (weights, activations, kernel scratch, allocator "
                           "slack), from the process's high-water mark; None where the "
                           "kernel cannot reset it. Reported beside memory_mb, not budgeted.")
@@ -127,9 +128,9 @@ class TrainingStats(BaseModel):
     loss_curve: list[float] = Field(default_factory=list)
     device: str
     amp: str
-    diverged: bool = False
     stopped_early: bool = Field(
-        False, description="Cut by the recipe's max_train_seconds before the last epoch ended."
+        default=False,
+        description="Cut by the recipe's max_train_seconds before the last epoch ended."
     )
 
 
@@ -147,9 +148,9 @@ class EvaluationReport(BaseModel):
     hardware: HardwareReport | None = None
     training: TrainingStats | None = None
     prediction_agreement: float | None = Field(
-        None, description="Share of evaluation images on which the scored ONNX Runtime "
+        default=None, description="Share of evaluation images on which the scored ONNX Runtime "
                           "predictions equal the worker's PyTorch predictions.")
-    exporter: str | None = Field(None, description="ONNX exporter that wrote the graph.")
+    exporter: str | None = Field(default=None, description="ONNX exporter that wrote the graph.")
     budgets: Budgets = Field(default_factory=Budgets)
     violations: list[str] = Field(default_factory=list)
     isolation: list[str] = Field(default_factory=list)

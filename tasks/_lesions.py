@@ -13,6 +13,8 @@ difficulty through the same mechanisms as on the real data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # Order of the columns of CLASS_STYLE; a lesion's style is one row-blend of it.
@@ -145,34 +147,27 @@ def _blur(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return out
 
 
-def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedSequence
-                 ) -> np.ndarray:
-    """Draw a batch of lesion images of one shape.
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the lesion lies in a batch: image and lesion coordinates, border and mask."""
 
-    Args:
-        p: per-image parameters (arrays of length B) produced by
-            ``tasks.synthetic.render_params``: ``style`` (B, len(FEATURES)),
-            ``harm_amp``/``harm_phase`` (B, 6), ``skin_tone``, ``age01``, ``hair``,
-            ``hair_angle``, ``sun``, ``theta``, ``zoom``, ``cx``, ``cy``, ``cast`` (B, 3),
-            ``brightness``, ``contrast``, ``vignette``, ``blur``, ``noise``, ``circle``.
-        h: image height in pixels.
-        w: image width in pixels.
-        seed: seed of this batch's texture noise (independent of the worker that draws it).
+    u: np.ndarray  # (1, H, W) x in units of half the shorter side, 0 at the centre
+    v: np.ndarray  # (1, H, W) y, likewise
+    frame_r: np.ndarray  # (1, H, W) distance from the image centre
+    d: np.ndarray  # (B, H, W) distance from the lesion centre, 1 on the border
+    mask: np.ndarray  # (B, H, W) soft lesion mask
+    la: np.ndarray  # (B, H, W) lesion-relative coordinates for structures
+    lb: np.ndarray
 
-    Returns:
-        uint8 array (B, H, W, 3).
-    """
-    rng = np.random.default_rng(seed)
-    b = len(p["theta"])
+
+def _geometry(p: dict[str, np.ndarray], field: _Fields, h: int, w: int) -> _Geometry:
+    """Lay out each lesion in its own rotated, elongated frame with a harmonic border."""
     st = p["style"]
-    field = _Fields(rng, b, h, w)
     s = min(h, w) / 2.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u = ((xx - (w - 1) / 2.0) / s)[None]
     v = ((yy - (h - 1) / 2.0) / s)[None]
     frame_r = np.sqrt(u**2 + v**2)
-
-    # --- lesion geometry in its own rotated, elongated frame -------------------------
     radius = _col(np.clip(st[:, F["radius"]], 0.12, 0.95) * p["zoom"])
     dx, dy = u - _col(p["cx"]), v - _col(p["cy"])
     ct, sn = _col(np.cos(p["theta"])), _col(np.sin(p["theta"]))
@@ -188,10 +183,13 @@ def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedS
     shape += 0.5 * _col(st[:, F["irreg"]]) * field(6)
     d = rho / (radius * np.maximum(shape, 0.3))  # 1 on the border
     soft = _col(np.clip(st[:, F["soft"]], 0.02, 0.3))
-    mask = _sig((1.0 - d) / soft)
-    la, lb = a / radius, bb / radius  # lesion-relative coordinates for structures
+    return _Geometry(u=u, v=v, frame_r=frame_r, d=d, mask=_sig((1.0 - d) / soft),
+                     la=a / radius, lb=bb / radius)
 
-    # --- background skin --------------------------------------------------------------
+
+def _skin(p: dict[str, np.ndarray], field: _Fields, g: _Geometry) -> np.ndarray:
+    """Background skin: tone, texture, age, sun damage, wrinkles and erythema (B,H,W,3)."""
+    st = p["style"]
     tone = _col(p["skin_tone"])[..., None]
     skin = _LIGHT_SKIN + (_DARK_SKIN - _LIGHT_SKIN) * tone
     skin = skin * (1.0 + 0.035 * field(10)[..., None] + 0.02 * field(3)[..., None])
@@ -199,13 +197,16 @@ def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedS
     sun = _col(p["sun"])
     lentigo = _sig((field(9) - (2.4 - 1.2 * sun)) * 4.0) * sun
     skin = _mix(skin, _LIGHT_BROWN * 0.9, 0.7 * lentigo)
-    wrinkle = np.exp(-(np.sin(4.0 * field(2) + 9.0 * (u + 0.3 * v)) ** 2) / 0.02)
+    wrinkle = np.exp(-(np.sin(4.0 * field(2) + 9.0 * (g.u + 0.3 * g.v)) ** 2) / 0.02)
     skin = skin * (1.0 - 0.10 * _col(p["age01"]) ** 2 * wrinkle)[..., None]
     # Erythema around inflamed lesions (AK, SCC, BCC): a red halo outside the border.
-    halo = _col(np.clip(st[:, F["redness"]] - 0.3, 0, 1)) * np.exp(-((d - 1.2) ** 2) / 0.3)
-    skin = _mix(skin, _PINK, 0.5 * halo)
+    halo = _col(np.clip(st[:, F["redness"]] - 0.3, 0, 1)) * np.exp(-((g.d - 1.2) ** 2) / 0.3)
+    return _mix(skin, _PINK, 0.5 * halo)
 
-    # --- lesion colour ------------------------------------------------------------------
+
+def _lesion_colour(p: dict[str, np.ndarray], field: _Fields) -> np.ndarray:
+    """Colour each lesion: brown to pink, variegated, with blue-grey (B,H,W,3)."""
+    st = p["style"]
     dark = np.clip(_col(st[:, F["darkness"]]) + 0.15 * field(4), 0, 1)[..., None]
     brown = _LIGHT_BROWN + (_DARK_BROWN - _LIGHT_BROWN) * dark
     red = np.clip(_col(st[:, F["redness"]]) + 0.1 * field(4), 0, 1)[..., None]
@@ -215,9 +216,15 @@ def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedS
     var = _col(st[:, F["variegation"]])
     les = _mix(les, _BLACKISH, var * _sig((field(5) - 1.0) * 4.0))
     les = _mix(les, _RED, 0.6 * var * _sig((field(5) - 1.3) * 4.0))
-    les = _mix(les, _BLUE_GREY, _col(st[:, F["bluegray"]]) * _sig((field(4) - 0.6) * 3.0))
+    return _mix(les, _BLUE_GREY, _col(st[:, F["bluegray"]]) * _sig((field(4) - 0.6) * 3.0))
+
+
+def _structures(les: np.ndarray, p: dict[str, np.ndarray], field: _Fields,
+                rng: np.random.Generator, g: _Geometry) -> np.ndarray:
+    """Draw the dermoscopic structures of each class's style onto the lesion colour."""
+    st, la, lb = p["style"], g.la, g.lb
     # Pigment network: warped grid lines in lesion coordinates (they scale with it).
-    f_net = _col(rng.uniform(9.0, 13.0, b).astype(np.float32))
+    f_net = _col(rng.uniform(9.0, 13.0, len(st)).astype(np.float32))
     warp = 0.6 * field(5)
     grid = np.maximum(np.cos(f_net * la + warp), np.cos(f_net * lb - warp)) ** 8
     net_strength = _col(st[:, F["network"]]) * (0.5 + 0.5 * _sig(field(4) * 2.0))
@@ -238,21 +245,24 @@ def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedS
     # Fissures / ridges (cerebriform pattern of seborrhoeic keratosis).
     fiss = np.exp(-(field(8) ** 2) / 0.03)
     les = les * (1.0 - 0.35 * _col(st[:, F["fissures"]]) * fiss)[..., None]
-    les = les * (1.0 + 0.05 * field(12))[..., None]
+    return les * (1.0 + 0.05 * field(12))[..., None]
 
-    # Pink lesions are translucent: the skin shows through.
-    opacity = 0.92 - 0.25 * _col(np.clip(st[:, F["redness"]], 0, 1))
-    img = _mix(skin, les, mask * opacity)
 
-    # --- hair --------------------------------------------------------------------------
+def _hair(img: np.ndarray, p: dict[str, np.ndarray], field: _Fields, rng: np.random.Generator,
+          g: _Geometry) -> np.ndarray:
+    """Draw hair strands across the image, denser where ``p["hair"]`` is high."""
     ang = p["hair_angle"]
-    along = u * _col(np.cos(ang)) + v * _col(np.sin(ang))
-    hair_f = _col(rng.uniform(6.0, 10.0, b).astype(np.float32))
+    along = g.u * _col(np.cos(ang)) + g.v * _col(np.sin(ang))
+    hair_f = _col(rng.uniform(6.0, 10.0, len(ang)).astype(np.float32))
     strands = np.exp(-(np.sin(hair_f * along + 2.5 * field(2)) ** 2) / 0.004)
     present = _sig((field(3) + 2.0 * _col(p["hair"]) - 1.2) * 3.0)
-    img = _mix(img, np.array([0.12, 0.09, 0.08], np.float32), 0.9 * strands * present)
+    return _mix(img, np.array([0.12, 0.09, 0.08], np.float32), 0.9 * strands * present)
 
-    # --- acquisition ----------------------------------------------------------------------
+
+def _acquire(img: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator,
+             frame_r: np.ndarray) -> np.ndarray:
+    """Apply the camera: vignette, dermoscope circle, cast, contrast, blur, noise; to uint8."""
+    h, w = img.shape[1:3]
     img = img * (1.0 - _col(p["vignette"]) * frame_r**2)[..., None]
     circle = _col(p["circle"])
     inside = np.where(circle > 0, _sig((circle - frame_r) / 0.03), 1.0)
@@ -263,3 +273,35 @@ def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedS
     img = _blur(img, p["blur"] * (min(h, w) / 64.0))
     img = img + _col(p["noise"])[..., None] * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_batch(p: dict[str, np.ndarray], h: int, w: int, seed: np.random.SeedSequence
+                 ) -> np.ndarray:
+    """Draw a batch of lesion images of one shape.
+
+    The stages draw from one random stream in a fixed order (geometry, skin, lesion
+    colour, structures, hair, acquisition), so the same seed gives the same pixels.
+
+    Args:
+        p: per-image parameters (arrays of length B) produced by
+            ``tasks.synthetic.render_params``: ``style`` (B, len(FEATURES)),
+            ``harm_amp``/``harm_phase`` (B, 6), ``skin_tone``, ``age01``, ``hair``,
+            ``hair_angle``, ``sun``, ``theta``, ``zoom``, ``cx``, ``cy``, ``cast`` (B, 3),
+            ``brightness``, ``contrast``, ``vignette``, ``blur``, ``noise``, ``circle``.
+        h: image height in pixels.
+        w: image width in pixels.
+        seed: seed of this batch's texture noise (independent of the worker that draws it).
+
+    Returns:
+        uint8 array (B, H, W, 3).
+    """
+    rng = np.random.default_rng(seed)
+    field = _Fields(rng, len(p["theta"]), h, w)
+    g = _geometry(p, field, h, w)
+    skin = _skin(p, field, g)
+    les = _structures(_lesion_colour(p, field), p, field, rng, g)
+    # Pink lesions are translucent: the skin shows through.
+    opacity = 0.92 - 0.25 * _col(np.clip(p["style"][:, F["redness"]], 0, 1))
+    img = _mix(skin, les, g.mask * opacity)
+    img = _hair(img, p, field, rng, g)
+    return _acquire(img, p, rng, g.frame_r)

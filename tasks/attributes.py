@@ -10,8 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-SEX_NAMES: list[str] = ["female", "male"]
-DEFAULT_AGE_BINS: tuple[float, ...] = (40, 60)
+from tasks.isic_format import DEFAULT_AGE_BINS, SEX_NAMES
 
 
 def encode_sex(values: Iterable[str | None]) -> np.ndarray:

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from tasks.attributes import encode_sex
-from tasks.isic import ISIC_CLASSES, DatasetError, IsicIndex, read_isic
+from tasks.decode import decode_all, progress_bar
+from tasks.isic import IsicIndex, read_isic
+from tasks.isic_format import ISIC_CLASSES, SEX_NAMES, DatasetError
 from tasks.splits import ensure_split
 
 PREPROCESS_VERSION = 1
 PARALLEL_MIN_IMAGES = 2000  # below this, worker start-up costs more than it saves
-CHUNK = 256
 _ARRAYS = ("images", "labels", "sex", "age")
 
 
@@ -92,78 +89,6 @@ def dataset_fingerprint(index: IsicIndex) -> str:
     return h.hexdigest()
 
 
-def decode_image(path: Path | str, size: int) -> np.ndarray:
-    """Decode one image to (3, size, size) uint8: shorter side to ``size``, centre crop.
-
-    Args:
-        path: Image file (JPEG or anything PIL reads).
-        size: Output side.
-
-    Returns:
-        C-contiguous uint8 array in CHW order, RGB.
-    """
-    with Image.open(path) as im:
-        # JPEG only: decode at a reduced DCT scale whose both sides stay >= size (fast).
-        im.draft("RGB", (size, size))
-        rgb = im.convert("RGB")
-    w, h = rgb.size
-    m = min(w, h)
-    left, top = (w - m) / 2, (h - m) / 2
-    # Resizing the centred square box == resize shorter side, then centre crop.
-    out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + m, top + m))
-    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
-
-
-def _decode_chunk(
-    items: list[tuple[int, str]], size: int
-) -> list[tuple[int, np.ndarray | None, str | None]]:
-    out: list[tuple[int, np.ndarray | None, str | None]] = []
-    for i, path in items:
-        try:
-            out.append((i, decode_image(path, size), None))
-        except Exception as e:  # PIL raises many types on corrupt data; all mean "unreadable"
-            out.append((i, None, f"{type(e).__name__}: {e}"))
-    return out
-
-
-def _decode_all(
-    paths: list[str], size: int, workers: int
-) -> Iterator[list[tuple[int, np.ndarray | None, str | None]]]:
-    items = list(enumerate(paths))
-    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-    if workers <= 1:
-        for ch in chunks:
-            yield _decode_chunk(ch, size)
-        return
-    # spawn: the parent may hold torch threads; a forked child could deadlock on them.
-    ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    try:
-        futures = [ex.submit(_decode_chunk, ch, size) for ch in chunks]
-        for fut in as_completed(futures):
-            yield fut.result()
-    finally:  # also runs when the consumer stops early (strict failure, Ctrl-C)
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("decoding ISIC images"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=False,
-    )
-
-
 def _skip_report(index: IsicIndex, unreadable: list[dict[str, Any]]) -> dict[str, Any]:
     missing = [s for s in index.skipped if s["reason"] == "missing file"]
     bad = [s for s in index.skipped if s["reason"] != "missing file"] + unreadable
@@ -208,94 +133,127 @@ def skip_notes(data: PreparedData) -> list[str]:
     return notes
 
 
-def _build(
-    index: IsicIndex, final: Path, ds_fp: str, size: int, strict: bool, progress: bool,
-    workers: int,
-) -> None:
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        frame = index.frame
-        n = len(frame)
-        paths = [str(p) for p in frame["path"]]
-        all_path = tmp / "images_all.npy"
-        imgs = np.lib.format.open_memmap(all_path, mode="w+", dtype=np.uint8,
-                                         shape=(n, 3, size, size))
-        ok = np.zeros(n, dtype=bool)
-        s1 = np.zeros(3, dtype=np.float64)
-        s2 = np.zeros(3, dtype=np.float64)
-        failures: list[dict[str, Any]] = []
-        with _progress(progress) as bar, closing(_decode_all(paths, size, workers)) as chunks:
-            task = bar.add_task("decode", total=n)
-            for results in chunks:
-                for i, arr, err in results:
-                    if arr is None:
-                        if strict:
-                            raise DatasetError(
-                                f"image {frame['image'][i]!r} cannot be decoded ({err})",
-                                file=paths[i],
-                            )
-                        failures.append({"image": frame["image"][i], "path": paths[i],
-                                         "reason": f"unreadable: {err}"})
-                        continue
-                    imgs[i] = arr
-                    ok[i] = True
-                    x = arr.reshape(3, -1).astype(np.float64) / 255.0
-                    s1 += x.sum(axis=1)
-                    s2 += (x * x).sum(axis=1)
-                bar.advance(task, len(results))
-        keep = np.flatnonzero(ok)
-        if len(keep) == 0:
-            raise DatasetError(f"none of the {n} images could be decoded", file=paths[0])
-        if len(keep) < n:  # compact: copy the decodable rows into the final array
-            dst = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                            shape=(len(keep), 3, size, size))
+class _Decoded:
+    """Images decoded into ``images_all.npy`` in a build folder, with running channel sums.
+
+    :meth:`store` writes the final ``images.npy``; the buffer is gone after it.
+    """
+
+    def __init__(self, tmp: Path, n: int, size: int) -> None:
+        self.path = tmp / "images_all.npy"
+        self.images = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8,
+                                                shape=(n, 3, size, size))
+        self.ok = np.zeros(n, dtype=bool)
+        self.s1 = np.zeros(3, dtype=np.float64)
+        self.s2 = np.zeros(3, dtype=np.float64)
+        self.failures: list[dict[str, Any]] = []
+
+    def add(self, i: int, arr: np.ndarray) -> None:
+        """Store image ``i`` and add its pixels (0..1 scale) to the channel sums."""
+        self.images[i] = arr
+        self.ok[i] = True
+        x = arr.reshape(3, -1).astype(np.float64) / 255.0
+        self.s1 += x.sum(axis=1)
+        self.s2 += (x * x).sum(axis=1)
+
+    def store(self, dest: Path, keep: np.ndarray) -> None:
+        """Write the rows ``keep`` to ``dest`` (a .npy) and release the decoding buffer."""
+        imgs = self.images
+        del self.images  # no reference left here: the memmap closes once the rows are out
+        if len(keep) < len(self.ok):  # compact: copy the decodable rows into the final array
+            dst = np.lib.format.open_memmap(dest, mode="w+", dtype=np.uint8,
+                                            shape=(len(keep), *imgs.shape[1:]))
             for a in range(0, len(keep), 1024):
                 dst[a:a + 1024] = imgs[keep[a:a + 1024]]
             dst.flush()
             del dst, imgs
-            all_path.unlink()
+            self.path.unlink()
         else:
             imgs.flush()
             del imgs
-            all_path.rename(tmp / "images.npy")
+            self.path.rename(dest)
+
+
+def _decode_into(tmp: Path, frame: pd.DataFrame, size: int, strict: bool, progress: bool,
+                 workers: int) -> _Decoded:
+    """Decode every image of ``frame`` into ``tmp``; unreadable ones are failures (or raise)."""
+    paths = [str(p) for p in frame["path"]]
+    out = _Decoded(tmp, len(frame), size)
+    with progress_bar(progress) as bar, closing(decode_all(paths, size, workers)) as chunks:
+        task = bar.add_task("decode", total=len(frame))
+        for results in chunks:
+            for i, arr, err in results:
+                if arr is None:
+                    if strict:
+                        raise DatasetError(
+                            f"image {frame['image'][i]!r} cannot be decoded ({err})",
+                            file=paths[i],
+                        )
+                    out.failures.append({"image": frame["image"][i], "path": paths[i],
+                                         "reason": f"unreadable: {err}"})
+                    continue
+                out.add(i, arr)
+            bar.advance(task, len(results))
+    return out
+
+
+def _meta(index: IsicIndex, kept: pd.DataFrame, decoded: _Decoded, ds_fp: str, size: int,
+          report: dict[str, Any]) -> dict[str, Any]:
+    """Return the cache's meta.json: version, key, class names, channel statistics, counts."""
+    count = len(kept) * size * size
+    mean = decoded.s1 / count
+    std = np.sqrt(np.maximum(decoded.s2 / count - mean**2, 0.0))
+    labels = kept["label"].to_numpy(np.int64)
+    sex = encode_sex(kept["sex"])
+    return {
+        "version": PREPROCESS_VERSION,
+        "dataset_fingerprint": ds_fp,
+        "class_names": list(ISIC_CLASSES),
+        "image_size": size,
+        "n": int(len(kept)),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "stats_over": "all cached images",
+        "preprocessing": "PIL draft+RGB, shorter side to size, centre crop, bicubic",
+        "counts": {
+            "class": {c: int((labels == i).sum()) for i, c in enumerate(ISIC_CLASSES)},
+            "sex": {**{name: int((sex == i).sum()) for i, name in enumerate(SEX_NAMES)},
+                    "missing": int((sex < 0).sum())},
+            "age_missing": int(kept["age_approx"].isna().sum()),
+            "lesion_id_missing": int(kept["lesion_id"].isna().sum()),
+        },
+        "skipped": report,
+        "source": {"ground_truth": str(index.layout.ground_truth),
+                   "metadata": str(index.layout.metadata),
+                   "image_dir": str(index.layout.image_dir)},
+    }
+
+
+def _build(
+    index: IsicIndex, final: Path, ds_fp: str, size: int, strict: bool, progress: bool,
+    workers: int,
+) -> None:
+    """Decode and write the whole cache in a temporary folder, then rename it to ``final``."""
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        frame = index.frame
+        decoded = _decode_into(tmp, frame, size, strict, progress, workers)
+        keep = np.flatnonzero(decoded.ok)
+        if len(keep) == 0:
+            raise DatasetError(f"none of the {len(frame)} images could be decoded",
+                               file=str(frame["path"][0]))
+        decoded.store(tmp / "images.npy", keep)
         kept = frame.iloc[keep].reset_index(drop=True)
-        labels = kept["label"].to_numpy(np.int64)
-        sex = encode_sex(kept["sex"])
-        age = kept["age_approx"].to_numpy(np.float32)
-        np.save(tmp / "labels.npy", labels)
-        np.save(tmp / "sex.npy", sex)
-        np.save(tmp / "age.npy", age)
+        np.save(tmp / "labels.npy", kept["label"].to_numpy(np.int64))
+        np.save(tmp / "sex.npy", encode_sex(kept["sex"]))
+        np.save(tmp / "age.npy", kept["age_approx"].to_numpy(np.float32))
         kept[["image", "label", "lesion_id", "sex", "age_approx", "site"]].to_csv(
             tmp / "index.csv", index=False
         )
-        count = len(keep) * size * size
-        mean = s1 / count
-        std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
-        report = _skip_report(index, failures)
-        meta = {
-            "version": PREPROCESS_VERSION,
-            "dataset_fingerprint": ds_fp,
-            "class_names": list(ISIC_CLASSES),
-            "image_size": size,
-            "n": int(len(keep)),
-            "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std],
-            "stats_over": "all cached images",
-            "preprocessing": "PIL draft+RGB, shorter side to size, centre crop, bicubic",
-            "counts": {
-                "class": {c: int((labels == i).sum()) for i, c in enumerate(ISIC_CLASSES)},
-                "sex": {"female": int((sex == 0).sum()), "male": int((sex == 1).sum()),
-                        "missing": int((sex < 0).sum())},
-                "age_missing": int(np.isnan(age).sum()),
-                "lesion_id_missing": int(kept["lesion_id"].isna().sum()),
-            },
-            "skipped": report,
-            "source": {"ground_truth": str(index.layout.ground_truth),
-                       "metadata": str(index.layout.metadata),
-                       "image_dir": str(index.layout.image_dir)},
-        }
+        report = _skip_report(index, decoded.failures)
         (tmp / "skipped.json").write_text(json.dumps(report, indent=1))
+        meta = _meta(index, kept, decoded, ds_fp, size, report)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last
         if final.exists():  # stale or broken cache with the same key
             shutil.rmtree(final)
@@ -327,6 +285,24 @@ def _load_meta(cache_dir: Path, ds_fp: str, size: int) -> dict[str, Any] | None:
         return meta
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _ensure_cache(index: IsicIndex, cache_dir: Path, ds_fp: str, size: int, strict: bool,
+                  progress: bool, workers: int | None) -> dict[str, Any]:
+    """Return the meta.json of the cache in ``cache_dir``, building the cache if needed."""
+    meta = _load_meta(cache_dir, ds_fp, size)
+    if meta is None:
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1) if index.n >= PARALLEL_MIN_IMAGES else 1
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        _build(index, cache_dir, ds_fp, size, strict, progress, workers)
+        meta = _load_meta(cache_dir, ds_fp, size)
+        if meta is None:
+            raise DatasetError("cache was written but fails its own check", file=cache_dir)
+    elif strict and meta["skipped"]["unreadable"]:
+        bad = meta["skipped"]["unreadable"][0]
+        raise DatasetError(f"image {bad['image']!r}: {bad['reason']}", file=bad["path"])
+    return meta
 
 
 def prepare_isic(
@@ -368,18 +344,7 @@ def prepare_isic(
     ds_fp = dataset_fingerprint(index)
     root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
     cache_dir = root / "isic" / f"{ds_fp[:16]}-s{image_size}-p{PREPROCESS_VERSION}"
-    meta = _load_meta(cache_dir, ds_fp, image_size)
-    if meta is None:
-        if workers is None:
-            workers = min(2, os.cpu_count() or 1) if index.n >= PARALLEL_MIN_IMAGES else 1
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        _build(index, cache_dir, ds_fp, image_size, strict, progress, workers)
-        meta = _load_meta(cache_dir, ds_fp, image_size)
-        if meta is None:
-            raise DatasetError("cache was written but fails its own check", file=cache_dir)
-    elif strict and meta["skipped"]["unreadable"]:
-        bad = meta["skipped"]["unreadable"][0]
-        raise DatasetError(f"image {bad['image']!r}: {bad['reason']}", file=bad["path"])
+    meta = _ensure_cache(index, cache_dir, ds_fp, image_size, strict, progress, workers)
     idx = pd.read_csv(cache_dir / "index.csv", dtype=str, keep_default_na=False)
     lesions = [v or None for v in idx["lesion_id"]]
     labels = np.load(cache_dir / "labels.npy")
@@ -395,8 +360,8 @@ def prepare_isic(
         class_names=list(meta["class_names"]),
         image_size=int(meta["image_size"]),
         n=int(meta["n"]),
-        mean=tuple(meta["mean"]),  # type: ignore[arg-type]
-        std=tuple(meta["std"]),  # type: ignore[arg-type]
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
         skipped=meta["skipped"],
     )
 

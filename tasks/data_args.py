@@ -9,7 +9,8 @@ import uuid
 from pathlib import Path
 
 from tasks.cache import PreparedData, default_cache_root, prepare_isic
-from tasks.isic import DOWNLOAD_HINT, GROUND_TRUTH_CSV, DatasetError, locate_layout
+from tasks.isic import DatasetError, locate_layout
+from tasks.isic_format import DOWNLOAD_HINT, GROUND_TRUTH_CSV
 
 DATA_DIR_ENV = "FLNAS_ISIC_DIR"
 TASKS = ("isic",)

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.template_code import BODY, HEADER
+
 # Ranges of the Choices: the single source for validation, CHOICES and the mutations.
 MIN_WIDTH, MAX_WIDTH = 8, 512  # channel counts are multiples of 8 (SIMD- and GroupNorm-friendly)
 MAX_STEM_WIDTH = 128
@@ -235,131 +237,10 @@ def estimate_macs(genome: Genome, image_size: int = 64, num_classes: int = 8) ->
 
 # ---------------------------------------------------------------- rendering and parsing
 
-_HEADER = '''"""FL-NAS candidate CNN, rendered from GENOME by tasks/genome.py.
-
-{summary}
-
-GENOME is the whole architecture: a 3x3 stem conv, stages of blocks (a stage's first
-block applies its stride), global pooling, dropout and a linear classifier. Blocks:
-plain (conv-norm-act), residual (ResNet basic block), dwsep (depthwise + pointwise,
-MobileNetV1), inverted_residual (MBConv: 1x1 expand, depthwise, linear 1x1 project,
-MobileNetV2); se adds squeeze-excitation. Works for any square input of 32 px or more.
-"""
-
-import math
-
-import torch.nn.functional as F
-from torch import nn
-
-'''
-
-_BODY = '''
-
-def make_norm(channels: int) -> nn.Module:
-    if GENOME["norm"] == "batch":
-        return nn.BatchNorm2d(channels)
-    if GENOME["norm"] == "group":  # independent of the batch size; up to 8 groups
-        return nn.GroupNorm(math.gcd(channels, 8), channels)
-    return nn.Identity()
-
-
-def make_act() -> nn.Module:
-    acts = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "gelu": nn.GELU}
-    return acts[GENOME["act"]]()
-
-
-def conv_norm_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                  act: bool = True) -> nn.Sequential:
-    # A conv bias is redundant before a norm layer, so only norm-free nets get one.
-    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
-                     bias=GENOME["norm"] == "none")
-    return nn.Sequential(conv, make_norm(cout), make_act() if act else nn.Identity())
-
-
-class SqueezeExcite(nn.Module):
-    """Reweights channels by a gate computed from their global average (SENet)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        squeeze = max(8, channels // 4)
-        self.reduce = nn.Conv2d(channels, squeeze, 1)
-        self.expand = nn.Conv2d(squeeze, channels, 1)
-
-    def forward(self, x):
-        gate = F.adaptive_avg_pool2d(x, 1)
-        return x * self.expand(F.relu(self.reduce(gate))).sigmoid()
-
-
-class Block(nn.Module):
-    def __init__(self, kind: str, cin: int, cout: int, kernel: int, stride: int,
-                 expansion: int, se: bool):
-        super().__init__()
-        same_shape = stride == 1 and cin == cout
-        if kind == "plain":
-            layers = [conv_norm_act(cin, cout, kernel, stride)]
-        elif kind == "residual":
-            layers = [conv_norm_act(cin, cout, kernel, stride),
-                      conv_norm_act(cout, cout, kernel, act=False)]
-        elif kind == "dwsep":
-            layers = [conv_norm_act(cin, cin, kernel, stride, groups=cin),
-                      conv_norm_act(cin, cout, 1)]
-        elif kind == "inverted_residual":
-            hidden = cin * expansion
-            layers = [conv_norm_act(cin, hidden, 1)] if expansion > 1 else []
-            layers += [conv_norm_act(hidden, hidden, kernel, stride, groups=hidden),
-                       conv_norm_act(hidden, cout, 1, act=False)]  # linear bottleneck
-        else:
-            raise ValueError(f"unknown block type {kind!r}")
-        if se:
-            layers.append(SqueezeExcite(cout))
-        self.body = nn.Sequential(*layers)
-        # Residual blocks always add a shortcut (projected when the shape changes) and
-        # activate the sum; inverted residuals add one only when the shapes match.
-        self.shortcut = None
-        if kind == "residual":
-            self.shortcut = nn.Identity() if same_shape else conv_norm_act(
-                cin, cout, 1, stride, act=False)
-        elif kind == "inverted_residual" and same_shape:
-            self.shortcut = nn.Identity()
-        self.out_act = make_act() if kind == "residual" else nn.Identity()
-
-    def forward(self, x):
-        y = self.body(x)
-        if self.shortcut is not None:
-            y = y + self.shortcut(x)
-        return self.out_act(y)
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.stem = conv_norm_act(3, GENOME["stem_width"], 3, GENOME["stem_stride"])
-        blocks, cin = [], GENOME["stem_width"]
-        for stage in GENOME["stages"]:
-            for i in range(stage["depth"]):
-                stride = stage["stride"] if i == 0 else 1
-                blocks.append(Block(stage["block"], cin, stage["width"], stage["kernel"],
-                                    stride, stage["expansion"], stage["se"]))
-                cin = stage["width"]
-        self.blocks = nn.Sequential(*blocks)
-        # Global pooling makes the net independent of the input size.
-        self.pool = nn.AdaptiveAvgPool2d(1) if GENOME["pool"] == "avg" else nn.AdaptiveMaxPool2d(1)
-        self.dropout = nn.Dropout(GENOME["dropout"])
-        self.classifier = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        x = self.pool(self.blocks(self.stem(x))).flatten(1)
-        return self.classifier(self.dropout(x))
-
-
-def build_model(num_classes: int) -> nn.Module:
-    return Net(num_classes)
-'''
-
 
 def _genome_literal(genome: Genome) -> str:
     """`GENOME = {...}` as a literal Python dict, one stage per two lines (fits 100 columns)."""
-    lines = ["GENOME = {",
+    lines = ["GENOME: dict[str, Any] = {",
              f'    "stem_width": {genome.stem_width},',
              f'    "stem_stride": {genome.stem_stride},',
              '    "stages": [']
@@ -387,7 +268,7 @@ def render(genome: Genome) -> str:
         `GENOME = {...}` literal that `parse_genome` reads back.
     """
     summary = textwrap.fill(genome_summary(genome), width=88)
-    return _HEADER.format(summary=summary) + _genome_literal(genome) + _BODY
+    return HEADER.format(summary=summary) + _genome_literal(genome) + BODY
 
 
 def parse_genome(source: str) -> Genome | None:
@@ -405,11 +286,15 @@ def parse_genome(source: str) -> Genome | None:
     except (SyntaxError, ValueError):
         return None
     for node in tree.body:
-        targets = (node.targets if isinstance(node, ast.Assign)
-                   else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
         if [t.id for t in targets if isinstance(t, ast.Name)] == ["GENOME"] and len(targets) == 1:
             try:
-                return Genome.model_validate(ast.literal_eval(node.value))
+                return Genome.model_validate(ast.literal_eval(value))
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError,
                     ValidationError):
                 return None

@@ -10,13 +10,15 @@ a class has at least three groups, val and test each get at least one of them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tasks.io import atomic_write
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
@@ -134,15 +136,6 @@ def _images_digest(images: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(images).encode()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def split_path(directory: Path, seed: int) -> Path:
     """Path of the split file for ``seed`` in ``directory``."""
     return Path(directory) / f"split_seed{seed}.npy"
@@ -202,14 +195,11 @@ def save_split(
         f"{img},{SPLIT_NAMES[s]}\n" for img, s in zip(images, split.tolist(), strict=True)
     )
     # npy last: load_split also checks the twins, so a crash in between forces a rebuild.
-    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=1)))
-    _atomic_write(path.with_suffix(".csv"), lambda p: p.write_text(csv_text))
-
-    def write_npy(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.save(f, split)
-
-    _atomic_write(path, write_npy)
+    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=1))
+    atomic_write(path.with_suffix(".csv"), csv_text)
+    npy = io.BytesIO()
+    np.save(npy, split)
+    atomic_write(path, npy.getvalue())
 
 
 def ensure_split(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,13 +30,20 @@ import numpy as np
 from PIL import Image
 
 from tasks._lesions import CLASS_STYLE, LOOKALIKE, STYLE_JITTER, F, render_batch
+from tasks.io import atomic_write
+from tasks.isic_format import (
+    GROUND_TRUTH_CSV,
+    IMAGE_DIR,
+    ISIC_CLASSES,
+    METADATA_COLUMNS,
+    METADATA_CSV,
+    SEX_NAMES,
+    SITES,
+    UNK_COLUMN,
+)
 
-CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
-GROUND_TRUTH_HEADER = "image," + ",".join(CLASSES) + ",UNK"
-METADATA_HEADER = "image,age_approx,anatom_site_general,lesion_id,sex"
-INPUT_DIR = "ISIC_2019_Training_Input"
-GROUND_TRUTH_CSV = "ISIC_2019_Training_GroundTruth.csv"
-METADATA_CSV = "ISIC_2019_Training_Metadata.csv"
+GROUND_TRUTH_HEADER = ",".join(["image", *ISIC_CLASSES, UNK_COLUMN])
+METADATA_HEADER = ",".join(METADATA_COLUMNS)
 JPEG_QUALITY = 90  # fixed, with fixed subsampling: the bytes depend on the pixels only
 
 # ---- real ISIC 2019 statistics (counts from the official training CSVs) -------------------
@@ -51,8 +59,6 @@ AGE_STEPS = np.arange(0, 90, 5)  # ages 0..85 in 5-year steps; bins of 4, 4, 4, 
 AGE_STEP_COUNTS = np.array([54, 113, 142, 375, 388, 677, 1199, 1651, 2246, 2585, 2489, 2170,
                             2036, 2075, 2120, 1796, 1459, 1319], float)
 AGE_BIN_OF_STEP = np.array([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 2)
-SITES = ("anterior torso", "head/neck", "lateral torso", "lower extremity", "oral/genital",
-         "palms/soles", "posterior torso", "upper extremity")
 SITE_BY_CLASS = np.array(
     [[1331, 880, 14, 796, 19, 201, 430, 724], [3699, 767, 34, 2876, 24, 168, 1888, 1325],
      [1114, 1131, 0, 462, 0, 0, 186, 358], [92, 598, 0, 66, 0, 6, 4, 79],
@@ -63,8 +69,8 @@ SITE_BY_SEX = np.array([[2918, 1923, 14, 2940, 29, 241, 1071, 1418],
 SITE_SUN = np.array([0.5, 1.0, 0.5, 0.4, 0.0, 0.0, 0.5, 0.8])  # sun exposure of each site
 SITE_HAIR = np.array([1.0, 0.6, 0.9, 0.9, 0.5, 0.0, 1.0, 0.9])
 
-# Sources: the old ISIC archive (no lesion ids), HAM10000, BCN_20000, MSK.
-SOURCES = ("ARCHIVE", "HAM10000", "BCN_20000", "MSK")
+# Sources, by index of the SRC_* rows: 0 the old ISIC archive (no lesion ids), 1 HAM10000,
+# 2 BCN_20000, 3 MSK.
 LESION_PREFIX = (None, "HAM_", "BCN_", "MSK4_")
 SRC_BY_CLASS = np.array(
     [[337, 1113, 2857, 215], [1549, 6705, 4206, 415], [0, 514, 2809, 0], [0, 130, 737, 0],
@@ -99,6 +105,8 @@ SRC_CIRCLE = np.array([0.0, 0.0, 0.6, 0.1])  # share of uncropped dermoscope ima
 SRC_HAIR = np.array([1.0, 1.0, 1.1, 0.8])
 LOOKALIKE_STRENGTH = 0.3  # max blend toward a look-alike class: the main difficulty knob
 BATCH = 128
+# One drawing job: the batch's parameters, its image height and width, seed and file paths.
+Job = tuple[dict[str, np.ndarray], int, int, np.random.SeedSequence, list[Path]]
 
 
 def _norm(t: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -107,7 +115,7 @@ def _norm(t: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One draw per row of `probs` (rows sum to 1)."""
-    u = rng.random(probs.shape[0])[:, None]
+    u = rng.random(int(probs.shape[0]))[:, None]
     return np.minimum((np.cumsum(probs, axis=1) < u).sum(axis=1), probs.shape[1] - 1)
 
 
@@ -239,7 +247,8 @@ def ground_truth_csv(meta: dict[str, np.ndarray]) -> bytes:
     """Format the ground-truth CSV: one-hot floats, UNK always 0.0, CRLF line ends."""
     lines = [GROUND_TRUTH_HEADER]
     for name, c in zip(image_names(meta), meta["cls"], strict=True):
-        lines.append(name + "," + ",".join("1.0" if j == c else "0.0" for j in range(9)))
+        lines.append(name + "," + ",".join("1.0" if j == c else "0.0"
+                                           for j in range(len(ISIC_CLASSES) + 1)))
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
@@ -255,13 +264,12 @@ def metadata_csv(meta: dict[str, np.ndarray]) -> bytes:
             "" if np.isnan(age) else str(int(age)),
             SITES[site] if site >= 0 else "",
             f"{prefix}{les:07d}" if les >= 0 and prefix else "",
-            ("female", "male")[sex] if sex >= 0 else "",
+            SEX_NAMES[sex] if sex >= 0 else "",
         ]))
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-def _draw_and_write(job: tuple[dict[str, np.ndarray], int, int, np.random.SeedSequence,
-                               list[Path]]) -> int:
+def _draw_and_write(job: Job) -> int:
     """Worker body: draw one batch and write its JPEGs. Returns the number written."""
     params, h, w, seed, paths = job
     images = render_batch(params, h, w, seed)
@@ -271,7 +279,8 @@ def _draw_and_write(job: tuple[dict[str, np.ndarray], int, int, np.random.SeedSe
     return len(paths)
 
 
-def _jobs(params: dict[str, np.ndarray], paths: list[Path], root: np.random.SeedSequence):
+def _jobs(params: dict[str, np.ndarray], paths: list[Path], root: np.random.SeedSequence
+          ) -> Iterator[Job]:
     """Batches of one image shape, in a fixed order with a fixed seed each."""
     shapes = sorted(set(zip(params["height"].tolist(), params["width"].tolist(), strict=True)))
     for h, w in shapes:
@@ -301,7 +310,7 @@ def generate(out_dir: Path, n: int = 4000, size: int = 64, seed: int = 0,
     if n < 1 or size < 16:
         raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
     out_dir = Path(out_dir)
-    img_dir = out_dir / INPUT_DIR
+    img_dir = out_dir / IMAGE_DIR
     img_dir.mkdir(parents=True, exist_ok=True)
     root = np.random.SeedSequence(seed)
     meta_seed, param_seed, draw_seed = root.spawn(3)
@@ -323,11 +332,8 @@ def generate(out_dir: Path, n: int = 4000, size: int = 64, seed: int = 0,
         else:
             for job in jobs:
                 bar.advance(task, _draw_and_write(job))
-    for name, data in ((GROUND_TRUTH_CSV, ground_truth_csv(meta)),
-                       (METADATA_CSV, metadata_csv(meta))):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out_dir / name)
+    atomic_write(out_dir / GROUND_TRUTH_CSV, ground_truth_csv(meta))
+    atomic_write(out_dir / METADATA_CSV, metadata_csv(meta))
     return out_dir
 
 

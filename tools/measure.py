@@ -28,8 +28,9 @@ import numpy as np
 # Imported when the worker resolves this handler, before its audit hook is armed.
 import onnxruntime as ort
 
-from evaluation.onnx_cost import GraphError, graph_cost, load_graph, static_shapes, validate_graph
 from evaluation.onnx_cost import count_flops as graph_flops
+from evaluation.onnx_cost import graph_cost
+from evaluation.onnx_graph import GraphError, load_graph, static_shapes, validate_graph
 from evaluation.report import HardwareReport
 
 MB = 2**20

@@ -38,7 +38,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expansion: int):
         super().__init__()
         hidden = cin * expansion
-        layers = [conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []
+        layers: list[nn.Module] = [conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []
         layers += [conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
                    # Linear bottleneck: no activation after the projection.
                    nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
@@ -52,7 +52,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int, small_input: bool = True):
         super().__init__()
-        layers = [conv_bn_relu6(3, 32, 3, 1 if small_input else 2)]
+        layers: list[nn.Module] = [conv_bn_relu6(3, 32, 3, 1 if small_input else 2)]
         cin = 32
         for stage, (t, c, n, s) in enumerate(SETTINGS):
             if small_input and stage == 1:

@@ -27,7 +27,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         # Project the input when the shape changes, so the sum is well defined.
-        self.downsample = nn.Identity()
+        self.downsample: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
                                             nn.BatchNorm2d(cout))

@@ -11,11 +11,12 @@ MobileNetV2); se adds squeeze-excitation. Works for any square input of 32 px or
 """
 
 import math
+from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
 
-GENOME = {
+GENOME: dict[str, Any] = {
     "stem_width": 16,
     "stem_stride": 1,
     "stages": [
@@ -76,7 +77,7 @@ class Block(nn.Module):
         super().__init__()
         same_shape = stride == 1 and cin == cout
         if kind == "plain":
-            layers = [conv_norm_act(cin, cout, kernel, stride)]
+            layers: list[nn.Module] = [conv_norm_act(cin, cout, kernel, stride)]
         elif kind == "residual":
             layers = [conv_norm_act(cin, cout, kernel, stride),
                       conv_norm_act(cout, cout, kernel, act=False)]

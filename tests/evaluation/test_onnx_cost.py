@@ -13,14 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from evaluation.onnx_cost import (
-    GraphError,
-    count_params,
-    graph_cost,
-    load_graph,
-    static_shapes,
-    validate_graph,
-)
+from evaluation.onnx_cost import count_params, graph_cost
+from evaluation.onnx_graph import GraphError, load_graph, static_shapes, validate_graph
 from tasks.models import baseline_sources, build_from_source, template_source
 from tools.export import EXPORT_BATCH, export_onnx
 

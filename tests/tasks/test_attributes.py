@@ -1,13 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.attributes import (
-    DEFAULT_AGE_BINS,
-    age_group_names,
-    age_groups,
-    encode_sex,
-    sensitive_groups,
-)
+from tasks.attributes import age_group_names, age_groups, encode_sex, sensitive_groups
+from tasks.isic_format import DEFAULT_AGE_BINS
 
 
 def test_default_age_bins_and_edges():

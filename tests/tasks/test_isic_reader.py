@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tasks.cache import load_arrays, prepare_isic
-from tasks.isic import ISIC_CLASSES, DatasetError, locate_layout, read_isic, read_isic_tables
+from tasks.isic import DatasetError, locate_layout, read_isic, read_isic_tables
+from tasks.isic_format import ISIC_CLASSES
 from tests.conftest import GT_NAME, IMG_DIR, META_NAME, make_rows, write_isic_dataset
 
 
@@ -213,7 +214,7 @@ def test_corrupt_image_strict_fails_naming_it(isic_dir, isic_rows, tmp_path):
 
 
 def test_isic_classes_contract():
-    assert ISIC_CLASSES == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+    assert ISIC_CLASSES == ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
     assert len(make_rows(24)) == 24
 
 

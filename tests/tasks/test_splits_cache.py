@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tasks.cache as cache_mod
+import tasks.decode as decode_mod
 import tasks.splits as splits_mod
-from tasks.cache import PreparedData, decode_image, load_arrays, prepare_isic
+from tasks.cache import PreparedData, load_arrays, prepare_isic
 from tasks.data_args import add_data_args, prepare_from_args
+from tasks.decode import decode_image
 from tasks.isic import DatasetError
 from tasks.splits import check_split, ensure_split, make_splits, split_counts
 from tests.conftest import IMG_DIR, META_NAME, write_isic_dataset
@@ -120,13 +121,13 @@ def test_decode_resizes_shorter_side_and_centre_crops(tmp_path):
 
 def _counting_decoder(monkeypatch):
     calls = []
-    real = cache_mod.decode_image
+    real = decode_mod.decode_image
 
     def counted(path, size):
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(cache_mod, "decode_image", counted)
+    monkeypatch.setattr(decode_mod, "decode_image", counted)
     return calls
 
 
@@ -190,7 +191,7 @@ def test_cache_rebuilt_on_size_or_dataset_change(isic_dir, tmp_path, monkeypatch
 
 
 def test_interrupted_decode_leaves_no_cache(isic_dir, tmp_path, monkeypatch):
-    real = cache_mod.decode_image
+    real = decode_mod.decode_image
     calls = []
 
     def dies(path, size):
@@ -199,12 +200,12 @@ def test_interrupted_decode_leaves_no_cache(isic_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(path, size)
 
-    monkeypatch.setattr(cache_mod, "decode_image", dies)
+    monkeypatch.setattr(decode_mod, "decode_image", dies)
     root = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
         prepare_isic(isic_dir, image_size=16, cache_root=root, progress=False)
     assert list((root / "isic").iterdir()) == []
-    monkeypatch.setattr(cache_mod, "decode_image", real)
+    monkeypatch.setattr(decode_mod, "decode_image", real)
     data = prepare_isic(isic_dir, image_size=16, cache_root=root, progress=False)
     assert data.n == 24
 

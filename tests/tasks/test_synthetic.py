@@ -8,6 +8,7 @@ from PIL import Image
 
 from tasks import synthetic as syn
 from tasks._lesions import CLASS_STYLE, render_batch
+from tasks.isic_format import GROUND_TRUTH_CSV, IMAGE_DIR, METADATA_CSV
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
 GT_HEADER = b"image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\r\n"
@@ -40,15 +41,15 @@ def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
     assert len(first) == N + 2
     assert first == second
     other = _files(syn.generate(tmp_path / "c", n=N, size=SIZE, seed=1, progress=False))
-    assert other[syn.GROUND_TRUTH_CSV] != first[syn.GROUND_TRUTH_CSV]
-    assert other[syn.METADATA_CSV] != first[syn.METADATA_CSV]
+    assert other[GROUND_TRUTH_CSV] != first[GROUND_TRUTH_CSV]
+    assert other[METADATA_CSV] != first[METADATA_CSV]
 
 
 def test_ground_truth_format(dataset):
-    raw = (dataset / syn.GROUND_TRUTH_CSV).read_bytes()
+    raw = (dataset / GROUND_TRUTH_CSV).read_bytes()
     assert raw.startswith(GT_HEADER)
     assert raw.count(b"\n") == raw.count(b"\r\n") == N + 1  # CRLF everywhere, no bare LF
-    rows = _rows(dataset / syn.GROUND_TRUTH_CSV)
+    rows = _rows(dataset / GROUND_TRUTH_CSV)
     assert len(rows) == N
     names = [r[0] for r in rows]
     assert all(re.fullmatch(r"ISIC_\d{7}(_downsampled)?", n) for n in names)
@@ -64,11 +65,11 @@ def test_ground_truth_format(dataset):
 
 
 def test_metadata_format_and_row_order(dataset):
-    raw = (dataset / syn.METADATA_CSV).read_bytes()
+    raw = (dataset / METADATA_CSV).read_bytes()
     assert raw.startswith(META_HEADER)
     assert raw.count(b"\n") == raw.count(b"\r\n") == N + 1
-    meta = _rows(dataset / syn.METADATA_CSV)
-    gt = _rows(dataset / syn.GROUND_TRUTH_CSV)
+    meta = _rows(dataset / METADATA_CSV)
+    gt = _rows(dataset / GROUND_TRUTH_CSV)
     assert [m[0] for m in meta] == [g[0] for g in gt]
     for _image, age, site, lesion, sex in meta:
         assert age == "" or (re.fullmatch(r"\d{1,2}", age) and int(age) % 5 == 0
@@ -81,8 +82,8 @@ def test_metadata_format_and_row_order(dataset):
 
 
 def test_missing_values_downsampled_and_lesions_present(dataset):
-    meta = _rows(dataset / syn.METADATA_CSV)
-    gt = {g[0]: g[1:9].index("1.0") for g in _rows(dataset / syn.GROUND_TRUTH_CSV)}
+    meta = _rows(dataset / METADATA_CSV)
+    gt = {g[0]: g[1:9].index("1.0") for g in _rows(dataset / GROUND_TRUTH_CSV)}
     for column in (1, 2, 3, 4):  # age, site, lesion_id, sex
         assert any(m[column] == "" for m in meta), column
     assert any(m[0].endswith("_downsampled") for m in meta)
@@ -97,8 +98,8 @@ def test_missing_values_downsampled_and_lesions_present(dataset):
 
 
 def test_images_decode_at_source_aspect(dataset):
-    meta = _rows(dataset / syn.METADATA_CSV)
-    img_dir = dataset / syn.INPUT_DIR
+    meta = _rows(dataset / METADATA_CSV)
+    img_dir = dataset / IMAGE_DIR
     assert len(list(img_dir.glob("*.jpg"))) == N
     widths = set()
     for image, _, _, lesion, _ in meta:
@@ -173,7 +174,7 @@ def test_real_reader_loads_generated_data(dataset, tmp_path):
     index = isic.read_isic(dataset, strict=True)
     frame = index.frame
     assert len(frame) == N and not index.skipped
-    gt = _rows(dataset / syn.GROUND_TRUTH_CSV)
+    gt = _rows(dataset / GROUND_TRUTH_CSV)
     assert list(frame["image"]) == [g[0] for g in gt]
     assert list(frame["label"]) == [g[1:9].index("1.0") for g in gt]
     assert frame["age_approx"].isna().any() and frame["sex"].isna().any()
@@ -191,4 +192,4 @@ def test_bad_arguments_and_cli(tmp_path, capsys):
         syn.generate(tmp_path / "x", n=10, size=8)
     syn.main(["--out", str(tmp_path / "cli"), "--n", "12", "--size", "24", "--no-progress"])
     assert "wrote 12 images" in capsys.readouterr().out
-    assert len(list((tmp_path / "cli" / syn.INPUT_DIR).glob("*.jpg"))) == 12
+    assert len(list((tmp_path / "cli" / IMAGE_DIR).glob("*.jpg"))) == 12

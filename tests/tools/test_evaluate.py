@@ -221,7 +221,8 @@ def test_template_end_to_end_through_the_sandbox(data, tmp_path, monkeypatch):
     state = torch.load(out / WEIGHTS_FILE, weights_only=True)
     n_bn = sum(v.numel() for k, v in state.items() if "running" in k or "num_batches" in k)
     assert sum(v.numel() for v in state.values()) - n_bn == trainable
-    from evaluation.onnx_cost import graph_cost, load_graph
+    from evaluation.onnx_cost import graph_cost
+    from evaluation.onnx_graph import load_graph
 
     assert graph_cost(load_graph(str(out / ONNX_FILE))).params == hw.params
     # The worker's job file: train labels only, label files denied.
