@@ -101,9 +101,9 @@ def parse_llm(
         LLMConfigError: For anything that is not one of :data:`VALID_FORMS`.
     """
     text = (llm or "").strip()
-    name, _, inline_model = text.partition(":")
+    name, _, after_colon = text.partition(":")
     name = name.lower()
-    inline_model = inline_model.strip() or None
+    inline_model = after_colon.strip() or None
     if inline_model and model and inline_model != model:
         raise _bad_llm(llm, f"model given twice ({inline_model!r} and --model {model!r})")
     chosen: str | None = inline_model or model
