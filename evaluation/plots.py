@@ -144,11 +144,7 @@ def pareto_figure(
     if marks.chosen is not None:
         ax.scatter([x[marks.chosen]], [y[marks.chosen]], marker="*", s=260, c="gold",
                    edgecolors="black", zorder=5, label=f"chosen ({names[marks.chosen]})")
-    if marks.target_balanced_accuracy is not None:
-        ax.axhline(marks.target_balanced_accuracy, ls="--", c="seagreen", lw=1,
-                   label="target balanced accuracy")
-    if marks.target_gap is not None:
-        ax.axvline(marks.target_gap, ls="--", c="seagreen", lw=1, label="target max gap")
+    _targets(ax, marks)
     if norm is not None:
         _cost_bar(fig, ax, norm, axes_names[2], marks.cost_budget)
     ax.legend(loc="best", fontsize=7)
@@ -183,6 +179,14 @@ def _draw_designs(ax: Axes, arr: np.ndarray, names: list[str], marks: ParetoMark
         for i in sel:
             ax.annotate(names[i], (x[i], y[i]), fontsize=7, color="grey", xytext=(4, -9),
                         textcoords="offset points")
+
+
+def _targets(ax: Axes, marks: ParetoMarks) -> None:
+    if marks.target_balanced_accuracy is not None:
+        ax.axhline(marks.target_balanced_accuracy, ls="--", c="seagreen", lw=1,
+                   label="target balanced accuracy")
+    if marks.target_gap is not None:
+        ax.axvline(marks.target_gap, ls="--", c="seagreen", lw=1, label="target max gap")
 
 
 def _cost_bar(fig: Figure, ax: Axes, norm: Normalize, label: str,

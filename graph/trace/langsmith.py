@@ -43,6 +43,6 @@ def langsmith_scope(name: str, fn: Callable[[], R], *, run_id: str, round_: int 
     from langchain_core.runnables import RunnableLambda
 
     metadata, tags = langsmith_tags(run_id, round_=round_, role=role, candidate=candidate)
-    runnable = RunnableLambda(lambda _: fn(), name=name)
+    runnable: RunnableLambda[None, R] = RunnableLambda(lambda _: fn(), name=name)
     return runnable.invoke(None, config={"run_name": name, "metadata": metadata, "tags": tags})
 
