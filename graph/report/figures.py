@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.pareto import objective_names
-from evaluation.plots import ParetoMarks, group_accuracy_figure, pareto_figure, png_bytes
 from graph.report.data import RunData, objectives_of
 from graph.report.intervals import wilson
 
@@ -22,6 +20,10 @@ PARETO_PNG, GROUPS_PNG = "pareto.png", "group_accuracy.png"
 
 def pareto_png(data: RunData) -> bytes:
     """Draw the Pareto image of a run (see the module docstring) as PNG bytes."""
+    # matplotlib is imported on first use: importing graph.report (finalize does) stays quick.
+    from evaluation.pareto import objective_names
+    from evaluation.plots import ParetoMarks, pareto_figure, png_bytes
+
     s = data.settings
     ids: list[str] = []
     points: list[tuple[float, float, float]] = []
@@ -52,6 +54,8 @@ def pareto_png(data: RunData) -> bytes:
 
 def groups_png(report: dict[str, Any] | None, split: str) -> bytes:
     """Draw the per-group accuracy of one EvaluationReport dump as PNG bytes."""
+    from evaluation.plots import group_accuracy_figure, png_bytes
+
     fair = (report or {}).get("fairness") or {}
     overall = ((report or {}).get("metrics") or {}).get("accuracy")
     return png_bytes(group_accuracy_figure(fair, split=split, overall_accuracy=overall,
