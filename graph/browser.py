@@ -213,52 +213,7 @@ def check_page(path: Path, *, screenshot: Path | None = None, width: int = 1280,
 
         with connect(ws_url, max_size=None, open_timeout=timeout_s) as ws:
             dt = _DevTools(ws, timeout_s)
-            target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-            sid = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True}
-                          )["sessionId"]
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                dt.send(f"{domain}.enable", session=sid)
-            dt.send("Emulation.setDeviceMetricsOverride",
-                    {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
-                    session=sid)
-            dt.send("Page.navigate", {"url": url}, session=sid)
-            if not dt.wait_for("Page.loadEventFired", timeout_s):
-                result.console_errors.append(f"the page did not finish loading in {timeout_s}s")
-            dt.drain(0.3)  # late console messages and failed loads
-            facts = json.loads(dt.send("Runtime.evaluate", {"expression": _PAGE_FACTS,
-                                                            "returnByValue": True},
-                                       session=sid)["result"]["value"])
-            result.title, result.images = facts["title"], facts["images"]
-            result.broken_images, result.svgs = facts["broken"], facts["svgs"]
-            result.lineage_nodes, result.text_chars = facts["lineage"], facts["text"]
-            if screenshot is not None:
-                height = max(200, min(int(facts["height"]), 16000))
-                shot = dt.send("Page.captureScreenshot", {
-                    "format": "png", "captureBeyondViewport": True,
-                    "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
-                    session=sid)
-                screenshot = Path(screenshot)
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                screenshot.write_bytes(base64.b64decode(shot["data"]))
-                result.screenshot = screenshot
-            for ev in dt.events:
-                method, params = ev.get("method"), ev.get("params") or {}
-                if method == "Runtime.consoleAPICalled" and params.get("type") in ("error",
-                                                                                   "assert"):
-                    result.console_errors.append(_console_text(params))
-                elif method == "Runtime.exceptionThrown":
-                    d = params.get("exceptionDetails") or {}
-                    result.console_errors.append(
-                        (d.get("exception") or {}).get("description") or d.get("text", "?"))
-                elif method == "Log.entryAdded" and \
-                        (params.get("entry") or {}).get("level") == "error":
-                    entry = params["entry"]
-                    result.console_errors.append(
-                        f"{entry.get('text')} {entry.get('url') or ''}".strip())
-                elif method == "Network.requestWillBeSent":
-                    req = (params.get("request") or {}).get("url", "")
-                    if req.split(":", 1)[0] not in ("file", "data", "about", "blob"):
-                        result.network.append(req)
+            _inspect(dt, result, width, timeout_s, screenshot)
             try:
                 dt.send("Browser.close")
             except Exception:  # noqa: BLE001 - the browser may close before it answers
@@ -272,3 +227,56 @@ def check_page(path: Path, *, screenshot: Path | None = None, width: int = 1280,
                 proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
     return result
+
+
+def _inspect(dt: _DevTools, result: PageCheck, width: int, timeout_s: float,
+             screenshot: Path | None) -> None:
+    """Open ``result.url`` in a new page target and fill ``result`` with what it shows."""
+    target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    sid = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True}
+                  )["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        dt.send(f"{domain}.enable", session=sid)
+    dt.send("Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=sid)
+    dt.send("Page.navigate", {"url": result.url}, session=sid)
+    if not dt.wait_for("Page.loadEventFired", timeout_s):
+        result.console_errors.append(f"the page did not finish loading in {timeout_s}s")
+    dt.drain(0.3)  # late console messages and failed loads
+    facts = json.loads(dt.send("Runtime.evaluate", {"expression": _PAGE_FACTS,
+                                                    "returnByValue": True},
+                               session=sid)["result"]["value"])
+    result.title, result.images = facts["title"], facts["images"]
+    result.broken_images, result.svgs = facts["broken"], facts["svgs"]
+    result.lineage_nodes, result.text_chars = facts["lineage"], facts["text"]
+    if screenshot is not None:
+        height = max(200, min(int(facts["height"]), 16000))
+        shot = dt.send("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
+            session=sid)
+        screenshot = Path(screenshot)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        result.screenshot = screenshot
+    for ev in dt.events:
+        _record_event(result, ev)
+
+
+def _record_event(result: PageCheck, ev: dict[str, Any]) -> None:
+    """Note a console error, an uncaught exception, a log error or a network request."""
+    method, params = ev.get("method"), ev.get("params") or {}
+    if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        result.console_errors.append(_console_text(params))
+    elif method == "Runtime.exceptionThrown":
+        d = params.get("exceptionDetails") or {}
+        result.console_errors.append(
+            (d.get("exception") or {}).get("description") or d.get("text", "?"))
+    elif method == "Log.entryAdded" and (params.get("entry") or {}).get("level") == "error":
+        entry = params["entry"]
+        result.console_errors.append(f"{entry.get('text')} {entry.get('url') or ''}".strip())
+    elif method == "Network.requestWillBeSent":
+        req = (params.get("request") or {}).get("url", "")
+        if req.split(":", 1)[0] not in ("file", "data", "about", "blob"):
+            result.network.append(req)

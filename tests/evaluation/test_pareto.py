@@ -1,4 +1,4 @@
-"""Objectives, Pareto front, hypervolume, archive and plots on hand-worked points."""
+"""Objectives, Pareto front, hypervolume and archive on hand-worked points."""
 
 import json
 
@@ -13,7 +13,6 @@ from evaluation.pareto import (
     pareto_front,
     reference_point,
 )
-from evaluation.plots import plot_group_accuracy, plot_pareto
 from evaluation.report import (
     AttributeFairness,
     Budgets,
@@ -152,28 +151,3 @@ def test_archive_front_hypervolume_and_round_trip():
         arc.add("h", (0.1, float("nan"), 1.0))
     with pytest.raises(ValueError, match="reference"):
         ParetoArchive().hypervolume()
-
-
-def _png(path):
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
-
-
-def test_plot_pareto_writes_png(tmp_path):
-    pts = np.array([[0.3, 0.1, 2.0], [0.25, 0.2, 4.0], [0.4, 0.3, 5.0]])
-    out = plot_pareto(pts, ["a", "b", "c"], pareto_front(pts), tmp_path / "sub" / "p.png")
-    _png(out)
-    _png(plot_pareto([], [], [], tmp_path / "empty.png"))
-    _png(plot_pareto(pts[:, :2], None, [0], tmp_path / "two.png", objective_names()[:2]))
-
-
-def test_plot_group_accuracy_writes_png(tmp_path):
-    r = _report()
-    r.fairness["sex"] = _fair(
-        "sex",
-        {"female": 0.8, "male": 0.7},
-        {"accuracy[female]": (0.7, 0.9), "accuracy[male]": (0.6, 0.8)},
-    )
-    _png(plot_group_accuracy(r, tmp_path / "g.png"))
-    _png(plot_group_accuracy(r.model_dump()["fairness"], tmp_path / "g2.png"))
-    _png(plot_group_accuracy({}, tmp_path / "none.png"))

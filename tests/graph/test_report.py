@@ -40,7 +40,7 @@ def killed_run(heuristic_run, tmp_path_factory):
     dst = tmp_path_factory.mktemp("killed") / "h1"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("cache", "checkpoints.sqlite*"))
     for name in ("summary.json", "report.html", "report.md", "best_model.py",
-                 "best_model.onnx"):
+                 "best_model.onnx", "pareto.png", "group_accuracy.png"):
         (dst / name).unlink(missing_ok=True)
     for test_dir in dst.glob("candidates/*/test"):
         shutil.rmtree(test_dir)
@@ -75,8 +75,14 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
     md = (run_dir / "report.md").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     best = summary["best"]["id"]
-    # Self-contained: every image inline, nothing fetched from anywhere.
-    assert page.count("src='data:image/png;base64,") == 2
+    # Self-contained: every image inline, nothing fetched from anywhere. The two images are
+    # the run's pareto.png and group_accuracy.png (one plotting path, one file each).
+    inline = [base64.b64decode(b) for b in re.findall(r"src='data:image/png;base64,([^']+)'",
+                                                       page)]
+    assert inline == [(run_dir / "pareto.png").read_bytes(),
+                      (run_dir / "group_accuracy.png").read_bytes()]
+    assert not list(run_dir.glob("report_*.png"))
+    assert "![Pareto front](pareto.png)" in md and "(group_accuracy.png)" in md
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
     for section in ("Final design", "Pareto front", "Per-group accuracy", "Lineage",
                     "Failures and fixes", "Token and time ledger", "Rounds"):
@@ -116,7 +122,9 @@ def test_report_of_a_killed_run_is_built_from_what_is_on_disk(killed_run, capsys
     assert "not tested" in page
     assert "not finished (gated)" in page  # c002 was in flight
     assert len(re.findall(r"data-lineage-node=", page)) == 4
-    assert (killed_run / "report_pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # The report drew the run's two images again (the kill left none).
+    for name in ("pareto.png", "group_accuracy.png"):
+        assert (killed_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_report_cli_refuses_a_folder_that_is_no_run(tmp_path, capsys):
