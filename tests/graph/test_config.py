@@ -222,3 +222,11 @@ def test_llm_backends_agree_with_parse_llm() -> None:
         parse_llm("bogus:m")
     with pytest.raises(ValueError, match="unknown backend 'bogus'"):
         Settings(llm="bogus:m")
+
+
+def test_studio_context_schema_describes_every_setting() -> None:
+    from graph.builder import build_graph
+
+    props = build_graph().get_context_jsonschema()["properties"]
+    assert all(props[name].get("description") for name in Settings.model_fields)
+    assert props["max_params"]["default"] == 200_000
