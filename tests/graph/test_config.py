@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +25,19 @@ from graph.run import build_parser, settle
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No FLNAS_<SETTING> of the calling shell leaks into these tests."""
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No FLNAS_<SETTING> of the calling shell leaks in; no role loaded here leaks out."""
+    from agents.registry import create_role, list_roles, unregister_role
+
     for name in configurable():
         monkeypatch.delenv(f"FLNAS_{name.upper()}", raising=False)
+    before = set(list_roles())
+    yield
+    for name in set(list_roles()) - before:
+        # An extension role would be wired into later tests' graphs; forgetting its module
+        # lets a later load_roles register it again.
+        sys.modules.pop(create_role(name).module, None)
+        unregister_role(name)
 
 
 def _settle(tmp_path: Path, *argv: str) -> Settings:
