@@ -1,115 +1,215 @@
-"""Run settings passed through LangGraph's ``context_schema`` (not part of the state).
+"""Run settings: the one definition of every setting, passed as LangGraph's ``context_schema``.
 
-Everything here is JSON-like so that ``settings.json`` can restore a run on ``--resume``.
-Defaults are chosen so that ``python -m graph.run --task isic --synthetic`` evaluates at
-least six candidates in under five minutes on a 2-core CPU (see evaluation/bench_loop.py).
+Each field carries its type, default, constraints and a ``description`` (shown by
+``--help`` and by LangGraph Studio); its :class:`~tasks.data_args.Flag` metadata says which
+``--help`` group lists it and whether a resumed run may change it. ``graph.config`` layers
+the sources (defaults < TOML config < ``FLNAS_<NAME>`` environment < flags) and validates
+each layer so an error names its key and layer (docs/design.md, "Settings").
+
+Everything is JSON-like so that ``settings.json`` restores a run on ``--resume``. Defaults
+are chosen so that ``python -m graph.run --task isic --synthetic`` evaluates at least six
+candidates in under five minutes on a 2-core CPU (see evaluation/bench_loop.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from evaluation.report import Budgets
+from tasks.data_args import DataOptions, Flag
+from tasks.io import atomic_write
+
+#: Backend names ``agents.llm.parse_llm`` accepts (``--llm NAME[:MODEL]``);
+#: tests/graph/test_settings.py checks the two agree.
+LLM_BACKENDS = ("heuristic", "openai", "local", "openai-compatible")
+#: Keys of settings.json written before per-role models became the ``models`` field.
+_LEGACY_ROLE_KEYS = {"designer_model": "designer", "critic_model": "critic",
+                     "fixer_model": "code_fixer"}
+_NONE_WORDS = ("none", "off", "")
 
 
-@dataclass
-class Settings:
-    """Resolved settings of one search run."""
+def _none_allowed(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
 
-    # --- task and data -------------------------------------------------------------
-    task: str = "isic"
-    """Task name (only ``isic`` for now)."""
-    data_dir: str | None = None
-    """ISIC 2019 folder (or env FLNAS_ISIC_DIR); ``None`` with ``synthetic``."""
-    synthetic: bool = False
-    """Use the generated ISIC-format synthetic set."""
-    synthetic_n: int = 4000
-    """Images in the synthetic set (the calibrated default of tasks.synthetic)."""
-    image_size: int = 64
-    """Training resolution (pixels, square)."""
-    seed: int = 0
-    """Seed for the split, the recipe and the heuristic policy."""
-    cache_dir: str | None = None
-    """Decoded-image cache root (default env FLNAS_CACHE_DIR or ~/.cache/flnas)."""
-    strict: bool = False
-    """Fail on any malformed dataset row instead of skipping it."""
+
+class Settings(BaseSettings, DataOptions):
+    """Resolved settings of one search run (the data fields come from ``DataOptions``)."""
+
+    # Unknown keys are ignored: Studio and settings.json of older runs may carry some.
+    model_config = SettingsConfigDict(env_prefix="FLNAS_", extra="ignore",
+                                      validate_assignment=True)
 
     # --- search --------------------------------------------------------------------
-    iter_max: int = 10
-    """Designer rounds (IterMax); the Template counts as candidate 0."""
-    patience: int = 4
-    """Stop after this many rounds without hypervolume gain of the Pareto archive."""
-    max_fix_attempts: int = 2
-    """Code-Fixer attempts per candidate before it is recorded as failed."""
-    target_balanced_accuracy: float | None = None
-    """Target balanced accuracy; with the fairness target, all met -> converged."""
-    target_max_gap: float | None = None
-    """Target worst attribute max_gap (accuracy gap between groups)."""
-    unfairness_weight: float = 1.0
-    """Weight of mean unfairness in the final selection score (see finalize)."""
-    baselines: bool = False
-    """Evaluate ResNet-18 and MobileNetV2 in ``prepare`` (slow on CPU)."""
-    roles: list[str] = field(default_factory=list)
-    """Extra role modules to import (extension roles wire themselves at their hook)."""
+    iter_max: Annotated[int, Flag("search", resume=True)] = Field(
+        default=10, ge=0,
+        description="Designer rounds (IterMax); the Template counts as candidate 0")
+    patience: Annotated[int, Flag("search", resume=True)] = Field(
+        default=4, ge=1, description="stop after this many rounds without hypervolume gain of the "
+        "Pareto archive")
+    max_fix_attempts: Annotated[int, Flag("search")] = Field(
+        default=2, ge=0,
+        description="Code-Fixer attempts per candidate before it is recorded as failed")
+    target_balanced_accuracy: Annotated[float | None, Flag("search", resume=True)] = Field(
+        default=None, ge=0, le=1, description="stop once the best design reaches this balanced "
+        "accuracy (and the fairness target, when set)")
+    target_max_gap: Annotated[float | None, Flag("search", resume=True)] = Field(
+        default=None, ge=0, le=1, description="... and its worst accuracy gap between groups is at "
+        "most this")
+    unfairness_weight: Annotated[float, Flag("search")] = Field(
+        default=1.0, ge=0, description="weight of mean unfairness in the final selection score "
+        "(docs/metrics.md)")
+    baselines: Annotated[bool, Flag("search")] = Field(
+        default=False,
+        description="also evaluate ResNet-18 and MobileNetV2 in prepare (slow on CPU)")
+    roles: Annotated[list[str], NoDecode, Flag("search", metavar="MODULE")] = Field(
+        default_factory=list, description="extra role modules to load, e.g. mypkg.auditor "
+        "(comma-separated)")
 
-    # --- budgets (device) -------------------------------------------------------------
-    max_latency_ms: float | None = None
-    """Batch-1 median latency budget (ms)."""
-    max_memory_mb: float | None = None
-    """Weights + peak activation memory budget (MB)."""
-    max_params: int | None = 200_000
-    """Trainable parameter budget."""
-    max_flops: int | None = None
-    """FLOPs budget of one batch-1 forward pass."""
+    # --- budgets (device) ----------------------------------------------------------
+    max_latency_ms: Annotated[float | None, Flag("budgets")] = Field(
+        default=None, gt=0, description="batch-1 median latency budget in ms")
+    max_memory_mb: Annotated[float | None, Flag("budgets")] = Field(
+        default=None, gt=0, description="weights + peak activation memory budget in MB")
+    max_params: Annotated[int | None, Flag("budgets")] = Field(
+        default=200_000, gt=0, description="trainable parameter budget")
+    max_flops: Annotated[int | None, Flag("budgets")] = Field(
+        default=None, gt=0, description="FLOPs budget of one batch-1 forward pass")
 
-    # --- recipe -------------------------------------------------------------------------
-    epochs: int = 3
-    """Training epochs of the fixed recipe."""
-    batch_size: int = 64
-    """Training batch size."""
-    lr: float | None = None
-    """Learning rate (None: the recipe's default)."""
+    # --- recipe --------------------------------------------------------------------
+    epochs: Annotated[int, Flag("recipe")] = Field(
+        default=3, ge=1, description="training epochs of the fixed recipe")
+    batch_size: Annotated[int, Flag("recipe")] = Field(
+        default=64, ge=1, description="training batch size")
+    lr: Annotated[float | None, Flag("recipe")] = Field(
+        default=None, gt=0, description="learning rate (none: the recipe's default)")
+    eval_timeout_s: Annotated[float | None, Flag("recipe", aliases=("--eval-timeout",))] = Field(
+        default=None, gt=0, description="wall-clock limit in seconds of one evaluation's training "
+        "job (none: scaled with the epochs and the training-set size)")
 
-    # --- LLM --------------------------------------------------------------------------
-    llm: str = "heuristic"
-    """Backend: ``heuristic`` or ``openai:<model>`` (or any OpenAI-compatible server)."""
-    base_url: str | None = None
-    """OpenAI-compatible server URL (ending in /v1)."""
-    model: str | None = None
-    """Model name for all roles (with ``base_url``)."""
-    designer_model: str | None = None
-    """Model of the Designer (overrides ``model``)."""
-    critic_model: str | None = None
-    """Model of the Critic (overrides ``model``)."""
-    fixer_model: str | None = None
-    """Model of the Code-Fixer (overrides ``model``)."""
-    llm_timeout_s: float = 120.0
-    """Per-request timeout of LLM calls."""
-    max_llm_tokens: int | None = None
-    """Stop when LLM input+output tokens exceed this."""
-    max_wall_s: float | None = None
-    """Stop starting new rounds after this many seconds of search."""
-    llm_breaker_after: int | None = 3
-    """Open the LLM circuit breaker after this many consecutive failed calls (None: never)."""
-    llm_breaker_action: str = "heuristic"
-    """When the breaker opens: ``heuristic`` (stop calling the LLM, use the offline
-    brains) or ``stop`` (finish the run after the current step)."""
+    # --- LLM -----------------------------------------------------------------------
+    llm: Annotated[str, Flag("llm", resume=True)] = Field(
+        default="heuristic",
+        description="backend: heuristic (offline) | openai:MODEL | local:MODEL "
+        "with --base-url")
+    base_url: Annotated[str | None, Flag("llm", resume=True)] = Field(
+        default=None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    model: Annotated[str | None, Flag("llm", resume=True)] = Field(
+        default=None, description="model name for every role")
+    models: Annotated[dict[str, str], NoDecode,
+                      Flag("llm", resume=True, aliases=("--role-model",),
+                           metavar="ROLE=MODEL")] = Field(
+        default_factory=dict, description="model of one role (any registered role), "
+        "overriding --model")
+    llm_timeout_s: Annotated[float, Flag("llm", resume=True, aliases=("--llm-timeout",))] = \
+        Field(default=120.0, gt=0, description="per-request timeout of LLM calls in seconds")
+    max_llm_tokens: Annotated[int | None, Flag("llm", resume=True)] = Field(
+        default=None, ge=0, description="stop when LLM input+output tokens exceed this")
+    max_wall_s: Annotated[float | None, Flag("llm", resume=True)] = Field(
+        default=None, gt=0,
+        description="stop starting new rounds after this many seconds of search")
+    llm_breaker_after: Annotated[int | None, Flag("llm", resume=True)] = Field(
+        default=3, ge=1, description="open the LLM circuit breaker after this many consecutive "
+        "failed calls (none: never)")
+    llm_breaker_action: Annotated[Literal["heuristic", "stop"], Flag("llm", resume=True)] = \
+        Field(default="heuristic", description="once the breaker is open: use the heuristic brains "
+              "for the rest of the run, or stop the run and write the summary")
 
-    # --- run ----------------------------------------------------------------------------
-    run_dir: str = "runs/default"
-    """This run's folder (``runs/<run_id>``)."""
-    run_id: str = "default"
-    """Run id (checkpoint thread id)."""
-    eval_timeout_s: float = 900.0
-    """Wall-clock limit of one evaluation job."""
-    quiet: bool = False
-    """Plain lines instead of the rich live display."""
-    require_isolation: bool | None = None
-    """Refuse to run candidate code without the OS sandbox (None: on for LLM backends)."""
+    # --- run -----------------------------------------------------------------------
+    run_dir: Annotated[str, Flag("run", cli=False)] = Field(
+        default="runs/default",
+        description="this run's folder (runs/<run_id>; set by --run-dir and "
+        "--run-id)")
+    run_id: Annotated[str, Flag("run", cli=False)] = Field(
+        default="default", description="run id, the checkpoint thread id (set by --run-id)")
+    quiet: Annotated[bool, Flag("run", resume=True)] = Field(
+        default=False, description="plain progress lines instead of the live display")
+    require_isolation: Annotated[bool | None, Flag("run", resume=True)] = Field(
+        default=None,
+        description="refuse to run candidate code without the OS sandbox (bubblewrap); "
+        "none: on for LLM backends, off for the heuristic one")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Build from the given values only.
+
+        graph.config reads the environment as its own layer so an error can name it; a
+        Settings built elsewhere (tests, Studio's context dict, settings.json) must not
+        change with the environment of the process that builds it.
+        """
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_words(cls, data: Any) -> Any:
+        """Read ``none`` / ``off`` / empty text as None where a field allows None.
+
+        Flags and environment variables are text, and TOML has no null.
+        """
+        if not isinstance(data, dict):
+            return data
+        return {k: None if isinstance(v, str) and v.strip().lower() in _NONE_WORDS
+                and k in cls.model_fields and _none_allowed(cls.model_fields[k].annotation)
+                else v for k, v in data.items()}
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        """Accept ``a,b`` text and lists of such text (repeated flags)."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        if not all(isinstance(i, str) for i in items):
+            return items
+        return [r.strip() for item in items for r in item.split(",") if r.strip()]
+
+    @field_validator("roles")
+    @classmethod
+    def _module_paths(cls, value: list[str]) -> list[str]:
+        bad = [r for r in value if not all(part.isidentifier() for part in r.split("."))]
+        if bad:
+            raise ValueError(f"not a module path: {', '.join(map(repr, bad))} (expected e.g. "
+                             "mypkg.auditor)")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _role_models(cls, value: Any) -> Any:
+        """Accept ``ROLE=MODEL[,ROLE=MODEL]`` text and lists of it (repeated flags)."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        out: dict[str, Any] = {}
+        for item in items:
+            for pair in (item.split(",") if isinstance(item, str) else [item]):
+                role, sep, model = str(pair).partition("=")
+                if not sep or not role.strip() or not model.strip():
+                    raise ValueError(f"expected ROLE=MODEL, got {pair!r}")
+                out[role.strip()] = model.strip()
+        return out
+
+    @field_validator("llm")
+    @classmethod
+    def _llm_backend(cls, value: str) -> str:
+        name = value.partition(":")[0].strip().lower()
+        if name not in LLM_BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; use heuristic, openai:MODEL, "
+                             "local:MODEL (with --base-url) or openai-compatible:MODEL")
+        return value
 
     @property
     def isolation_required(self) -> bool:
@@ -129,17 +229,12 @@ class Settings:
         )
 
     def role_model(self, role: str) -> str | None:
-        """Model name for ``role`` (per-role value, else the shared ``model``)."""
-        per_role = {
-            "designer": self.designer_model,
-            "critic": self.critic_model,
-            "code_fixer": self.fixer_model,
-        }.get(role)
-        return per_role or self.model
+        """Model name for ``role``: its entry in ``models``, else the shared ``model``."""
+        return self.models.get(role) or self.model
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict of every field."""
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     @classmethod
     def of(cls, value: Settings | dict[str, Any] | None) -> Settings:
@@ -150,15 +245,26 @@ class Settings:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Settings:
-        """Rebuild from :meth:`to_json` output, ignoring unknown keys (older runs)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Rebuild from :meth:`to_json` output, ignoring unknown keys (older runs).
+
+        settings.json written before ``models`` existed carries ``designer_model``,
+        ``critic_model`` and ``fixer_model``: they become ``models`` entries. That version
+        never applied ``eval_timeout_s``, so it is dropped and the run keeps the scaled
+        timeout it ran with.
+
+        Raises:
+            pydantic.ValidationError: A value of the wrong type or out of range.
+        """
+        data = dict(data)
+        if any(k in data for k in _LEGACY_ROLE_KEYS):
+            data.pop("eval_timeout_s", None)
+            legacy = {role: data.pop(k) for k, role in _LEGACY_ROLE_KEYS.items() if data.get(k)}
+            data["models"] = {**legacy, **(data.get("models") or {})}
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
     def save(self, path: Path) -> None:
         """Write ``settings.json`` atomically."""
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(self.to_json(), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> Settings:

@@ -5,7 +5,8 @@ evaluate -> ... -> finalize) and writes ``runs/<run_id>/``: ``trace.jsonl``,
 ``checkpoints.sqlite``, ``settings.json``, ``candidates/<id>/``, ``summary.json``,
 ``best_model.py`` (+ ``.onnx``), ``pareto.png``, ``group_accuracy.png``.
 
-Settings: Settings defaults < ``--config FILE.toml`` < flags given on the command line.
+Settings (graph/config.py): defaults < ``--config FILE.toml`` < environment variables
+``FLNAS_<SETTING>`` < flags given on the command line; ``--help`` lists every one.
 ``--resume RUN_ID`` restores ``settings.json`` and continues from the last checkpoint;
 finished evaluations and LLM answers already in the checkpoint are never redone. A run
 folder that was moved or copied resumes where it is now. A missing, empty or damaged
@@ -32,110 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.settings import Settings
-from graph.config import RESUME_OVERRIDABLE, ConfigError, read_config, resolve
+from graph import config
+from graph.config import ConfigError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _opt_num(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        if text.lower() in ("none", "off", ""):
-            return None
-        return kind(float(text)) if kind is int else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """Build the CLI parser; every default is suppressed so given flags can be told apart."""
-    from tasks.data_args import add_data_args
-
-    d = Settings()
-    p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__.split("\n")[0],
-                                argument_default=argparse.SUPPRESS)
-    add_data_args(p)
-    for action in p._actions:  # data_args sets its own defaults; ours come from Settings
-        action.default = argparse.SUPPRESS
-        if action.dest == "synthetic_n":
-            action.help = f"number of synthetic images (default: {d.synthetic_n})"
-        if action.dest == "image_size":
-            action.help = f"side of the square training images (default: {d.image_size})"
-    s = p.add_argument_group("search")
-    s.add_argument("--iter-max", dest="iter_max", type=int,
-                   help=f"designer rounds (default: {d.iter_max})")
-    s.add_argument("--patience", type=int,
-                   help=f"rounds without hypervolume gain before stopping ({d.patience})")
-    s.add_argument("--max-fix-attempts", dest="max_fix_attempts", type=int,
-                   help=f"Code-Fixer attempts per candidate ({d.max_fix_attempts})")
-    s.add_argument("--target-balanced-accuracy", dest="target_balanced_accuracy",
-                   type=_opt_num(float), help="stop once the best design reaches this")
-    s.add_argument("--target-max-gap", dest="target_max_gap", type=_opt_num(float),
-                   help="... and its group accuracy gap is at most this")
-    s.add_argument("--baselines", action="store_true",
-                   help="also evaluate ResNet-18 and MobileNetV2 in prepare (slow on CPU)")
-    s.add_argument("--roles", action="append",
-                   help="extra role module(s) to load, e.g. mypkg.auditor (repeatable, "
-                        "comma-separated)")
-    b = p.add_argument_group("device budgets (priority order; 'none' disables)")
-    b.add_argument("--max-latency-ms", dest="max_latency_ms", type=_opt_num(float))
-    b.add_argument("--max-memory-mb", dest="max_memory_mb", type=_opt_num(float))
-    b.add_argument("--max-params", dest="max_params", type=_opt_num(int),
-                   help=f"default: {d.max_params}")
-    b.add_argument("--max-flops", dest="max_flops", type=_opt_num(int))
-    r = p.add_argument_group("training recipe")
-    r.add_argument("--epochs", type=int, help=f"default: {d.epochs}")
-    r.add_argument("--batch-size", dest="batch_size", type=int)
-    r.add_argument("--lr", type=float)
-    r.add_argument("--eval-timeout", dest="eval_timeout_s", type=float)
-    m = p.add_argument_group("LLM backend")
-    m.add_argument("--llm", help="heuristic (default, offline) | openai:MODEL | local:MODEL "
-                                 "with --base-url")
-    m.add_argument("--base-url", dest="base_url",
-                   help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    m.add_argument("--model", help="model name for every role")
-    m.add_argument("--designer-model", dest="designer_model")
-    m.add_argument("--critic-model", dest="critic_model")
-    m.add_argument("--fixer-model", dest="fixer_model")
-    m.add_argument("--llm-timeout", dest="llm_timeout_s", type=float)
-    m.add_argument("--max-llm-tokens", dest="max_llm_tokens", type=_opt_num(int),
-                   help="stop when this many LLM tokens are spent")
-    m.add_argument("--max-wall-s", dest="max_wall_s", type=_opt_num(float),
-                   help="stop starting rounds after this many seconds")
-    m.add_argument("--llm-breaker-after", dest="llm_breaker_after", type=_opt_num(int),
-                   help="open the LLM circuit breaker after this many consecutive failed "
-                        f"calls ('none' disables; default: {d.llm_breaker_after})")
-    m.add_argument("--llm-breaker-action", dest="llm_breaker_action",
-                   choices=("heuristic", "stop"),
-                   help="once the breaker is open: use the heuristic brains for the rest of "
-                        "the run, or stop the run and write the summary "
-                        f"(default: {d.llm_breaker_action})")
-    o = p.add_argument_group("run")
-    o.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
-    o.add_argument("--run-dir", dest="runs_root", type=Path, help="runs folder (default: runs)")
-    o.add_argument("--run-id", dest="run_id", help="name of a new run (default: timestamp)")
-    o.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    o.add_argument("--recover", action="store_true",
-                   help="with --resume, when checkpoints.sqlite is missing or damaged: keep it "
-                        "aside and search again from the beginning in the same folder, reusing "
-                        "the cached evaluations")
-    o.add_argument("--quiet", action="store_true", help="plain progress lines")
-    o.add_argument("--require-isolation", dest="require_isolation",
-                   action=argparse.BooleanOptionalAction,
-                   help="refuse to run candidate code without the OS sandbox (bubblewrap); "
-                        "default: on for LLM backends, off for the heuristic one")
-    return p
-
-
-def _explicit(args: argparse.Namespace) -> dict[str, Any]:
-    out = {k: v for k, v in vars(args).items()
-           if k not in ("config", "runs_root", "resume", "run_id", "recover")}
-    for k in ("data_dir", "cache_dir"):
-        if out.get(k) is not None:
-            out[k] = str(out[k])
-    if "roles" in out:
-        out["roles"] = [r.strip() for item in out["roles"] for r in item.split(",") if r.strip()]
-    return out
+    """Build the CLI parser (flags generated from the Settings fields, see graph.config)."""
+    return config.build_parser((__doc__ or "").split("\n")[0])
 
 
 def _fail(msg: str, code: int = EXIT_USAGE) -> int:
@@ -146,47 +52,48 @@ def _fail(msg: str, code: int = EXIT_USAGE) -> int:
 def settle(args: argparse.Namespace) -> tuple[Settings, bool]:
     """Resolve the run's Settings and whether it resumes an existing run.
 
-    A resumed run keeps its settings and its run id (the checkpoint thread), but lives
-    where its folder is now: a moved or copied folder resumes in its new place.
+    A resumed run keeps its settings (changing only the resume-overridable ones) and its
+    run id (the checkpoint thread), but lives where its folder is now: a moved or copied
+    folder resumes in its new place. The run's role modules are loaded here, so that
+    ``models`` can be checked against the registered roles.
 
     Raises:
         ConfigError: Bad config, unknown run to resume, a run whose checkpoints cannot
             be read (without ``--recover``), or a new run whose folder exists.
     """
     root = Path(getattr(args, "runs_root", "runs"))
-    explicit = _explicit(args)
     if getattr(args, "recover", False) and not getattr(args, "resume", None):
         raise ConfigError("--recover goes with --resume RUN_ID")
+    layers = config.layers_of(args)
     if getattr(args, "resume", None):
         run_dir = root / args.resume
         if not (run_dir / "settings.json").is_file():
             raise ConfigError(f"cannot resume {args.resume!r}: {run_dir}/settings.json not "
                               f"found (runs in {root}: "
                               f"{', '.join(sorted(p.name for p in root.glob('*')) ) or 'none'})")
-        ctx = Settings.load(run_dir / "settings.json")
+        saved = config.load_saved(run_dir / "settings.json")
+        ctx, ignored = config.resume(saved, layers)
         if Path(ctx.run_dir).resolve() != run_dir.resolve():
             print(f"note: run {ctx.run_id} was moved or copied from {ctx.run_dir}; resuming it "
                   f"in {run_dir}", file=sys.stderr)
             ctx.run_dir = str(run_dir)
-        ignored = sorted(set(explicit) - RESUME_OVERRIDABLE)
         if ignored:
             print(f"note: --resume keeps the run's settings; ignoring {', '.join(ignored)}",
                   file=sys.stderr)
-        for k in set(explicit) & RESUME_OVERRIDABLE:
-            setattr(ctx, k, explicit[k])
+        config.check_roles(ctx, [saved, *layers])
         problem = checkpoint_problem(run_dir, ctx.run_id)
         if problem and any(finished_work(run_dir)) and not getattr(args, "recover", False):
             raise ConfigError(_unresumable(ctx, run_dir, args.resume, problem))
         return ctx, True
-    config = read_config(args.config) if getattr(args, "config", None) else {}
     run_id = getattr(args, "run_id", None) or \
         f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     run_dir = root / run_id
     if (run_dir / "checkpoints.sqlite").exists():
         raise ConfigError(f"run {run_id!r} already exists in {root}; continue it with "
                           f"--resume {run_id} or choose another --run-id")
-    defaults = Settings().to_json()
-    ctx = resolve(defaults, config, {**explicit, "run_dir": str(run_dir), "run_id": run_id})
+    ctx = config.resolve(*layers, config.Layer("flags", {"run_dir": str(run_dir),
+                                                        "run_id": run_id}))
+    config.check_roles(ctx, layers)
     return ctx, False
 
 
@@ -301,11 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LLMConfigError) as exc:
         return _fail(str(exc))
     try:
-        from graph.services import data_namespace
         from tasks.data_args import prepare_from_args
 
-        data = prepare_from_args(data_namespace(ctx), progress=not ctx.quiet and
-                                 sys.stderr.isatty())
+        data = prepare_from_args(ctx, progress=not ctx.quiet and sys.stderr.isatty())
     except (DatasetError, ValueError, OSError) as exc:
         return _fail(str(exc))
     from tasks.cache import skip_notes
@@ -315,20 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from graph.builder import build_graph
 
-        app_roles = list(ctx.roles)
-        build_graph(roles=app_roles)  # import errors surface here, before any work
+        build_graph(roles=ctx.roles)  # graph errors surface here, before any work
     except ImportError as exc:
         return _fail(str(exc))
     return _run(ctx, data, resuming)
 
 
-def _run(ctx: Settings, data: Any, resuming: bool) -> int:
-    from langgraph.checkpoint.sqlite import SqliteSaver
+def _open(ctx: Settings, resuming: bool) -> tuple[Any, Any]:
+    """Create the run folder, its settings.json, tracer and display; clean and recover.
 
-    from agents.llm import LLMConfigError
-    from graph.builder import build_graph
+    Returns:
+        The tracer and the display.
+    """
     from graph.display import Display, PlainDisplay
-    from graph.services import Services, install, release
     from graph.trace import Tracer
     from tools.tmpdirs import clean_stale_temp_dirs
 
@@ -352,6 +256,17 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
                         + (f" (damaged file kept as {aside.name})" if aside else ""))
         tracer.event("run_recover", problem=problem, cached_evaluations=evals,
                      candidates=cands, set_aside=str(aside) if aside else None)
+    return tracer, display
+
+
+def _run(ctx: Settings, data: Any, resuming: bool) -> int:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from graph.builder import build_graph
+    from graph.services import Services, install, release
+
+    run_dir = Path(ctx.run_dir)
+    tracer, display = _open(ctx, resuming)
     svc = install(Services(ctx=ctx, tracer=tracer, display=display, _data=data))
     conn = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
     app = build_graph(checkpointer=SqliteSaver(conn), roles=ctx.roles)
@@ -387,36 +302,43 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
     initial = None if started else {
         "round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},
         "notes": [], "stale_rounds": 0, "hv_history": [], "current": None}
+    try:
+        code = _invoke(app, initial, config, ctx, tracer, display)
+    finally:
+        conn.close()
+    if code == EXIT_INTERRUPTED:
+        return _fail(f"interrupted; continue with --resume {ctx.run_id}", code)
+    if code == EXIT_OK:
+        tracer.event("run_end")
+        code = _report(run_dir, display)
+    release(ctx)
+    return code
+
+
+def _invoke(app: Any, initial: dict[str, Any] | None, config: dict[str, Any], ctx: Settings,
+            tracer: Any, display: Any) -> int:
+    """Run the graph to its end; return the exit code (errors are traced and printed)."""
+    from agents.llm import LLMConfigError
+
     display.start()
-    code = EXIT_OK
     try:
         app.invoke(initial, config, context=ctx, durability="sync")
     except KeyboardInterrupt:
         tracer.event("run_interrupted")
-        code = EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     except LLMConfigError as exc:
         tracer.event("run_error", error=str(exc), kind="llm_config")
-        code = EXIT_USAGE
         display.stop()
-        _fail(f"{exc}\nfinished work is kept; fix this and continue with --resume {ctx.run_id}")
+        return _fail(f"{exc}\nfinished work is kept; fix this and continue with --resume "
+                     f"{ctx.run_id}")
     except Exception as exc:
         tracer.event("run_error", error=f"{type(exc).__name__}: {exc}")
-        code = EXIT_ERROR
         display.stop()
-        _fail(f"{type(exc).__name__}: {exc}\nfinished work is kept in {run_dir}; "
-              f"continue with --resume {ctx.run_id}", EXIT_ERROR)
+        return _fail(f"{type(exc).__name__}: {exc}\nfinished work is kept in {ctx.run_dir}; "
+                     f"continue with --resume {ctx.run_id}", EXIT_ERROR)
     finally:
         display.stop()
-        conn.close()
-    if code == EXIT_INTERRUPTED:
-        return _fail(f"interrupted; continue with --resume {ctx.run_id}", code)
-    if code != EXIT_OK:
-        release(ctx)
-        return code
-    tracer.event("run_end")
-    rc = _report(run_dir, display)
-    release(ctx)
-    return rc
+    return EXIT_OK
 
 
 def _report(run_dir: Path, display: Any) -> int:

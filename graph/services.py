@@ -163,6 +163,7 @@ class Services:
                                       "split": split, "candidate_id": candidate,
                                       "out_dir": self.run_dir / "candidates" / candidate / split}
             kwargs["on_event"] = lambda ev: self.display.progress(candidate, ev)
+            kwargs["timeout_s"] = self.ctx.eval_timeout_s
             gated = self.cache_path("gate", self.gate_key(code))
             if budgets is None and gated.exists():
                 # The gate node already built this code under these budgets: don't redo it.

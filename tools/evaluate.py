@@ -266,7 +266,7 @@ def _sandbox_failure(result: Any) -> tuple[str, str]:
 def _train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
                        workdir: Path, *, recipe: Recipe, budgets: Budgets, split: str,
                        limits: Any, on_event: Callable[[dict], None] | None, device: str,
-                       n_boot: int) -> None:
+                       n_boot: int, timeout_s: float | None = None) -> None:
     """Everything after the gate: evaluate job, measure job, agreement check, metrics.
 
     Fills ``report`` (all but ``status``) and raises ``_Failed`` on a failure. Tests call
@@ -280,6 +280,8 @@ def _train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
     labels = np.asarray(arrays["labels"])
     limits = limits if limits is not None else _default_limits(
         recipe, len(train_idx), payload["device"])
+    if timeout_s is not None:
+        limits = limits.model_copy(update={"timeout_s": timeout_s})
     denied = label_files(data)
     result = run_job("evaluate", payload, limits=limits, read_only=[payload["images_path"]],
                      deny_read=denied, keep_workdir=workdir, on_event=on_event)
@@ -338,6 +340,7 @@ def evaluate_candidate(
     device: str = "auto",
     gate_report: Any = None,
     n_boot: int = 0,
+    timeout_s: float | None = None,
 ) -> EvaluationReport:
     """Gate, train and measure one candidate; compute its metrics from parent-held labels.
 
@@ -369,6 +372,8 @@ def evaluate_candidate(
             code, budgets and image size (the graph's gate node); the sandboxed build
             check is then not repeated. The static policy check always runs.
         n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
+        timeout_s: Wall-clock limit of the training job in seconds, replacing the one of
+            ``limits`` (the run setting ``eval_timeout_s``); None keeps it.
 
     Returns:
         The report; ``status == "failed"`` carries ``failure_stage`` and
@@ -401,7 +406,7 @@ def evaluate_candidate(
         workdir = keep / "work"
         _train_and_measure(code, data, report, workdir, recipe=recipe, budgets=budgets,
                            split=split, limits=limits, on_event=on_event, device=device,
-                           n_boot=n_boot)
+                           n_boot=n_boot, timeout_s=timeout_s)
         report.status = "ok"
     except _Failed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]

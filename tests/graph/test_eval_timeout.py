@@ -1,0 +1,49 @@
+"""``eval_timeout_s`` (``--eval-timeout``) is the wall-clock limit of the evaluation job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.settings import Settings
+from graph.display import PlainDisplay
+from graph.services import Services
+from graph.trace import Tracer
+from tasks.data_args import prepare_from_args
+from tools.gate import GateReport
+
+LINEAR_CODE = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
+def build_model(num_classes):
+    return Net(num_classes)
+'''
+
+
+def test_tiny_eval_timeout_fails_the_evaluation_as_timeout(tmp_path: Path) -> None:
+    # The worker alone needs more than 0.5 s to import torch, so the job is killed.
+    ctx = Settings(synthetic=True, synthetic_n=16, image_size=16, epochs=1,
+                   cache_dir=str(tmp_path / "cache"), run_dir=str(tmp_path / "run"),
+                   eval_timeout_s=0.5)
+    data = prepare_from_args(ctx, progress=False)
+    tracer = Tracer(tmp_path / "run" / "trace.jsonl", "t")
+    svc = Services(ctx=ctx, tracer=tracer, display=PlainDisplay(quiet=True), _data=data)
+    # As after the gate node: a passed gate is cached, so only the training job runs.
+    gated = svc.cache_path("gate", svc.gate_key(LINEAR_CODE))
+    gated.parent.mkdir(parents=True)
+    gated.write_text(GateReport(ok=True).model_dump_json())
+    try:
+        report = svc.evaluate(LINEAR_CODE, "c000")
+    finally:
+        tracer.close()
+    assert report["status"] == "failed" and report["failure_stage"] == "timeout", report
+    assert "wall-clock limit of 0.5 s" in report["failure_reason"], report
