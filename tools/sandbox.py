@@ -32,7 +32,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, Field
 
-from tools import _isolation as iso
+from tools import isolation as iso
 from tools.tmpdirs import make_temp_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
