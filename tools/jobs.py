@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tools.batches import Normalizer
 from tools.export import EXPORT_BATCH, ONNX_FILE, ExportError, export_onnx
-from tools.train import WEIGHTS_FILE, Diverged, Recipe, _Normalizer, predict, train
+from tools.train import WEIGHTS_FILE, Diverged, Recipe, predict, train
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -85,7 +86,7 @@ def _export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray, pa
     ``EXPORT_BATCH``; returns the exporter used.
     """
     rows = np.resize(eval_idx, EXPORT_BATCH)  # repeats rows when the split is tiny
-    norm = _Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
+    norm = Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
     example = norm(torch.from_numpy(np.ascontiguousarray(images[np.sort(rows)])))
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
     with torch.no_grad():

@@ -61,7 +61,7 @@ def session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 
 def normalise(rows: np.ndarray, mean: Any, std: Any) -> np.ndarray:
-    """uint8 ``(N, 3, S, S)`` -> float32, bit for bit as ``tools.train._Normalizer``.
+    """uint8 ``(N, 3, S, S)`` -> float32, bit for bit as ``tools.batches.Normalizer``.
 
     ``x * (1 / (255 * std)) - mean / std`` with every intermediate rounded to float32 in
     the same order as the training recipe's normaliser (numpy, so this job needs no torch).

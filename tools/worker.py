@@ -122,11 +122,12 @@ def _load_handler(job: dict, payload: dict, layers: list[str]) -> Callable[[dict
     return handler
 
 
-def _confine(workdir: Path, job: dict, layers: list[str]) -> AuditState:
+def _confine(workdir: Path, job: dict, layers: list[str]) -> tuple[AuditState, str | None]:
     """Snapshot integrity, load seccomp, install and arm the audit hook, verify the layers.
 
-    Raises:
-        IsolationError: seccomp could not be loaded and the job requires isolation.
+    Returns:
+        The audit hook's state (the worker needs it to write the result, also after a
+        refusal) and why seccomp could not be loaded, or None.
     """
     global _integrity
     _integrity = Integrity()
@@ -136,11 +137,7 @@ def _confine(workdir: Path, job: dict, layers: list[str]) -> AuditState:
     audit.armed = True
     layers += verify_layers(workdir, job.get("parent_ns", {}))
     layers += ["audit-hook", "integrity-check"]
-    if seccomp_problem:
-        sys.stderr.write(f"sandbox: {seccomp_problem}\n")
-        if job.get("require_isolation"):
-            raise IsolationError(f"refusing to run untrusted code: {seccomp_problem}")
-    return audit
+    return audit, seccomp_problem
 
 
 def _outcome(result: object) -> dict:
@@ -169,7 +166,11 @@ def main(workdir: Path) -> int:
     audit = None
     try:
         handler = _load_handler(job, payload, layers)
-        audit = _confine(workdir, job, layers)
+        audit, seccomp_problem = _confine(workdir, job, layers)
+        if seccomp_problem:
+            sys.stderr.write(f"sandbox: {seccomp_problem}\n")
+            if job.get("require_isolation"):
+                raise IsolationError(f"refusing to run untrusted code: {seccomp_problem}")
         # The first event is the parent's record of what holds: sent before candidate code.
         emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3),
               "layers": layers})

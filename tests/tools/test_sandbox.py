@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox import SandboxLimits, _read_result, run_job
+from tools.sandbox import SandboxLimits, run_job
+from tools.workdir import read_result
 from tools.worker import emit
 
 HERE = "tests.tools.test_sandbox"
@@ -140,10 +141,10 @@ def test_missing_or_bad_results(tmp_path: Path) -> None:
     assert not res.ok and res.error_kind == "invalid-result"
     for text in ["not json", "[1, 2]", '{"result": 1}', '{"ok": "yes"}']:
         (tmp_path / "r.json").write_text(text)
-        data, problem = _read_result(tmp_path / "r.json", 1)
+        data, problem = read_result(tmp_path / "r.json", 1)
         assert data is None and problem
     (tmp_path / "r.json").write_text('{"ok": true, "pad": "' + "x" * (2 << 20) + '"}')
-    assert _read_result(tmp_path / "r.json", 1)[0] is None
+    assert read_result(tmp_path / "r.json", 1)[0] is None
 
 
 def job_pid_then_loop(payload: dict, workdir: Path) -> dict:
