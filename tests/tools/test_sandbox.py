@@ -98,7 +98,7 @@ def test_echo_env_events_and_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "forged" in res.stderr_tail
     assert {"audit-hook", "integrity-check", "own-session"} <= set(res.isolation)
     ready = [e for e in events if e.get("event") == "worker-ready"]
-    assert ready and ready[0]["seconds"] > 0  # speed is measured by evaluation.bench
+    assert ready and ready[0]["seconds"] > 0  # speed is measured by tools.bench
     assert ready[0]["layers"] == res.isolation[-len(ready[0]["layers"]):]
 
 
