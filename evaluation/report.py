@@ -127,7 +127,6 @@ class TrainingStats(BaseModel):
     loss_curve: list[float] = Field(default_factory=list)
     device: str
     amp: str
-    diverged: bool = False
     stopped_early: bool = Field(
         False, description="Cut by the recipe's max_train_seconds before the last epoch ended."
     )

@@ -36,6 +36,7 @@ from evaluation.fairness import classification_metrics, fairness_report
 from evaluation.report import Budgets, EvaluationReport, budget_violations
 from tasks.attributes import sensitive_groups
 from tasks.cache import PreparedData, load_arrays, skip_notes
+from tasks.io import atomic_write
 from tools.checks import (
     MIN_AGREEMENT,
     EvaluationFailed,
@@ -271,9 +272,9 @@ def evaluate_candidate(
 
 
 def _write_outputs(out: Path, code: str, report: EvaluationReport, workdir: Path | None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.py").write_text(code, encoding="utf-8")
-    (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    # Whole files or none: a search killed mid-write must not leave a torn report.json.
+    atomic_write(out / "model.py", code)
+    atomic_write(out / "report.json", report.model_dump_json(indent=2))
     if report.ok and workdir is not None:
         for name in (WEIGHTS_FILE, ONNX_FILE):
             if is_regular(workdir / name):

@@ -124,7 +124,7 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
             ``weights.pt`` and the graph as ``model.onnx``.
 
     Returns:
-        ``{"torch_predictions", "training", "onnx_file", "exporter", "weights_file",
+        ``{"torch_predictions", "training", "onnx_file", "exporter",
         "timings"}``, or ``{"failure": {"stage", "reason", ...}}`` with stage "diverged",
         "train", "export", "memory" or "crash" (build).
     """
@@ -164,6 +164,5 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         "training": stats.model_dump(),
         "onnx_file": ONNX_FILE,
         "exporter": exporter,
-        "weights_file": WEIGHTS_FILE,
         "timings": timings,
     }
