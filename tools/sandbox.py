@@ -1,12 +1,12 @@
 """Run a job in a sandboxed child process (docs/security.md).
 
 :func:`run_job` writes ``job.json`` into a fresh temporary work dir and starts
-``python -m tools.worker WORKDIR`` inside bubblewrap (``tools._isolation``): new user,
+``python -m tools.worker WORKDIR`` inside bubblewrap (``tools.isolation``): new user,
 PID, network, mount, IPC and UTS namespaces, uid 65534 without capabilities, a file
 system that holds only the interpreter, the project's code, the job's own inputs and its
-work dir, and (loaded by the worker before candidate code) a seccomp filter. rlimits, a
-minimal environment (no API keys) and a wall-clock timeout that kills the whole process
-tree complete it. The parent trusts only what it validates: ``result.json`` read as a
+work dir, and (loaded by the worker before candidate code, ``tools.confine``) a seccomp
+filter. rlimits, a minimal environment (no API keys) and a wall-clock timeout that kills
+the whole process tree complete it. The parent trusts only what it validates: ``result.json`` read as a
 regular file of bounded size, events read as bounded lines, the isolation layers the
 worker verified *before* any candidate code ran, and output files copied out only when
 they are regular files.
@@ -175,9 +175,16 @@ def candidate_traceback(tb: str, candidate_file: str = "<candidate>") -> str:
     return "\n".join(out + tail)[-_MAX_TRACEBACK_CHARS:]
 
 
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
 def _classify_exit(rc: int) -> tuple[ErrorKind, str]:
     if rc < 0:
-        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        sig = _signal_name(-rc) or str(-rc)
         if -rc == signal.SIGKILL:
             return "memory", "killed by SIGKILL (most likely the out-of-memory killer)"
         if -rc == signal.SIGXCPU:
@@ -189,7 +196,7 @@ def _classify_exit(rc: int) -> tuple[ErrorKind, str]:
         return "killed", f"the worker was killed by {sig}"
     if rc == 128 + signal.SIGKILL:  # bubblewrap reports its child's signal as 128 + n
         return "memory", "killed by SIGKILL (most likely the out-of-memory killer)"
-    if rc > 128 and rc - 128 in signal.Signals._value2member_map_:
+    if rc > 128 and _signal_name(rc - 128) is not None:
         return _classify_exit(-(rc - 128))
     return "crash", f"the worker exited with status {rc} without a result"
 
