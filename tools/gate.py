@@ -47,7 +47,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -84,12 +84,11 @@ def _fixer_message(stage: str, intro: str, lines: Iterable[str]) -> str:
             "build_model(num_classes) that returns a torch.nn.Module.")
 
 
-def static_check(source: str, *, extra_allowed_imports: tuple[str, ...] = ()) -> GateReport:
+def static_check(source: str) -> GateReport:
     """Check candidate source against the policy without executing it.
 
     Args:
         source: Candidate module source.
-        extra_allowed_imports: Additional importable modules (e.g. "torchvision.models").
 
     Returns:
         A report with a "syntax" and (if parsed) a "policy" check; ``ok`` when both pass.
@@ -113,7 +112,7 @@ def static_check(source: str, *, extra_allowed_imports: tuple[str, ...] = ()) ->
         return GateReport(ok=False, checks=[GateCheck(name="syntax", ok=False, detail=detail)],
                           message=_fixer_message("syntax", detail, ["simplify the code"]))
     checks = [GateCheck(name="syntax", ok=True)]
-    policy = Policy(tree, tuple(extra_allowed_imports))
+    policy = Policy(tree)
     try:
         policy.visit(tree)
     except RecursionError:
@@ -138,8 +137,7 @@ def static_check(source: str, *, extra_allowed_imports: tuple[str, ...] = ()) ->
 
 
 def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: int = 8,
-         timeout_s: float = 60, extra_allowed_imports: tuple[str, ...] = (),
-         limits: Any = None) -> GateReport:
+         timeout_s: float = 60) -> GateReport:
     """Run the full gate: static policy, then build, shape and budget in the sandbox.
 
     Args:
@@ -148,18 +146,16 @@ def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: in
         image_size: Side of the square dummy input.
         num_classes: Expected number of outputs.
         timeout_s: Wall-clock limit of the sandboxed run.
-        extra_allowed_imports: Passed to :func:`static_check`.
-        limits: Optional ``SandboxLimits`` (its ``timeout_s`` is replaced by ``timeout_s``).
 
     Returns:
         The report; ``message`` explains the first failing stage to the Code-Fixer.
     """
     from tools.sandbox import SandboxLimits, run_job
 
-    report = static_check(source, extra_allowed_imports=extra_allowed_imports)
+    report = static_check(source)
     if not report.ok:
         return report
-    lim = (limits or SandboxLimits()).model_copy(update={"timeout_s": timeout_s})
+    lim = SandboxLimits(timeout_s=timeout_s)
     payload = {"code": source, "image_size": image_size, "num_classes": num_classes,
                "budgets": budgets.model_dump(), "threads": 1}
     res = run_job("gate", payload, limits=lim)

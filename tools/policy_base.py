@@ -43,10 +43,9 @@ from tools.policy_rules import (
 class PolicyBase(ast.NodeVisitor):
     """Collects ``(line, col, problem, fix)`` violations; the lookups the rules share."""
 
-    def __init__(self, tree: ast.Module, extra_imports: tuple[str, ...]) -> None:
+    def __init__(self, tree: ast.Module) -> None:
         self.tree = tree
-        self.extra = extra_imports
-        self.allowed_imports = set(ALLOWED_IMPORTS) | set(extra_imports)
+        self.allowed_imports = set(ALLOWED_IMPORTS)
         self.violations: list[tuple[int, int, str, str]] = []
         self.aliases: dict[str, str] = {}  # local name -> dotted path of an imported object
         self.import_bound: set[str] = set()  # names assigned an imported object
@@ -221,7 +220,7 @@ class PolicyBase(ast.NodeVisitor):
 
     # imports
     def _module_ok(self, name: str) -> bool:
-        return name in REACHABLE or any(name == e or name.startswith(e + ".") for e in self.extra)
+        return name in REACHABLE
     def chain_ok(self, node: ast.AST, dotted: str, as_value: bool) -> bool:
         """Check an attribute chain rooted at an import; report and return False if denied."""
         parts = dotted.split(".")

@@ -6,10 +6,10 @@ PID, network, mount, IPC and UTS namespaces, uid 65534 without capabilities, a f
 system that holds only the interpreter, the project's code, the job's own inputs and its
 work dir, and (loaded by the worker before candidate code, ``tools.confine``) a seccomp
 filter. rlimits, a minimal environment (no API keys) and a wall-clock timeout that kills
-the whole process tree complete it. The parent trusts only what it validates: ``result.json`` read as a
-regular file of bounded size, events read as bounded lines, the isolation layers the
-worker verified *before* any candidate code ran, and output files copied out only when
-they are regular files.
+the whole process tree complete it. The parent trusts only what it validates:
+``result.json`` read as a regular file of bounded size (``tools.workdir``), events read
+as bounded lines, the isolation layers the worker verified *before* any candidate code
+ran, and output files copied out only when they are regular files.
 """
 
 from __future__ import annotations
