@@ -190,21 +190,12 @@ def _gate(code: str, data: PreparedData, budgets: Budgets,
                 num_classes=len(data.class_names))
 
 
-# Over 60 lines: the docstring documents every failure stage and option of the public API.
 def evaluate_candidate(
-    code: str,
-    data: PreparedData,
-    *,
-    recipe: Recipe | None = None,
-    budgets: Budgets | None = None,
-    split: Literal["val", "test"] = "val",
-    candidate_id: str | None = None,
-    out_dir: Path | str | None = None,
-    limits: SandboxLimits | None = None,
-    on_event: Callable[[dict], None] | None = None,
-    device: str = "auto",
-    gate_report: GateReport | None = None,
-    n_boot: int = 0,
+    code: str, data: PreparedData, *, recipe: Recipe | None = None,
+    budgets: Budgets | None = None, split: Literal["val", "test"] = "val",
+    candidate_id: str | None = None, out_dir: Path | str | None = None,
+    limits: SandboxLimits | None = None, on_event: Callable[[dict], None] | None = None,
+    device: str = "auto", gate_report: GateReport | None = None, n_boot: int = 0,
 ) -> EvaluationReport:
     """Gate, train and measure one candidate; compute its metrics from parent-held labels.
 
@@ -212,12 +203,9 @@ def evaluate_candidate(
     "diverged" (non-finite training loss), "train" (an exception while training),
     "export" (the trained model cannot be exported to ONNX, or the graph cannot be
     measured), "invalid" (a malformed result, outputs that depend on the batch size, or a
-    graph whose predictions disagree with the trained model's).
-
-    The scored predictions and every hardware number come from the measure job
-    (``tools/measure.py``), which runs the exported graph in ONNX Runtime in a process
-    that never loads candidate code; ``report.prediction_agreement`` records how often
-    they match the worker's own PyTorch predictions.
+    graph whose predictions disagree with the trained model's). Scores and hardware come
+    from the measure job (module docstring); ``report.prediction_agreement`` records how
+    often they match the worker's own PyTorch predictions.
 
     Args:
         code: Candidate source defining ``build_model(num_classes)``.
@@ -228,13 +216,11 @@ def evaluate_candidate(
         candidate_id: Recorded in the report.
         out_dir: When given, receives model.py and report.json, and on success
             weights.pt and model.onnx (the measured graph).
-        limits: ``tools.sandbox.SandboxLimits``; default scales the timeout with the
-            training set size.
+        limits: Sandbox limits; the default scales the timeout with the training set.
         on_event: Called with each progress event of the worker.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
-        gate_report: A passing ``GateReport`` the caller already obtained for this very
-            code, budgets and image size (the graph's gate node); the sandboxed build
-            check is then not repeated. The static policy check always runs.
+        gate_report: A passing report the caller got for this very code, budgets and
+            image size: the sandboxed build check is not repeated (the policy check is).
         n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
 
     Returns:
@@ -246,9 +232,7 @@ def evaluate_candidate(
     budgets = budgets or Budgets()
     report = EvaluationReport(
         candidate_id=candidate_id, code_hash=code_hash(code), status="failed", split=split,
-        budgets=budgets, recipe=recipe.model_dump(mode="json"),
-        data_fingerprint=data.fingerprint,
-    )
+        budgets=budgets, recipe=recipe.model_dump(mode="json"), data_fingerprint=data.fingerprint)
     workdir: Path | None = None
     try:
         g = _gate(code, data, budgets, gate_report)
@@ -264,11 +248,17 @@ def evaluate_candidate(
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]
     finally:
         report.wall_s = time.perf_counter() - t0
-        if out_dir is not None:
-            _write_outputs(Path(out_dir), code, report, workdir)
-        if workdir is not None:
-            shutil.rmtree(workdir.parent, ignore_errors=True)
+        _finish(code, report, out_dir, workdir)
     return report
+
+
+def _finish(code: str, report: EvaluationReport, out_dir: Path | str | None,
+            workdir: Path | None) -> None:
+    """Write the candidate's outputs when asked, then remove the evaluation's temp folder."""
+    if out_dir is not None:
+        _write_outputs(Path(out_dir), code, report, workdir)
+    if workdir is not None:
+        shutil.rmtree(workdir.parent, ignore_errors=True)
 
 
 def _write_outputs(out: Path, code: str, report: EvaluationReport, workdir: Path | None) -> None:
