@@ -13,7 +13,9 @@ import traceback
 import types
 from typing import Any
 
+import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 CANDIDATE_FILE = "<candidate>"
 
@@ -114,9 +116,6 @@ def check_candidate(code: str, *, image_size: int, num_classes: int,
         ``{"checks": [...], "params", "flops"}`` plus ``problem`` and ``hints`` when a stage
         fails; stage failures are results, not exceptions, so the parent can explain them.
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     size, n_cls = int(image_size), int(num_classes)
     checks: list[dict] = []
 
@@ -130,8 +129,49 @@ def check_candidate(code: str, *, image_size: int, num_classes: int,
         return fail("build", f"build_model({n_cls}) failed with {type(e).__name__}: {e}",
                     [_candidate_line(e, code) or "see the error above"])
     checks.append({"name": "build", "ok": True, "detail": type(model).__name__})
-
     gen = torch.Generator().manual_seed(0)
+    problem = _shape_problem(model, code, size, n_cls, gen)
+    if problem is not None:
+        return fail("shape", *problem)
+    out, problem = _train_step(model, code, size, gen)
+    if problem is not None:
+        return fail("shape", *problem)
+    params = list(nn.Module.parameters(model))  # unbound: an override cannot hide any
+    n_params = sum(p.numel() for p in params if p.requires_grad)
+    if out is not None and out.grad_fn is not None \
+            and _hidden_leaves(out, {id(p) for p in params}):
+        return fail("budget", "the model trains tensors that are not registered parameters",
+                    ["store every trainable tensor as nn.Parameter on a module"], params=n_params)
+    checks.append({"name": "shape", "ok": True, "detail": f"(2, {n_cls})"})
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, size, size, generator=gen))
+    flops = int(counter.get_total_flops())
+    problem = _budget_problem(n_params, flops, max_params, max_flops, size)
+    if problem is not None:
+        return fail("budget", *problem, params=n_params, flops=flops)
+    checks.append({"name": "budget", "ok": True, "detail": f"params {n_params:,}, flops {flops:,}"})
+    return {"checks": checks, "params": n_params, "flops": flops}
+
+
+def _budget_problem(n_params: int, flops: int, max_params: int | None, max_flops: int | None,
+                    size: int) -> tuple[str, list[str]] | None:
+    """Compare parameters and FLOPs with their budgets; (problem, hints) or None when met."""
+    over = []
+    if max_params is not None and n_params > max_params:
+        over.append(f"parameters {n_params:,} > budget {max_params:,}")
+    if max_flops is not None and flops > max_flops:
+        over.append(f"FLOPs {flops:,} > budget {max_flops:,} (batch 1, {size}x{size})")
+    if not over:
+        return None
+    ratio = max(n_params / (max_params or math.inf), flops / (max_flops or math.inf))
+    return "; ".join(over), [f"shrink the model about {ratio:.1f}x: fewer channels, fewer "
+                             "blocks, depthwise-separable convolutions, earlier downsampling"]
+
+
+def _shape_problem(model: nn.Module, code: str, size: int, n_cls: int,
+                   gen: torch.Generator) -> tuple[str, list[str]] | None:
+    """Run the eval-mode forwards of the shape stage; (problem, hints) or None when fine."""
     for s in sorted({size, 32}):
         x = torch.randn(2, 3, s, s, generator=gen)
         try:
@@ -140,52 +180,33 @@ def check_candidate(code: str, *, image_size: int, num_classes: int,
                 out = model(x)
                 single = model(x[:1]) if type(out) is torch.Tensor else None
         except Exception as e:  # noqa: BLE001
-            return fail("shape", f"forward on a (2, 3, {s}, {s}) input raised "
-                        f"{type(e).__name__}: {e}", [_candidate_line(e, code),
-                        "the model must accept any square input of side >= 32 "
-                        "(use adaptive pooling before the classifier)"])
-        if type(out) is not torch.Tensor:
-            return fail("shape", f"forward returned {type(out).__name__}, not a torch.Tensor",
-                        ["return the logits tensor of shape (batch, num_classes)"])
+            return (f"forward on a (2, 3, {s}, {s}) input raised {type(e).__name__}: {e}",
+                    [_candidate_line(e, code), "the model must accept any square input of "
+                     "side >= 32 (use adaptive pooling before the classifier)"])
+        if type(out) is not torch.Tensor or single is None:
+            return (f"forward returned {type(out).__name__}, not a torch.Tensor",
+                    ["return the logits tensor of shape (batch, num_classes)"])
         if tuple(out.shape) != (2, n_cls):
-            return fail("shape", f"output shape is {tuple(out.shape)} for a (2, 3, {s}, {s}) "
-                        f"input; expected (2, {n_cls})",
-                        ["end with global pooling, flatten, and nn.Linear(features, num_classes)"])
+            return (f"output shape is {tuple(out.shape)} for a (2, 3, {s}, {s}) input; "
+                    f"expected (2, {n_cls})",
+                    ["end with global pooling, flatten, and nn.Linear(features, num_classes)"])
         if not out.is_floating_point() or not torch.isfinite(out).all():
-            return fail("shape", "output contains NaN/Inf or is not floating point",
-                        ["check divisions, logs and initialisation in forward"])
+            return ("output contains NaN/Inf or is not floating point",
+                    ["check divisions, logs and initialisation in forward"])
         if not torch.allclose(single, out[:1], rtol=1e-3, atol=1e-4):
-            return fail("shape", "in eval mode the output for one image depends on the "
-                        "other images in the batch", ["do not mix samples in forward"])
+            return ("in eval mode the output for one image depends on the other images in "
+                    "the batch", ["do not mix samples in forward"])
+    return None
+
+
+def _train_step(model: nn.Module, code: str, size: int, gen: torch.Generator
+                ) -> tuple[Any, tuple[str, list[str]] | None]:
+    """Run a training-mode forward/backward; (its output, None) or (None, (problem, hints))."""
     model.train()
     try:
         out = model(torch.randn(2, 3, size, size, generator=gen))
         out.float().logsumexp(1).mean().backward()
     except Exception as e:  # noqa: BLE001
-        return fail("shape", f"training-mode forward/backward raised {type(e).__name__}: {e}",
-                    [_candidate_line(e, code)])
-    params = list(nn.Module.parameters(model))  # unbound: an override cannot hide any
-    n_params = sum(p.numel() for p in params if p.requires_grad)
-    if out.grad_fn is not None and _hidden_leaves(out, {id(p) for p in params}):
-        return fail("budget", "the model trains tensors that are not registered parameters",
-                    ["store every trainable tensor as nn.Parameter on a module"], params=n_params)
-    checks.append({"name": "shape", "ok": True, "detail": f"(2, {n_cls})"})
-
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, 3, size, size, generator=gen))
-    flops = int(counter.get_total_flops())
-    over = []
-    if max_params is not None and n_params > max_params:
-        over.append(f"parameters {n_params:,} > budget {max_params:,}")
-    if max_flops is not None and flops > max_flops:
-        over.append(f"FLOPs {flops:,} > budget {max_flops:,} (batch 1, {size}x{size})")
-    if over:
-        ratio = max(n_params / (max_params or math.inf),
-                    flops / (max_flops or math.inf))
-        return fail("budget", "; ".join(over),
-                    [f"shrink the model about {ratio:.1f}x: fewer channels, fewer blocks, "
-                     "depthwise-separable convolutions, earlier downsampling"],
-                    params=n_params, flops=flops)
-    checks.append({"name": "budget", "ok": True, "detail": f"params {n_params:,}, flops {flops:,}"})
-    return {"checks": checks, "params": n_params, "flops": flops}
+        return None, (f"training-mode forward/backward raised {type(e).__name__}: {e}",
+                      [_candidate_line(e, code)])
+    return out, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,8 +70,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path | str)
     Raises:
         ExportError: Both exporters failed; the message carries both errors.
     """
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
-             "dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+                             "dynamic_axes": {INPUT_NAME: {0: "batch"},
+                                              OUTPUT_NAME: {0: "batch"}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notices from the exporters
         try:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tools.batches import Normalizer
 from tools.export import EXPORT_BATCH, ONNX_FILE, ExportError, export_onnx
-from tools.train import WEIGHTS_FILE, Diverged, Recipe, _Normalizer, predict, train
+from tools.train import WEIGHTS_FILE, Diverged, Recipe, predict, train
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -85,11 +86,25 @@ def _export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray, pa
     ``EXPORT_BATCH``; returns the exporter used.
     """
     rows = np.resize(eval_idx, EXPORT_BATCH)  # repeats rows when the split is tiny
-    norm = _Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
+    norm = Normalizer(payload["mean"], payload["std"], "cpu", channels_last=False)
     example = norm(torch.from_numpy(np.ascontiguousarray(images[np.sort(rows)])))
-    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    model = model.to("cpu").to(  # type: ignore[call-overload]
+        memory_format=torch.contiguous_format).float().eval()
     with torch.no_grad():
         return export_onnx(model, example, Path(workdir) / ONNX_FILE)
+
+
+def _save_and_export(model: torch.nn.Module, images: np.ndarray, eval_idx: np.ndarray,
+                     payload: dict, workdir: Path) -> str | dict:
+    """Save the trained weights and export the graph; the exporter used, or a failure dict."""
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    torch.save(model.state_dict(), workdir / WEIGHTS_FILE)
+    try:
+        return _export(model, images, eval_idx, payload, workdir)
+    except ExportError as e:
+        return {"failure": {"stage": "export", "reason": e.reason[:2000]}}
+    except Exception as e:  # noqa: BLE001 - e.g. the model cannot move to the CPU
+        return _failure("memory" if _is_oom(e) else "export", e)
 
 
 def evaluate_job(payload: dict, workdir: Path | str) -> dict:
@@ -109,7 +124,7 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
             ``weights.pt`` and the graph as ``model.onnx``.
 
     Returns:
-        ``{"torch_predictions", "training", "onnx_file", "exporter", "weights_file",
+        ``{"torch_predictions", "training", "onnx_file", "exporter",
         "timings"}``, or ``{"failure": {"stage", "reason", ...}}`` with stage "diverged",
         "train", "export", "memory" or "crash" (build).
     """
@@ -139,14 +154,9 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
     except Exception as e:  # noqa: BLE001
         return _failure("memory" if _is_oom(e) else "train", e)
     timings["predicted"] = time.time()
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    torch.save(model.state_dict(), Path(workdir) / WEIGHTS_FILE)
-    try:
-        exporter = _export(model, images, eval_idx, payload, Path(workdir))
-    except ExportError as e:
-        return {"failure": {"stage": "export", "reason": e.reason[:2000]}}
-    except Exception as e:  # noqa: BLE001 - e.g. the model cannot move to the CPU
-        return _failure("memory" if _is_oom(e) else "export", e)
+    exporter = _save_and_export(model, images, eval_idx, payload, Path(workdir))
+    if isinstance(exporter, dict):
+        return exporter
     timings["exported"] = time.time()
     _emit("done", seconds=timings["exported"] - timings["job_start"])
     return {
@@ -154,6 +164,5 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         "training": stats.model_dump(),
         "onnx_file": ONNX_FILE,
         "exporter": exporter,
-        "weights_file": WEIGHTS_FILE,
         "timings": timings,
     }

@@ -28,8 +28,8 @@ import numpy as np
 # Imported when the worker resolves this handler, before its audit hook is armed.
 import onnxruntime as ort
 
+from evaluation.onnx_cost import GraphCost, graph_cost
 from evaluation.onnx_cost import count_flops as graph_flops
-from evaluation.onnx_cost import graph_cost
 from evaluation.onnx_graph import GraphError, load_graph, static_shapes, validate_graph
 from evaluation.report import HardwareReport
 
@@ -62,7 +62,7 @@ def session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 
 def normalise(rows: np.ndarray, mean: Any, std: Any) -> np.ndarray:
-    """uint8 ``(N, 3, S, S)`` -> float32, bit for bit as ``tools.train._Normalizer``.
+    """uint8 ``(N, 3, S, S)`` -> float32, bit for bit as ``tools.batches.Normalizer``.
 
     ``x * (1 / (255 * std)) - mean / std`` with every intermediate rounded to float32 in
     the same order as the training recipe's normaliser (numpy, so this job needs no torch).
@@ -172,51 +172,20 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
     threads = max(1, int(payload.get("threads", 1)))
     profile_threads = max(1, int(payload.get("profile_threads", 1)))
     warmup, iters = int(payload.get("warmup", 10)), max(1, int(payload.get("iters", 50)))
-    images = np.load(payload["images_path"], mmap_mode="r")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, size, size):
-        raise ValueError(f"images must be (N,3,{size},{size}) uint8, got {images.shape}")
-    idx = np.asarray(payload["eval_indices"], dtype=np.int64)
-    check = np.asarray(payload.get("check_positions", []), dtype=np.int64)
-    if len(idx) == 0 or (len(check) and (check.min() < 0 or check.max() >= len(idx))):
-        raise ValueError("eval_indices empty or check_positions out of range")
-    try:
-        model = load_graph(payload["onnx_path"])
-        validate_graph(model, size, n_cls)
-        t["validated"] = time.time()
-        cost = graph_cost(model, 1)
-        flops2 = graph_flops(model, static_shapes(model, 2))
-        t["costed"] = time.time()
-    except GraphError as e:
-        return _failure("export", f"the exported ONNX graph cannot be measured: {e}")
-    if flops2 != 2 * cost.flops:
-        return _failure("invalid", f"the graph's FLOPs do not grow with the batch size "
-                        f"(batch 1: {cost.flops:,}, batch 2: {flops2:,}); every image must "
-                        "take the same computation whatever the batch size")
-    blob = model.SerializeToString()  # the very graph that was validated and costed
-    del model
+    images, idx, check = _inputs(payload, size)
+    costed = _graph_cost(payload["onnx_path"], size, n_cls, t)
+    if isinstance(costed, dict):
+        return costed
+    blob, cost = costed
     try:
         runtime_peak = _runtime_peak_mb(blob, profile_threads, images[idx[:1]], payload)
         runner = _Runner(session(blob, threads), payload["mean"], payload["std"], n_cls)
         t["session"] = time.time()
-        # Batches as tools.train.predict forms them: rows in ascending order, in chunks of
-        # the evaluation batch size, results scattered back.
         bs = max(1, int(payload["eval_batch_size"]))
-        order = np.argsort(idx, kind="stable")
-        logits = np.empty((len(idx), n_cls), dtype=np.float32)
-        for s in range(0, len(idx), bs):
-            sel = order[s : s + bs]
-            logits[sel] = runner.logits(runner.inputs(images[idx[sel]]))
+        logits = _predict(runner, images, idx, bs, n_cls)
         t["predicted"] = time.time()
         singles = [runner.inputs(images[idx[p : p + 1]]) for p in check]
-        max_diff, bad = 0.0, None
-        for p, x in zip(check, singles, strict=True):
-            one = runner.logits(x)[0]
-            diff = float(np.max(np.abs(one - logits[p])))  # NaN when either side is
-            if not np.allclose(one, logits[p], rtol=BATCH_RTOL, atol=BATCH_ATOL,
-                               equal_nan=True) and (bad is None or not diff <= bad[1]):
-                bad = (int(p), diff)
-            if np.isfinite(diff):
-                max_diff = max(max_diff, diff)
+        max_diff, bad = _batch_check(runner, check, singles, logits)
         if bad is not None:
             return _failure("invalid", "the model's output for an image depends on the batch "
                             f"size: evaluation image {bad[0]} gives logits differing by "
@@ -235,8 +204,87 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
     except Exception as e:  # noqa: BLE001 - ORT's own errors (invalid graph, failed kernel)
         return _failure("export", "ONNX Runtime cannot run the exported graph: "
                         f"{type(e).__name__}: {str(e)[:600]}")
+    return {"predictions": logits.argmax(1).astype(np.int64).tolist(),
+            "hardware": _hardware(cost, times, profile_threads, size, runtime_peak).model_dump(),
+            "batch_check": {"n": len(check), "max_abs_diff": max_diff, "rtol": BATCH_RTOL,
+                            "atol": BATCH_ATOL},
+            "timings": t}
+
+
+def _inputs(payload: dict, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Map the images read-only; the evaluation rows and the batch-check positions."""
+    images = np.load(payload["images_path"], mmap_mode="r")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, size, size):
+        raise ValueError(f"images must be (N,3,{size},{size}) uint8, got {images.shape}")
+    idx = np.asarray(payload["eval_indices"], dtype=np.int64)
+    check = np.asarray(payload.get("check_positions", []), dtype=np.int64)
+    if len(idx) == 0 or (len(check) and (check.min() < 0 or check.max() >= len(idx))):
+        raise ValueError("eval_indices empty or check_positions out of range")
+    return images, idx, check
+
+
+def _graph_cost(onnx_path: str, size: int, n_cls: int, t: dict[str, float]
+                ) -> tuple[bytes, GraphCost] | dict:
+    """Load, validate and cost the graph at batch 1 (FLOPs checked linear in the batch).
+
+    Returns:
+        ``(the validated graph's bytes, its cost)``, or a failure dict.
+    """
+    try:
+        model = load_graph(onnx_path)
+        validate_graph(model, size, n_cls)
+        t["validated"] = time.time()
+        cost = graph_cost(model, 1)
+        flops2 = graph_flops(model, static_shapes(model, 2))
+        t["costed"] = time.time()
+    except GraphError as e:
+        return _failure("export", f"the exported ONNX graph cannot be measured: {e}")
+    if flops2 != 2 * cost.flops:
+        return _failure("invalid", f"the graph's FLOPs do not grow with the batch size "
+                        f"(batch 1: {cost.flops:,}, batch 2: {flops2:,}); every image must "
+                        "take the same computation whatever the batch size")
+    return model.SerializeToString(), cost  # the very graph that was validated and costed
+
+
+def _predict(runner: _Runner, images: np.ndarray, idx: np.ndarray, bs: int,
+             n_cls: int) -> np.ndarray:
+    """Logits of rows ``idx`` in batches as ``tools.train.predict`` forms them.
+
+    Rows in ascending order, in chunks of the evaluation batch size, results scattered back.
+    """
+    order = np.argsort(idx, kind="stable")
+    logits = np.empty((len(idx), n_cls), dtype=np.float32)
+    for s in range(0, len(idx), bs):
+        sel = order[s : s + bs]
+        logits[sel] = runner.logits(runner.inputs(images[idx[sel]]))
+    return logits
+
+
+def _batch_check(runner: _Runner, check: np.ndarray, singles: list[np.ndarray],
+                 logits: np.ndarray) -> tuple[float, tuple[int, float] | None]:
+    """Compare batch-1 logits of the checked images with their logits inside a batch.
+
+    Returns:
+        The largest finite difference and the worst mismatch ``(position, difference)``
+        (NaN counts as worst), or None when every image matches.
+    """
+    max_diff, bad = 0.0, None
+    for p, x in zip(check, singles, strict=True):
+        one = runner.logits(x)[0]
+        diff = float(np.max(np.abs(one - logits[p])))  # NaN when either side is
+        if not np.allclose(one, logits[p], rtol=BATCH_RTOL, atol=BATCH_ATOL,
+                           equal_nan=True) and (bad is None or not diff <= bad[1]):
+            bad = (int(p), diff)
+        if np.isfinite(diff):
+            max_diff = max(max_diff, diff)
+    return max_diff, bad
+
+
+def _hardware(cost: GraphCost, times: np.ndarray, profile_threads: int, size: int,
+              runtime_peak: float | None) -> HardwareReport:
+    """Build the hardware report from the graph's cost and the batch-1 latencies."""
     med, p90 = float(np.median(times)), float(np.percentile(times, 90))
-    hardware = HardwareReport(
+    return HardwareReport(
         params=cost.params, size_mb=cost.size_bytes / MB, flops=cost.flops,
         macs=cost.flops // 2, peak_activation_mb=cost.peak_activation_bytes / MB,
         latency_ms_median=med, latency_ms_p90=p90,
@@ -246,11 +294,6 @@ def measure_job(payload: dict, workdir: Path | str) -> dict:
         onnx_latency_ms_median=med, onnx_latency_ms_p90=p90,
         measured_by=MEASURED_BY, graph_ops=cost.ops, runtime_peak_mb=runtime_peak,
     )
-    return {"predictions": logits.argmax(1).astype(np.int64).tolist(),
-            "hardware": hardware.model_dump(),
-            "batch_check": {"n": len(check), "max_abs_diff": max_diff, "rtol": BATCH_RTOL,
-                            "atol": BATCH_ATOL},
-            "timings": t}
 
 
 def check_job(payload: dict, workdir: Path | str) -> dict:

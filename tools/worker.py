@@ -24,7 +24,11 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO
+
+from tasks.io import atomic_write
+from tools.confine import load_seccomp, tune_malloc, verify_layers
+from tools.tripwire import AuditState, Integrity, install_audit_hook
 
 JOBS: dict[str, str] = {
     "gate": "tools.gate:gate_job",
@@ -33,8 +37,8 @@ JOBS: dict[str, str] = {
 RESULT_FILE = "result.json"
 JOB_FILE = "job.json"
 
-_events: Any = None  # a private copy of the original stdout; candidate prints go to stderr
-_integrity: Any = None
+_events: IO[str] | None = None  # a private copy of stdout; candidate prints go to stderr
+_integrity: Integrity | None = None
 
 
 def emit(event: dict) -> None:
@@ -81,56 +85,88 @@ def _error_kind(exc: BaseException) -> str:
     return "error"
 
 
-def _write_result(workdir: Path, result: dict, audit: Any) -> None:
+def _result_temp_name() -> str:
+    """Name of the temp file ``tasks.io.atomic_write`` writes ``result.json`` through."""
+    return f".{RESULT_FILE}.{os.getpid()}.tmp"
+
+
+def _write_result(workdir: Path, result: dict, audit: AuditState | None) -> None:
     data = json.dumps(result, default=str, allow_nan=False)
-    tmp = workdir / (RESULT_FILE + ".tmp")
     if audit is not None:
-        audit.allow_result_write = True
+        audit.allow_result_write = True  # the audit hook denies these writes otherwise
     try:
-        tmp.write_text(data)
-        os.replace(tmp, workdir / RESULT_FILE)
+        atomic_write(workdir / RESULT_FILE, data)
     finally:
         if audit is not None:
             audit.allow_result_write = False
 
 
+def _load_handler(job: dict, payload: dict, layers: list[str]) -> Callable[[dict, Path], dict]:
+    """Import the job's handler and, unless its module is ``TORCH_FREE``, torch.
+
+    torch (and the native libraries it loads) must be imported before the tripwire is
+    armed, since candidate code will use it; a handler module that declares TORCH_FREE
+    (the measure job: ONNX Runtime alone) starts ~3 s sooner without it.
+    """
+    threads = int(job.get("threads") or payload.get("threads") or 0)
+    handler = resolve_handler(job["kind"])
+    if not getattr(sys.modules.get(handler.__module__), "TORCH_FREE", False):
+        # Training speed; the measure job keeps glibc's defaults so freed memory goes
+        # back to the kernel and its resident-peak reading stays meaningful.
+        if tune_malloc():
+            layers.append("mallopt")
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+    return handler
+
+
+def _confine(workdir: Path, job: dict, layers: list[str]) -> tuple[AuditState, str | None]:
+    """Snapshot integrity, load seccomp, install and arm the audit hook, verify the layers.
+
+    Returns:
+        The audit hook's state (the worker needs it to write the result, also after a
+        refusal) and why seccomp could not be loaded, or None.
+    """
+    global _integrity
+    _integrity = Integrity()
+    seccomp_problem = load_seccomp()
+    audit = install_audit_hook(workdir, [str(p) for p in job.get("deny_read", [])],
+                               [JOB_FILE, RESULT_FILE, _result_temp_name()])
+    audit.armed = True
+    layers += verify_layers(workdir, job.get("parent_ns", {}))
+    layers += ["audit-hook", "integrity-check"]
+    return audit, seccomp_problem
+
+
+def _outcome(result: object) -> dict:
+    """Turn a handler's return value into the result file's content (or a tamper report)."""
+    if not isinstance(result, dict):
+        raise TypeError(f"handler returned {type(result).__name__}, not dict")
+    changed = check_integrity()
+    if changed:
+        return {"ok": False, "error_kind": "tamper",
+                "error": "candidate code modified torch/evaluator internals: "
+                         + "; ".join(changed), "traceback": ""}
+    return {**result, "ok": True}
+
+
 def main(workdir: Path) -> int:
     """Run the job in ``workdir`` and write its result; returns the exit status."""
-    global _events, _integrity
-    from tools import _isolation as iso
-
+    global _events
     t0 = time.perf_counter()
     # Events get their own descriptor; fd 1 becomes stderr so prints cannot fake events.
-    _events = os.fdopen(os.dup(1), "w", buffering=1)
+    _events = events = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the file-size limit: EFBIG, not death
     job = json.loads((workdir / JOB_FILE).read_text())
     payload = job.get("payload", {})
-    deny_read = [str(p) for p in job.get("deny_read", [])]
     layers: list[str] = []
     audit = None
     try:
-        threads = int(job.get("threads") or payload.get("threads") or 0)
-        handler = resolve_handler(job["kind"])
-        # torch (and the native libraries it loads) must be imported before the tripwire
-        # is armed, since candidate code will use it; a handler module that declares
-        # TORCH_FREE (the measure job: ONNX Runtime alone) starts ~3 s sooner without it.
-        if not getattr(sys.modules.get(handler.__module__), "TORCH_FREE", False):
-            # Training speed; the measure job keeps glibc's defaults so freed memory goes
-            # back to the kernel and its resident-peak reading stays meaningful.
-            if iso.tune_malloc():
-                layers.append("mallopt")
-            import torch
-
-            if threads > 0:
-                torch.set_num_threads(threads)
-        _integrity = iso.Integrity()
-        seccomp_problem = iso.load_seccomp()
-        audit = iso.install_audit_hook(workdir, deny_read, [JOB_FILE, RESULT_FILE,
-                                                            RESULT_FILE + ".tmp"])
-        audit.armed = True
-        layers += iso.verify_layers(workdir, job.get("parent_ns", {}))
-        layers += ["audit-hook", "integrity-check"]
+        handler = _load_handler(job, payload, layers)
+        audit, seccomp_problem = _confine(workdir, job, layers)
         if seccomp_problem:
             sys.stderr.write(f"sandbox: {seccomp_problem}\n")
             if job.get("require_isolation"):
@@ -138,16 +174,7 @@ def main(workdir: Path) -> int:
         # The first event is the parent's record of what holds: sent before candidate code.
         emit({"event": "worker-ready", "seconds": round(time.perf_counter() - t0, 3),
               "layers": layers})
-        result = handler(payload, workdir)
-        if not isinstance(result, dict):
-            raise TypeError(f"handler returned {type(result).__name__}, not dict")
-        changed = check_integrity()
-        if changed:
-            out = {"ok": False, "error_kind": "tamper",
-                   "error": "candidate code modified torch/evaluator internals: "
-                            + "; ".join(changed), "traceback": ""}
-        else:
-            out = {**result, "ok": True}
+        out = _outcome(handler(payload, workdir))
     except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from candidates too
         tb = traceback.format_exc()
         sys.stderr.write(tb)
@@ -159,7 +186,7 @@ def main(workdir: Path) -> int:
         _write_result(workdir, {"ok": False, "error_kind": "invalid-result",
                                 "error": f"result not serialisable: {e}"}, audit)
     sys.stderr.flush()
-    _events.flush()
+    events.flush()
     # Skip interpreter teardown: candidate finalizers and thread pools cannot hang exit.
     os._exit(0)
 

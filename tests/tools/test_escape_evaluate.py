@@ -16,7 +16,8 @@ import pytest
 import tools.gate
 from tasks.data_args import add_data_args, prepare_from_args
 from tools import sandbox
-from tools.evaluate import evaluate_candidate, label_files
+from tools.evaluate import evaluate_candidate
+from tools.payloads import label_files
 from tools.train import Recipe
 
 CANARY = "sk-canary-evaluate-42"

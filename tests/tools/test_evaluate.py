@@ -18,20 +18,10 @@ from evaluation.report import Budgets, HardwareReport, TrainingStats
 from tasks.cache import load_arrays
 from tasks.data_args import add_data_args, prepare_from_args
 from tasks.models import build_from_source, template_source
-from tools.evaluate import (
-    MIN_AGREEMENT,
-    _check_measure,
-    _check_result,
-    _Failed,
-    _train_and_measure,
-    build_payload,
-    evaluate_candidate,
-    evaluation_key,
-    label_files,
-    main,
-    measure_payload,
-)
+from tools.checks import MIN_AGREEMENT, EvaluationFailed, check_measure, check_result
+from tools.evaluate import evaluate_candidate, evaluation_key, main, train_and_measure
 from tools.export import ONNX_FILE
+from tools.payloads import build_payload, label_files, measure_payload
 from tools.train import WEIGHTS_FILE, Recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,36 +92,36 @@ def fake_result(tmp_path: Path, preds=(0, 1, 1)) -> dict:
 
 
 def test_worker_result_is_checked_and_names_no_file_of_its_own(tmp_path):
-    preds, _, exporter, path = _check_result(fake_result(tmp_path), 3, 2, tmp_path)
+    preds, _, exporter, path = check_result(fake_result(tmp_path), 3, 2, tmp_path)
     assert preds.tolist() == [0, 1, 1] and exporter == "torchscript"
     assert path == tmp_path / ONNX_FILE  # never the result's own "onnx_file"
-    with pytest.raises(_Failed, match="outside"):
-        _check_result(fake_result(tmp_path, (0, 1, 5)), 3, 2, tmp_path)
-    with pytest.raises(_Failed, match="3 integer predictions"):
-        _check_result(fake_result(tmp_path, (0, 1)), 3, 2, tmp_path)
-    with pytest.raises(_Failed, match="malformed"):
-        _check_result({"torch_predictions": [0]}, 1, 2, tmp_path)
+    with pytest.raises(EvaluationFailed, match="outside"):
+        check_result(fake_result(tmp_path, (0, 1, 5)), 3, 2, tmp_path)
+    with pytest.raises(EvaluationFailed, match="3 integer predictions"):
+        check_result(fake_result(tmp_path, (0, 1)), 3, 2, tmp_path)
+    with pytest.raises(EvaluationFailed, match="malformed"):
+        check_result({"torch_predictions": [0]}, 1, 2, tmp_path)
     # a planted symlink (or no file at all) is no exported model
     res = fake_result(tmp_path)
     (tmp_path / ONNX_FILE).unlink()
     (tmp_path / ONNX_FILE).symlink_to("/etc/hostname")
-    with pytest.raises(_Failed) as info:
-        _check_result(res, 3, 2, tmp_path)
+    with pytest.raises(EvaluationFailed) as info:
+        check_result(res, 3, 2, tmp_path)
     assert info.value.stage == "export" and "no exported model" in info.value.reason
-    with pytest.raises(_Failed, match="no exported model"):
-        _check_result(res, 3, 2, None)
+    with pytest.raises(EvaluationFailed, match="no exported model"):
+        check_result(res, 3, 2, None)
 
 
 def test_measure_result_is_checked(tmp_path):
     hw = HardwareReport(params=8, size_mb=0.0, flops=12, macs=6, peak_activation_mb=0.0,
                         latency_ms_median=0.1, latency_ms_p90=0.2, latency_device="cpu",
                         threads=1, input_shape=[1, 3, 32, 32])
-    preds, got = _check_measure({"predictions": [1, 0], "hardware": hw.model_dump()}, 2, 2)
+    preds, got = check_measure({"predictions": [1, 0], "hardware": hw.model_dump()}, 2, 2)
     assert preds.tolist() == [1, 0] and got == hw
-    with pytest.raises(_Failed, match="ONNX Runtime predictions outside"):
-        _check_measure({"predictions": [1, 2], "hardware": hw.model_dump()}, 2, 2)
-    with pytest.raises(_Failed, match="malformed measure result"):
-        _check_measure({"predictions": [1, 0], "hardware": {"params": 1}}, 2, 2)
+    with pytest.raises(EvaluationFailed, match="ONNX Runtime predictions outside"):
+        check_measure({"predictions": [1, 2], "hardware": hw.model_dump()}, 2, 2)
+    with pytest.raises(EvaluationFailed, match="malformed measure result"):
+        check_measure({"predictions": [1, 0], "hardware": {"params": 1}}, 2, 2)
 
 
 def test_measure_payload_has_no_code_no_labels_and_random_checks(data):
@@ -335,11 +325,11 @@ def ungated(code: str, data, tmp_path: Path):
 
     report = EvaluationReport(code_hash="x", status="failed")
     try:
-        _train_and_measure(code, data, report, tmp_path / "work", recipe=FAST,
+        train_and_measure(code, data, report, tmp_path / "work", recipe=FAST,
                            budgets=Budgets(), split="val", limits=None, on_event=None,
                            device="cpu", n_boot=0)
         report.status = "ok"
-    except _Failed as f:
+    except EvaluationFailed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason
     return report
 
@@ -442,8 +432,8 @@ def test_cli_bad_values_and_missing_data_exit_2(tmp_path, capsys, monkeypatch):
     ("invalid-result", "invalid"), ("tamper", "invalid"), ("error", "crash"),
 ])
 def test_sandbox_errors_map_to_failure_stages(kind, stage):
-    from tools.evaluate import _sandbox_failure
+    from tools.checks import sandbox_failure
     from tools.sandbox import SandboxResult
 
-    got, reason = _sandbox_failure(SandboxResult(ok=False, error_kind=kind, error="why"))
+    got, reason = sandbox_failure(SandboxResult(ok=False, error_kind=kind, error="why"))
     assert got == stage and reason.startswith("why")

@@ -25,11 +25,11 @@ def measure_payload(tmp_path: Path, onnx_path: Path, **extra) -> dict:
 
 
 def test_normalisation_is_bit_identical_to_the_training_recipe():
-    from tools.train import _Normalizer
+    from tools.batches import Normalizer
 
     rows = np.random.default_rng(0).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
     for mean, std in ((MEAN, STD), ((0.6, 0.52, 0.51), (0.13, 0.17, 0.19))):
-        ref = _Normalizer(mean, std, "cpu", channels_last=False)(torch.from_numpy(rows))
+        ref = Normalizer(mean, std, "cpu", channels_last=False)(torch.from_numpy(rows))
         got = normalise(rows, mean, std)
         assert got.dtype == np.float32 and np.array_equal(got, ref.numpy())
 

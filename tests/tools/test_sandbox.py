@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox import SandboxLimits, _read_result, run_job
+from tools.sandbox import SandboxLimits, run_job
+from tools.workdir import read_result
 from tools.worker import emit
 
 HERE = "tests.tools.test_sandbox"
@@ -58,12 +59,11 @@ def job_escape(payload: dict, workdir: Path) -> dict:
     out = {}
     for name, attempt in attempts.items():
         try:
-            attempt()
-            out[name] = "allowed"
+            out[name] = f"allowed: {attempt()!r}"[:200]
         except PermissionError as e:
-            out[name] = f"denied: {e}"
+            out[name] = f"denied: {type(e).__name__}: {e}"
         except OSError as e:  # e.g. a read-only file system underneath
-            out[name] = f"failed: {e}"
+            out[name] = f"failed: {type(e).__name__}: {e}"
     return out
 
 
@@ -97,7 +97,7 @@ def test_echo_env_events_and_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "forged" in res.stderr_tail
     assert {"audit-hook", "integrity-check", "own-session"} <= set(res.isolation)
     ready = [e for e in events if e.get("event") == "worker-ready"]
-    assert ready and ready[0]["seconds"] > 0  # speed is measured by evaluation.bench
+    assert ready and ready[0]["seconds"] > 0  # speed is measured by tools.bench
     assert ready[0]["layers"] == res.isolation[-len(ready[0]["layers"]):]
 
 
@@ -114,17 +114,33 @@ def test_unbounded_allocation_is_memory() -> None:
 
 def test_audit_hook_denies_escapes(tmp_path: Path) -> None:
     secret = tmp_path / "labels.npy"
-    secret.write_text("labels")
-    outside = tmp_path / "escaped.txt"
-    res = run_job(f"{HERE}:job_escape", {"outside": str(outside), "secret": str(secret),
-                                         "deny_read": [str(secret)]},
-                  limits=SandboxLimits(timeout_s=60))
+    secret.write_text("LABELS-SECRET-7731")
+    # Outside both the work dir and /tmp, so the hook (not a private /tmp) must stop it.
+    outside = REPO / f"escaped-{os.getpid()}.txt"
+    try:
+        res = run_job(f"{HERE}:job_escape", {"outside": str(outside), "secret": str(secret),
+                                             "deny_read": [str(secret)]},
+                      limits=SandboxLimits(timeout_s=60))
+        assert not outside.exists()
+    finally:
+        outside.unlink(missing_ok=True)
     assert res.ok, (res.error, res.stderr_tail)
-    for name, outcome in res.result.items():
-        assert outcome.startswith(("denied", "failed")), (name, outcome)
-    assert res.result["spawn"].startswith("denied")
-    assert res.result["socket"].startswith("denied")
-    assert not outside.exists()
+    # Each attempt is stopped by the audit hook itself, with its own reason.
+    reasons = {
+        "write_outside": f"writing outside the work dir is denied: {outside}",
+        "read_denied": f"reading {secret.resolve()} is denied",
+        "spawn": "subprocess.Popen is denied",
+        "system": "os.system is denied",
+        "socket": "network access (socket.__new__) is denied",
+        "forge_result": "writing of result.json is denied",
+        "parent_environ": "reading another process's /proc/",
+    }
+    assert set(res.result) == set(reasons)
+    for name, reason in reasons.items():
+        outcome = res.result[name]
+        assert outcome.startswith("denied: PermissionError: sandbox: "), (name, outcome)
+        assert reason in outcome, (name, outcome)
+    assert "LABELS-SECRET-7731" not in json.dumps(res.model_dump())
 
 
 def test_tampering_is_detected() -> None:
@@ -140,10 +156,10 @@ def test_missing_or_bad_results(tmp_path: Path) -> None:
     assert not res.ok and res.error_kind == "invalid-result"
     for text in ["not json", "[1, 2]", '{"result": 1}', '{"ok": "yes"}']:
         (tmp_path / "r.json").write_text(text)
-        data, problem = _read_result(tmp_path / "r.json", 1)
+        data, problem = read_result(tmp_path / "r.json", 1)
         assert data is None and problem
     (tmp_path / "r.json").write_text('{"ok": true, "pad": "' + "x" * (2 << 20) + '"}')
-    assert _read_result(tmp_path / "r.json", 1)[0] is None
+    assert read_result(tmp_path / "r.json", 1)[0] is None
 
 
 def job_pid_then_loop(payload: dict, workdir: Path) -> dict:

@@ -9,16 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tools.train import (
-    Diverged,
-    Recipe,
-    _lr_lambda,
-    epoch_order,
-    predict,
-    resolve_amp,
-    sample_weights,
-    train,
-)
+from tools.batches import epoch_order, lr_lambda, sample_weights
+from tools.train import Diverged, Recipe, predict, resolve_amp, train
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
 
@@ -77,7 +69,7 @@ def test_balanced_sampler_draws_minority_classes():
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
-    f = _lr_lambda(total=100, warmup=5)
+    f = lr_lambda(total=100, warmup=5)
     assert [f(s) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert f(5) == pytest.approx(1.0)
     assert f(5 + 95 // 2) == pytest.approx(0.5, abs=0.02)

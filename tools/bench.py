@@ -1,6 +1,6 @@
 """Benchmark of the evaluation path, measured side by side in one run.
 
-``python -m evaluation.bench [--n 2000] [--image-size 64] [--epochs 1] [--repeat 2] [--json]``
+``python -m tools.bench [--n 2000] [--image-size 64] [--epochs 1] [--repeat 2] [--json]``
 prints:
 
 * **cache reuse**: the dataset prepared twice; the first decodes every image, the second
@@ -38,9 +38,9 @@ def _prepare_counted(data_dir: Path, size: int, cache_root: Path) -> tuple[Any, 
     calls = [0]
     original = decode.decode_image
 
-    def counting(path: Any, s: int) -> np.ndarray:
+    def counting(path: Path | str, size: int) -> np.ndarray:
         calls[0] += 1
-        return original(path, s)
+        return original(path, size)
 
     decode.decode_image = counting
     try:
@@ -63,12 +63,13 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
     import torch
     import torch.nn.functional as F
 
-    from tools.train import _autocast, _Normalizer, resolve_amp
+    from tools.batches import Normalizer, autocast
+    from tools.train import resolve_amp
 
     amp = resolve_amp(recipe.amp, "cpu")
     data = torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)]))
     y_all = torch.from_numpy(np.asarray(labels)[np.argsort(idx)])
-    norm = _Normalizer(mean, std, "cpu", recipe.channels_last)
+    norm = Normalizer(mean, std, "cpu", recipe.channels_last)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -78,7 +79,7 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
 
     def one_step() -> None:
         pos = torch.randint(0, len(idx), (bs,), generator=gen)
-        with _autocast(amp, "cpu"):
+        with autocast(amp, "cpu"):
             logits = model(norm(data.index_select(0, pos)))
         loss = F.cross_entropy(logits.float(), y_all.index_select(0, pos))
         opt.zero_grad(set_to_none=True)
@@ -92,77 +93,89 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
     return (steps - 1) * bs / (time.perf_counter() - t)
 
 
+def _cache_reuse(root: Path, n: int, image_size: int) -> tuple[Any, dict[str, Any]]:
+    """Prepare the synthetic set twice, counting decodes; the data and the cache figures."""
+    from tasks.synthetic import generate
+
+    data_dir = root / "synthetic" / f"bench_n{n}_s{image_size}"
+    if not data_dir.exists():
+        generate(data_dir, n=n, size=image_size, seed=0, progress=False)
+    data, t1, d1 = _prepare_counted(data_dir, image_size, root / "cache")
+    images_npy = data.cache_dir / "images.npy"
+    mtime = images_npy.stat().st_mtime_ns
+    data2, t2, d2 = _prepare_counted(data_dir, image_size, root / "cache")
+    return data, {"first_s": t1, "first_decodes": d1, "second_s": t2, "second_decodes": d2,
+                  "same_fingerprint": data.fingerprint == data2.fingerprint,
+                  "images_untouched": images_npy.stat().st_mtime_ns == mtime}
+
+
+def _worker_vs_bare(data: Any, epochs: int, repeat: int) -> tuple[dict, dict]:
+    """Alternate bare-loop and sandboxed-worker trainings; the worker and throughput figures."""
+    import torch
+
+    from tasks.models import build_from_source, template_source
+    from tools.payloads import build_payload, default_limits, label_files
+    from tools.sandbox import run_job
+    from tools.train import Recipe, resolve_amp
+
+    code = template_source()
+    recipe = Recipe(epochs=epochs)
+    payload, train_idx, _ = build_payload(code, data, recipe, "val", "cpu")
+    labels = np.asarray(payload["train_labels"])
+    images_npy = data.cache_dir / "images.npy"
+    images = np.load(images_npy, mmap_mode="r")
+    steps = epochs * max(1, len(train_idx) // min(recipe.batch_size, len(train_idx)))
+
+    def bare() -> float:
+        torch.manual_seed(0)
+        return bare_loop(build_from_source(code, len(data.class_names)), images, train_idx,
+                         labels, recipe, data.mean, data.std, steps)
+
+    bare_runs, workers = [bare()], []
+    for _ in range(repeat):  # bare, worker, bare, worker, bare: drift hits both sides
+        t_call = time.time()
+        result = run_job("evaluate", payload, limits=default_limits(recipe, len(train_idx)),
+                         read_only=[str(images_npy)], deny_read=label_files(data))
+        wall = time.time() - t_call
+        res = result.result
+        if not result.ok or res is None or "failure" in res:
+            raise RuntimeError(f"worker evaluation failed: {result.error or res}")
+        workers.append({"start_s": res["timings"]["data_mapped"] - t_call,
+                        "img_s": float(res["training"]["images_per_s"]),
+                        "job_wall_s": wall, "amp": res["training"]["amp"],
+                        "isolation": list(result.isolation)})
+        bare_runs.append(bare())
+    best = max(w["img_s"] for w in workers)
+    worker = {"start_s": min(w["start_s"] for w in workers),
+              "start_s_runs": [w["start_s"] for w in workers],
+              "job_wall_s": min(w["job_wall_s"] for w in workers),
+              "amp": workers[0]["amp"], "isolation": workers[0]["isolation"]}
+    throughput = {"steps": steps, "worker_img_s": best,
+                  "worker_img_s_runs": [w["img_s"] for w in workers],
+                  "bare_img_s": max(bare_runs), "bare_img_s_runs": bare_runs,
+                  "ratio": best / max(bare_runs), "amp": resolve_amp(recipe.amp, "cpu")}
+    return worker, throughput
+
+
 def run_bench(n: int, image_size: int, epochs: int, cache_dir: Path | None,
               repeat: int = 2) -> dict[str, Any]:
     """Run every measurement and return them as a dict (see the module docstring)."""
-    from tools._isolation import tune_malloc
+    from tools.confine import tune_malloc
 
     tune_malloc()  # the worker does the same: same allocator for both sides
     import torch
 
-    from tasks.models import build_from_source, template_source
-    from tasks.synthetic import generate
-    from tools.evaluate import _default_limits, build_payload, label_files
-    from tools.sandbox import run_job
-    from tools.train import Recipe, resolve_amp
-
     out: dict[str, Any] = {"n": n, "image_size": image_size, "epochs": epochs, "repeat": repeat,
                            "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="flnas-bench-") as tmp:
-        root = cache_dir or Path(tmp)
-        data_dir = root / "synthetic" / f"bench_n{n}_s{image_size}"
-        if not data_dir.exists():
-            generate(data_dir, n=n, size=image_size, seed=0, progress=False)
-        data, t1, d1 = _prepare_counted(data_dir, image_size, root / "cache")
-        images_npy = data.cache_dir / "images.npy"
-        mtime = images_npy.stat().st_mtime_ns
-        data2, t2, d2 = _prepare_counted(data_dir, image_size, root / "cache")
-        out["cache"] = {"first_s": t1, "first_decodes": d1, "second_s": t2,
-                        "second_decodes": d2, "same_fingerprint":
-                        data.fingerprint == data2.fingerprint,
-                        "images_untouched": images_npy.stat().st_mtime_ns == mtime}
-
-        code = template_source()
-        recipe = Recipe(epochs=epochs)
-        payload, train_idx, _ = build_payload(code, data, recipe, "val", "cpu")
-        labels = np.asarray(payload["train_labels"])
-        images = np.load(images_npy, mmap_mode="r")
-        steps = epochs * max(1, len(train_idx) // min(recipe.batch_size, len(train_idx)))
-
-        def bare() -> float:
-            torch.manual_seed(0)
-            return bare_loop(build_from_source(code, len(data.class_names)), images, train_idx,
-                             labels, recipe, data.mean, data.std, steps)
-
-        bare_runs, workers = [bare()], []
-        for _ in range(repeat):  # bare, worker, bare, worker, bare: drift hits both sides
-            t_call = time.time()
-            result = run_job("evaluate", payload,
-                             limits=_default_limits(recipe, len(train_idx)),
-                             read_only=[str(images_npy)], deny_read=label_files(data))
-            wall = time.time() - t_call
-            if not result.ok or "failure" in (result.result or {}):
-                raise RuntimeError(f"worker evaluation failed: {result.error or result.result}")
-            res = result.result
-            workers.append({"start_s": res["timings"]["data_mapped"] - t_call,
-                            "img_s": float(res["training"]["images_per_s"]),
-                            "job_wall_s": wall, "amp": res["training"]["amp"],
-                            "isolation": list(result.isolation)})
-            bare_runs.append(bare())
-        best = max(w["img_s"] for w in workers)
-        out["worker"] = {"start_s": min(w["start_s"] for w in workers),
-                         "start_s_runs": [w["start_s"] for w in workers],
-                         "job_wall_s": min(w["job_wall_s"] for w in workers),
-                         "amp": workers[0]["amp"], "isolation": workers[0]["isolation"]}
-        out["throughput"] = {"steps": steps, "worker_img_s": best,
-                             "worker_img_s_runs": [w["img_s"] for w in workers],
-                             "bare_img_s": max(bare_runs), "bare_img_s_runs": bare_runs,
-                             "ratio": best / max(bare_runs),
-                             "amp": resolve_amp(recipe.amp, "cpu")}
+        data, out["cache"] = _cache_reuse(cache_dir or Path(tmp), n, image_size)
+        out["worker"], out["throughput"] = _worker_vs_bare(data, epochs, repeat)
+    cache = out["cache"]
     out["pass"] = {
         "worker_start": out["worker"]["start_s"] <= START_TARGET_S,
         "throughput": out["throughput"]["ratio"] >= THROUGHPUT_TARGET,
-        "cache_reuse": d1 > 0 and d2 == 0 and out["cache"]["images_untouched"],
+        "cache_reuse": cache["first_decodes"] > 0 and cache["second_decodes"] == 0
+        and cache["images_untouched"],
     }
     return out
 
@@ -198,7 +211,7 @@ def _print(out: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit code 0 when every target is met, 1 otherwise."""
-    p = argparse.ArgumentParser(prog="python -m evaluation.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="synthetic images (default 2000)")
     p.add_argument("--image-size", type=int, default=64)

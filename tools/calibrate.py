@@ -1,6 +1,6 @@
 """Calibrate the synthetic ISIC task: neither trivial nor hopeless, and fairness-relevant.
 
-``python -m tasks.calibrate`` generates (or reuses) the synthetic set through the same
+``python -m tools.calibrate`` generates (or reuses) the synthetic set through the same
 path as the product (``--synthetic`` of :mod:`tasks.data_args`), trains a ladder of
 architectures from the Template's Choices with the default quick recipe, and prints for
 each the validation accuracy, balanced accuracy and the largest group accuracy gap per
@@ -22,10 +22,12 @@ import time
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from evaluation.fairness import classification_metrics, fairness_report
 from tasks.attributes import sensitive_groups
-from tasks.cache import load_arrays
+from tasks.cache import PreparedData, load_arrays
 from tasks.data_args import add_data_args, prepare_from_args
 from tasks.genome import MIN_WIDTH, TEMPLATE_GENOME, Genome, Stage, render
 from tasks.models import baseline_sources, build_from_source
@@ -55,7 +57,8 @@ def ladder() -> dict[str, str]:
             "wide": render(scaled(2.0))}
 
 
-def run_model(source: str, arrays: dict[str, np.ndarray], data, recipe: Recipe) -> dict:
+def run_model(source: str, arrays: dict[str, np.ndarray], data: PreparedData,
+              recipe: Recipe) -> dict:
     """Train one candidate on the train split and score it on the validation split."""
     split = np.asarray(arrays["split"])
     labels = np.asarray(arrays["labels"])
@@ -74,9 +77,8 @@ def run_model(source: str, arrays: dict[str, np.ndarray], data, recipe: Recipe) 
             "bal_acc": metrics.balanced_accuracy, "fair": fair}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0: all calibration checks pass)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_data_args(ap)
     ap.add_argument("--models", default="tiny,template,wide",
                     help="comma-separated: tiny, template, wide, or a baseline name")
@@ -86,43 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-gain", type=float, default=0.02,
                     help="balanced-accuracy gain the largest model must show over the smallest")
     ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = ap.parse_args(argv)
-    args.synthetic = args.synthetic or args.data_dir is None  # calibrating = synthetic data
+    return ap
 
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
-    data = prepare_from_args(args, progress=not args.no_progress)
-    arrays = load_arrays(data)
-    split = np.asarray(arrays["split"])
-    console.print(f"data: {data.n} images at {data.image_size} px, "
-                  f"train/val/test = {np.bincount(split, minlength=3).tolist()}, "
-                  f"cache {data.cache_dir}")
-    sources = {**ladder(), **baseline_sources()}
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in sources]
-    if unknown:
-        ap.error(f"unknown model(s) {unknown}; known: {sorted(sources)}")
+def _summary(runs: list[dict]) -> dict:
+    """Means over the seeds of one model (gaps per attribute: NaN when never defined)."""
+    gaps = {a: float(np.mean([g for r in runs if (g := r["fair"][a].max_gap) is not None]
+                             or [np.nan])) for a in runs[0]["fair"]}
+    return {"params": runs[0]["params"],
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "acc": float(np.mean([r["acc"] for r in runs])),
+            "bal_acc": float(np.mean([r["bal_acc"] for r in runs])),
+            "bal_acc_sd": float(np.std([r["bal_acc"] for r in runs])),
+            "gaps": gaps, "fair": runs[0]["fair"]}
 
-    results: dict[str, dict] = {}
-    for name in names:
-        runs = []
-        for rep in range(args.repeats):
-            recipe = Recipe(epochs=args.epochs, seed=rep)
-            runs.append(run_model(sources[name], arrays, data, recipe))
-            console.print(f"  {name} seed {rep}: bal_acc {runs[-1]['bal_acc']:.3f} "
-                          f"({runs[-1]['seconds']:.0f} s)")
-        gaps = {a: float(np.mean([g for r in runs if (g := r["fair"][a].max_gap) is not None]
-                                 or [np.nan])) for a in runs[0]["fair"]}
-        results[name] = {"params": runs[0]["params"],
-                         "seconds": float(np.mean([r["seconds"] for r in runs])),
-                         "acc": float(np.mean([r["acc"] for r in runs])),
-                         "bal_acc": float(np.mean([r["bal_acc"] for r in runs])),
-                         "bal_acc_sd": float(np.std([r["bal_acc"] for r in runs])),
-                         "gaps": gaps, "fair": runs[0]["fair"]}
 
-    table = Table(title=f"Validation ({args.epochs} epochs, {args.repeats} seed(s); chance 0.125)")
+def _print_results(console: Console, results: dict[str, dict], epochs: int,
+                   repeats: int) -> None:
+    table = Table(title=f"Validation ({epochs} epochs, {repeats} seed(s); chance 0.125)")
     for col in ("model", "params", "train s", "acc", "bal acc", "gap sex", "gap age",
                 "gap sex x age"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -137,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         groups = ", ".join(f"{gm.group} {gm.accuracy:.3f} (n={gm.count})" for gm in fa.groups)
         console.print(f"  {attr}: {groups}")
 
+
+def calibration_checks(results: dict[str, dict], min_gain: float) -> list[tuple[str, bool]]:
+    """Check the three bars of the module docstring; (description, passed) pairs.
+
+    Args:
+        results: Per model name, the means of :func:`run_model` over seeds.
+        min_gain: Balanced-accuracy gain the largest model must show over the smallest.
+
+    Returns:
+        The checks that apply to the models given (the Template's only when it was run).
+    """
     checks = []
     if "template" in results:
         b = results["template"]["bal_acc"]
@@ -150,7 +144,38 @@ def main(argv: list[str] | None = None) -> int:
         (small, rs), (large, rl) = by_size[0], by_size[-1]
         gain = rl["bal_acc"] - rs["bal_acc"]
         checks.append((f"{large} beats {small} by {gain:+.3f} balanced accuracy "
-                       f"(>= {args.min_gain})", gain >= args.min_gain))
+                       f"(>= {min_gain})", gain >= min_gain))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0: all calibration checks pass)."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    args.synthetic = args.synthetic or args.data_dir is None  # calibrating = synthetic data
+    console = Console()
+    data = prepare_from_args(args, progress=not args.no_progress)
+    arrays = load_arrays(data)
+    split = np.asarray(arrays["split"])
+    console.print(f"data: {data.n} images at {data.image_size} px, "
+                  f"train/val/test = {np.bincount(split, minlength=3).tolist()}, "
+                  f"cache {data.cache_dir}")
+    sources = {**ladder(), **baseline_sources()}
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in sources]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {sorted(sources)}")
+    results: dict[str, dict] = {}
+    for name in names:
+        runs = []
+        for rep in range(args.repeats):
+            recipe = Recipe(epochs=args.epochs, seed=rep)
+            runs.append(run_model(sources[name], arrays, data, recipe))
+            console.print(f"  {name} seed {rep}: bal_acc {runs[-1]['bal_acc']:.3f} "
+                          f"({runs[-1]['seconds']:.0f} s)")
+        results[name] = _summary(runs)
+    _print_results(console, results, args.epochs, args.repeats)
+    checks = calibration_checks(results, args.min_gain)
     for text, ok in checks:
         console.print(("[green]PASS[/] " if ok else "[red]FAIL[/] ") + text)
     return 0 if all(ok for _, ok in checks) else 1

@@ -1,0 +1,140 @@
+"""What the two evaluation jobs get: payloads without held-out labels, and their limits.
+
+The evaluate job (``tools/jobs.py``) gets images, the training labels and the indices to
+predict; the measure job (``tools/measure.py``) gets the exported graph and the images,
+never code or labels. The label files of the cache are denied to both (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks.cache import PreparedData, load_arrays
+from tools.sandbox import SandboxLimits
+from tools.train import Recipe
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# Each training image costs at most this long before the watchdog kills the job (a
+# generous bound: the Template trains at ~1500 img/s here), plus fixed start/export time;
+# the measure job gets the same per evaluation image.
+SECONDS_PER_IMAGE = 0.05
+FIXED_SECONDS = 180.0
+BATCH_CHECK_IMAGES = 16  # images run one by one and compared with their batched logits
+PROFILE_THREADS = 1  # batch-1 latency threads (an edge CPU)
+
+
+def auto_device(device: str) -> str:
+    """Resolve "auto" to "cuda" when a GPU is available, else "cpu"; other values pass."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def default_limits(recipe: Recipe, n_train: int, device: str = "cpu") -> SandboxLimits:
+    """Sandbox limits of an evaluation: timeout scaled to the work, all threads.
+
+    RLIMIT_AS is dropped on CUDA (the driver reserves huge virtual ranges).
+    """
+    budget = recipe.epochs * n_train * SECONDS_PER_IMAGE
+    if recipe.max_train_seconds is not None:
+        budget = min(budget, recipe.max_train_seconds)
+    update: dict[str, Any] = {"timeout_s": FIXED_SECONDS + budget,
+                              "threads": recipe.threads or torch.get_num_threads()}
+    if device.startswith("cuda"):
+        update["memory_mb"] = None
+    return SandboxLimits().model_copy(update=update)
+
+
+def label_files(data: PreparedData) -> list[str]:
+    """Every file of the cache except images.npy: labels, attributes, index, splits.
+
+    The worker must not read them (labels of the evaluated split, and the sensitive
+    attributes a model could key on); the sandbox hides and audit-denies them.
+    The dataset's own CSVs (ground truth and metadata, recorded in meta.json) are
+    denied too: they hold the same labels.
+    """
+    keep = {"images.npy"}
+    files = {str(p) for p in data.cache_dir.iterdir() if p.is_file() and p.name not in keep}
+    try:
+        source = json.loads((data.cache_dir / "meta.json").read_text()).get("source") or {}
+    except (OSError, ValueError):
+        source = {}
+    files |= {str(source[k]) for k in ("ground_truth", "metadata")
+              if source.get(k) and Path(source[k]).is_file()}
+    return sorted(files | {str(data.split_path)})
+
+
+def build_payload(
+    code: str,
+    data: PreparedData,
+    recipe: Recipe,
+    split: str = "val",
+    device: str = "auto",
+    arrays: dict[str, np.ndarray] | None = None,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Build the worker payload of an evaluation (``tools.jobs.evaluate_job``).
+
+    Only the training labels go in; the labels of ``split`` stay with the caller.
+
+    Returns:
+        ``(payload, train_idx, eval_idx)`` with the rows of the training and
+        evaluated split.
+
+    Raises:
+        ValueError: Unknown split, or too few images in a split.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    arrays = arrays if arrays is not None else load_arrays(data)
+    codes = np.asarray(arrays["split"])
+    train_idx = np.flatnonzero(codes == SPLIT_CODES["train"])
+    eval_idx = np.flatnonzero(codes == SPLIT_CODES[split])
+    if len(train_idx) < 2 or len(eval_idx) == 0:
+        raise ValueError(f"split has {len(train_idx)} train and {len(eval_idx)} {split} "
+                         "images; need at least 2 and 1")
+    payload = {
+        "code": code,
+        "images_path": str(data.cache_dir / "images.npy"),
+        "train_indices": train_idx.tolist(),
+        "train_labels": np.asarray(arrays["labels"])[train_idx].tolist(),  # the only labels
+        "eval_indices": eval_idx.tolist(),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "recipe": recipe.model_dump(mode="json"),
+        "num_classes": len(data.class_names),
+        "image_size": data.image_size,
+        "device": auto_device(device),
+    }
+    return payload, train_idx, eval_idx
+
+
+
+def measure_payload(payload: dict, onnx_path: Path, threads: int) -> dict:
+    """Build the measure job's payload from the evaluate job's (no code, no labels).
+
+    The batch-check images are drawn here with a fresh random seed, so no code that ran
+    before can know which images will be compared.
+    """
+    n_eval = len(payload["eval_indices"])
+    rng = np.random.default_rng(secrets.randbits(64))
+    check = np.sort(rng.choice(n_eval, size=min(BATCH_CHECK_IMAGES, n_eval), replace=False))
+    recipe = Recipe.model_validate(payload["recipe"])
+    return {"onnx_path": str(onnx_path), "images_path": payload["images_path"],
+            "eval_indices": payload["eval_indices"], "mean": payload["mean"],
+            "std": payload["std"], "eval_batch_size": recipe.eval_batch_size,
+            "num_classes": payload["num_classes"], "image_size": payload["image_size"],
+            "check_positions": check.tolist(), "threads": threads,
+            "profile_threads": PROFILE_THREADS}
+
+
+def measure_limits(limits: SandboxLimits, n_eval: int) -> SandboxLimits:
+    """Limits of the measure job: the evaluation's memory and threads, time by images."""
+    return limits.model_copy(update={"timeout_s": FIXED_SECONDS + n_eval * SECONDS_PER_IMAGE,
+                                     "cpu_seconds": None})
+
