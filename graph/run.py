@@ -316,19 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         from graph.builder import build_graph
 
         app_roles = list(ctx.roles)
-        build_graph(roles=app_roles)  # import errors surface here, before any work
-    except ImportError as exc:
+        build_graph(roles=app_roles)  # import and prompt errors surface here, before any work
+    except (ImportError, ValueError) as exc:  # ValueError: prompts.PromptError, a role clash
         return _fail(str(exc))
     return _run(ctx, data, resuming)
 
 
 def _run(ctx: Settings, data: Any, resuming: bool) -> int:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     from agents.llm import LLMConfigError
     from graph.builder import build_graph
+    from graph.checkpoint import make_checkpointer
     from graph.display import Display, PlainDisplay
-    from graph.services import Services, install, release
+    from graph.services import Services
     from graph.trace import Tracer
     from tools.tmpdirs import clean_stale_temp_dirs
 
@@ -352,15 +351,15 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
                         + (f" (damaged file kept as {aside.name})" if aside else ""))
         tracer.event("run_recover", problem=problem, cached_evaluations=evals,
                      candidates=cands, set_aside=str(aside) if aside else None)
-    svc = install(Services(ctx=ctx, tracer=tracer, display=display, _data=data))
+    svc = Services(ctx=ctx, tracer=tracer, display=display, data_=data)
     conn = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
-    app = build_graph(checkpointer=SqliteSaver(conn), roles=ctx.roles)
+    app = build_graph(checkpointer=make_checkpointer(conn), roles=ctx.roles, services=svc)
     config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 10_000}
     try:
         snapshot = app.get_state(config)
     except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read back
         conn.close()
-        release(ctx)
+        svc.close()
         return _fail(_unresumable(ctx, run_dir, run_dir.name,
                                   f"its newest checkpoint cannot be read "
                                   f"({type(exc).__name__}: {exc})"))
@@ -374,7 +373,7 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
         display.message(f"run {ctx.run_id} already finished")
         tracer.event("run_resume", finished=True)
         rc = _report(run_dir, display)
-        release(ctx)
+        svc.close()
         return rc
     tracer.event("run_resume" if started else "run_start", settings=ctx.to_json(),
                  data_fingerprint=data.fingerprint, n_images=data.n,
@@ -411,11 +410,11 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
     if code == EXIT_INTERRUPTED:
         return _fail(f"interrupted; continue with --resume {ctx.run_id}", code)
     if code != EXIT_OK:
-        release(ctx)
+        svc.close()
         return code
     tracer.event("run_end")
     rc = _report(run_dir, display)
-    release(ctx)
+    svc.close()
     return rc
 
 

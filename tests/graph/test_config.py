@@ -52,12 +52,13 @@ def test_budget_none_disables(tmp_path):
 
 
 def test_context_of_accepts_what_studio_passes(tmp_path):
-    from graph.services import release, services_for
+    from graph.services import ServicesFor
 
     ctx = Settings(run_dir=str(tmp_path / "run"), iter_max=3)
     assert Settings.of(ctx) is ctx
     assert Settings.of(ctx.to_json()) == ctx  # Studio hands nodes a plain dict
     assert Settings.of(None) == Settings()
-    svc = services_for(ctx.to_json())
+    services = ServicesFor()
+    svc = services(ctx.to_json())
     assert svc.ctx == ctx and (tmp_path / "run").is_dir()
-    release(ctx)
+    services.close()
