@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from evaluation.pareto import objectives
 from evaluation.report import EvaluationReport
@@ -204,7 +204,10 @@ def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
     """
     ranked = []
     for i, (cid, raw) in enumerate(candidates.items()):
-        rec = as_candidate(raw)
+        try:
+            rec = as_candidate(raw)
+        except ValidationError:
+            continue  # a report.json torn by a kill, or not a record at all
         if not rec.ok or (rec.origin == "baseline" and not include_baselines):
             continue
         try:

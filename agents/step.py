@@ -31,6 +31,19 @@ class RoleServices(Protocol):
     def persist(self, rec: Candidate) -> None:
         """Write the candidate's folder."""
 
+    def spec(self, role: str) -> Any:
+        """Return the role's LLM spec (``backend``, ``label``)."""
+
+    def chat(self, role: str) -> Any:
+        """Return the role's chat model."""
+
+    def llm_breaker(self) -> Any:
+        """Return the run's LLM circuit breaker."""
+
+    def record_llm(self, record: Any, *, prompt_name: str, prompt_sha: str,
+                   candidate: str | None) -> None:
+        """Trace one LLM request."""
+
 
 @dataclass
 class View:
@@ -85,7 +98,8 @@ def default_apply(answer: BaseModel, brain: str, view: View, settings: Any) -> O
     if isinstance(rec, Candidate):
         update["candidates"] = {rec.id: rec.model_copy(update={"notes": [*rec.notes, note]})}
     return Outcome(update=update,
-                   events=[("role_event", {"role": role, "brain": brain, **payload})])
+                   # The answer as it is: `graph.trace` folds a note that repeats it.
+                   events=[("role_event", {"role": role, **payload})])
 
 
 def _show(display: Any, calls: list[tuple[str, tuple[Any, ...]]]) -> None:
