@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
 from agents.llm import CallRecord, LLMCallError, structured_call
-from prompts import load_prompt
+from prompts import Prompt, load_prompt
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -69,7 +70,7 @@ def think(
     role: str,
     *,
     schema: type[T],
-    prompt_file: str,
+    prompt_file: str | Path,
     values: dict[str, Any],
     fallback: Callable[[], T],
     services: Any,
@@ -77,22 +78,34 @@ def think(
 ) -> Thought:
     """Get ``role``'s answer from its LLM, or from its heuristic brain.
 
+    The prompt is filled first, whatever the brain, so a placeholder without a value
+    fails the step before any call (and in offline runs too).
+
     Args:
         role: Role name (selects the per-role model).
         schema: Output schema the answer must validate against.
-        prompt_file: The role's prompt under ``prompts/``.
+        prompt_file: The role's prompt (a path, or a name under ``prompts/``).
         values: Placeholder values for the prompt (rendered with :func:`as_text`).
         fallback: The offline brain, called without an LLM or when the LLM call fails.
-        services: The run's :class:`graph.services.Services`.
+        services: The run's services (``spec``, ``chat``, ``llm_breaker``, ``tracer``,
+            ``display``, ``record_llm``; graph/services.py).
         candidate: Candidate id the answer is for (traced).
 
     Returns:
         The answer with its brain label and token counters.
 
     Raises:
+        prompts.PromptError: The prompt has a placeholder ``values`` does not fill.
         agents.llm.LLMConfigError: A configuration problem (refused key, unknown model):
             stops the run with a clear message; finished work is checkpointed.
     """
+    prompt = load_prompt(prompt_file)
+
+    def render(vals: dict[str, Any]) -> list[Any]:
+        system, user = prompt.render(**{k: as_text(v) for k, v in vals.items()})
+        return [SystemMessage(system), HumanMessage(user)]
+
+    messages = render(values)
     spec = services.spec(role)
     if spec.backend == "heuristic":
         return Thought(answer=fallback(), brain="heuristic")
@@ -103,16 +116,19 @@ def think(
         return Thought(answer=fallback(), brain=f"heuristic (circuit breaker open: "
                                                 f"{spec.label})",
                        tokens={"fallbacks": 1, "breaker_skips": 1})
-    prompt = load_prompt(prompt_file)
-
-    def render(vals: dict[str, Any]) -> list[Any]:
-        system, user = prompt.render(**{k: as_text(v) for k, v in vals.items()})
-        return [SystemMessage(system), HumanMessage(user)]
 
     def shorten(level: int) -> list[Any] | None:
         vals = shortened_values(values, level)
         return render(vals) if vals is not None else None
 
+    return _ask(role, schema, prompt, messages, shorten, fallback, services, candidate)
+
+
+def _ask(role: str, schema: type[T], prompt: Prompt, messages: list[Any],
+         shorten: Callable[[int], list[Any] | None], fallback: Callable[[], T],
+         services: Any, candidate: str | None) -> Thought:
+    """Call the role's LLM (tracing every request); fall back to the offline brain on failure."""
+    spec = services.spec(role)
     tokens = {"input": 0, "output": 0, "calls": 0}
 
     def on_record(rec: CallRecord) -> None:
@@ -122,27 +138,33 @@ def think(
         services.record_llm(rec, prompt_name=f"{prompt.name}@v{prompt.version}",
                             prompt_sha=prompt.sha256, candidate=candidate)
 
-    chat = services.chat(role)
     try:
-        answer, _ = structured_call(chat, render(values), schema, role=role,
+        answer, _ = structured_call(services.chat(role), messages, schema, role=role,
                                     on_record=on_record, shorten=shorten)
     except LLMCallError as exc:
-        services.tracer.event("llm_fallback", role=role, model=spec.label, candidate=candidate,
-                              error=str(exc)[:2000], attempts=exc.http_attempts,
-                              answers=len(exc.records),
-                              attempt_kinds=[a["kind"] for r in exc.records for a in r.attempts])
-        services.display.message(f"{role}: LLM failed ({str(exc)[:120]}); using the "
-                                 "heuristic brain for this step")
-        tokens["fallbacks"] = 1
-        if breaker.failure(str(exc), role):
-            report = breaker.report()
-            services.tracer.event("llm_breaker_open", role=role, model=spec.label,
-                                  candidate=candidate, **report)
-            services.display.message(f"warning: {breaker.describe()}")
-            tokens["breaker_open"] = 1
-            if breaker.action == "stop":
-                tokens["breaker_stop"] = 1
+        _fell_back(services, role, spec.label, candidate, exc, tokens)
         return Thought(answer=fallback(), brain=f"heuristic (fallback: {spec.label} failed)",
                        tokens=tokens)
-    breaker.success()
+    services.llm_breaker().success()
     return Thought(answer=answer, brain=spec.label, tokens=tokens)
+
+
+def _fell_back(services: Any, role: str, label: str, candidate: str | None,
+               exc: LLMCallError, tokens: dict[str, int]) -> None:
+    """Trace and show a failed call; count it on the circuit breaker (maybe opening it)."""
+    services.tracer.event("llm_fallback", role=role, model=label, candidate=candidate,
+                          error=str(exc)[:2000], attempts=exc.http_attempts,
+                          answers=len(exc.records),
+                          attempt_kinds=[a["kind"] for r in exc.records for a in r.attempts])
+    services.display.message(f"{role}: LLM failed ({str(exc)[:120]}); using the "
+                             "heuristic brain for this step")
+    tokens["fallbacks"] = 1
+    breaker = services.llm_breaker()
+    if breaker.failure(str(exc), role):
+        report = breaker.report()
+        services.tracer.event("llm_breaker_open", role=role, model=label,
+                              candidate=candidate, **report)
+        services.display.message(f"warning: {breaker.describe()}")
+        tokens["breaker_open"] = 1
+        if breaker.action == "stop":
+            tokens["breaker_stop"] = 1

@@ -1,22 +1,22 @@
 """The Critic: reads the newest report(s) and the Pareto archive, says what to fix next.
 
 Output schema :class:`Critique`; prompt ``prompts/critic.md``; offline brain
-:func:`agents.heuristic.critique` (rule-based over the same report).
+:func:`agents.heuristic.critique` (rule-based over the same report). The builder makes
+its node from this spec (agents/step.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from agents import heuristic
-from agents.base import think
-from agents.records import headline, select_best
+from agents.records import headline, recent_notes, select_best
 from agents.registry import register_role
 from agents.settings import Settings
-from graph.services import services_for
+from agents.step import Outcome, View
 
 
 class LaggingGroup(BaseModel):
@@ -42,12 +42,12 @@ class Critique(BaseModel):
     converged: bool = Field(False, description="every target met; further rounds unlikely to help")
 
 
-def critic_brief(state: dict[str, Any], ctx: Settings) -> dict[str, Any]:
+def critic_brief(state: Mapping[str, Any], ctx: Settings) -> dict[str, Any]:
     """Collect the Critic's inputs: newest candidate, best design, archive, budgets, targets."""
     cands = state.get("candidates") or {}
     order = state.get("order") or []
     # Baselines are references to beat, not designs to critique: the newest design is.
-    designs = [cid for cid in order if (cands.get(cid) or {}).get("origin") != "baseline"]
+    designs = [cid for cid in order if cid in cands and cands[cid].origin != "baseline"]
     latest_id = state.get("current") or (designs[-1] if designs else None)
     best_id = select_best(cands, ctx.unfairness_weight)
     return {
@@ -57,35 +57,46 @@ def critic_brief(state: dict[str, Any], ctx: Settings) -> dict[str, Any]:
         "budgets": ctx.budgets.model_dump(),
         "targets": {"balanced_accuracy": ctx.target_balanced_accuracy,
                     "max_gap": ctx.target_max_gap},
+        "notes": recent_notes(state.get("notes")),
         "round": state.get("round", 0),
     }
 
 
-@register_role("critic", schema=Critique, prompt="critic.md",
-               fallback=heuristic.critique,
-               description="reads fairness and hardware reports, orders priorities")
-def critic_node(state: dict[str, Any], runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Critique the newest candidate against budgets, groups and the best design."""
-    ctx = Settings.of(runtime.context)
-    svc = services_for(ctx)
-    brief = critic_brief(state, ctx)
+def view(state: Mapping[str, Any], settings: Settings) -> View:
+    """Read the Critic's brief, about the newest candidate."""
+    b = critic_brief(state, settings)
+    return View(state=state, round=b["round"], candidate=(b["latest"] or {}).get("id"),
+                data=b)
+
+
+def brief(v: View, settings: Settings) -> dict[str, Any]:
+    """Prompt values: budgets, targets, newest and best candidates, archive, notes."""
+    b = v.data
     archive_lines = {
         cid: {k: h.get(k) for k in ("balanced_accuracy", "max_gap", "latency_ms", "params")}
-        for cid, h in brief["archive"].items() if h
+        for cid, h in b["archive"].items() if h
     }
-    thought = think(
-        "critic", schema=Critique, prompt_file="critic.md",
-        values={"budgets": brief["budgets"], "targets": brief["targets"],
-                "latest": brief["latest"], "best": brief["best"], "archive": archive_lines,
-                "round": brief["round"], "iter_max": ctx.iter_max},
-        fallback=lambda: Critique.model_validate(heuristic.critique(brief)),
-        services=svc, candidate=(brief["latest"] or {}).get("id"),
-    )
-    crit = thought.answer.model_dump(mode="json")
-    crit.update(round=brief["round"], brain=thought.brain,
-                about=(brief["latest"] or {}).get("id"))
+    return {"budgets": b["budgets"], "targets": b["targets"], "latest": b["latest"],
+            "best": b["best"], "archive": archive_lines, "notes": b["notes"] or "none",
+            "round": b["round"], "iter_max": settings.iter_max}
+
+
+def fallback(v: View, settings: Settings) -> dict[str, Any]:
+    """Answer with the rule-based Critic."""
+    return heuristic.critique(v.data)
+
+
+def apply(answer: Critique, brain: str, v: View, settings: Settings) -> Outcome:
+    """Add the critique (with its round, brain and subject) to the state."""
+    dumped = answer.model_dump(mode="json")
+    crit = {**dumped, "round": v.round, "brain": brain, "about": v.candidate}
     # Every decision enters the trace whatever the brain (an LLM call logs its prompt too).
-    svc.tracer.event("critique", role="critic", round=brief["round"], candidate=crit["about"],
-                     brain=thought.brain, **thought.answer.model_dump(mode="json"))
-    svc.display.message(f"critic ({thought.brain}): {crit['summary'][:150]}")
-    return {"critiques": [crit], "tokens": thought.tokens}
+    return Outcome(update={"critiques": [crit]},
+                   events=[("critique", {"role": "critic", "round": v.round,
+                                         "candidate": v.candidate, "brain": brain, **dumped})],
+                   show=[("message", (f"critic ({brain}): {crit['summary'][:150]}",))])
+
+
+SPEC = register_role("critic", schema=Critique, prompt="../prompts/critic.md",
+                     fallback=fallback, view=view, brief=brief, apply=apply,
+                     description="reads fairness and hardware reports, orders priorities")

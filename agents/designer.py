@@ -1,23 +1,23 @@
 """The Designer: proposes the next model (rationale + complete code).
 
 Output schema :class:`Design`; prompt ``prompts/designer.md``; offline brain
-:func:`agents.heuristic.design` (mutates the best genome as the critique asks).
+:func:`agents.heuristic.design` (mutates the best genome as the critique asks). The
+builder makes its node from this spec (agents/step.py).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
-from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from agents import heuristic
-from agents.base import think
-from agents.records import headline, history, new_record, select_best, tried_keys
+from agents.records import headline, history, new_record, recent_notes, select_best, tried_keys
 from agents.registry import register_role
 from agents.settings import Settings
-from graph.services import services_for
+from agents.step import Outcome, View
 from tasks.genome import choices_text, genome_summary, parse_genome
 
 
@@ -38,45 +38,59 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
     return random.Random(f"{seed}:" + ":".join(str(p) for p in parts))
 
 
-@register_role("designer", schema=Design, prompt="designer.md", fallback=heuristic.design,
-               description="proposes a new design from the best one and the critique")
-def designer_node(state: dict[str, Any], runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Design the next candidate of a new round."""
-    ctx = Settings.of(runtime.context)
-    svc = services_for(ctx)
+def view(state: Mapping[str, Any], settings: Settings) -> View:
+    """Read the new round's candidate id, the best design, the critique and the notes."""
     round_ = state.get("round", 0) + 1
     cid = candidate_id(round_)
-    svc.display.round(round_, ctx.iter_max)
-    svc.display.stage(cid, "origin:designer")
-    svc.display.stage(cid, "designing")
     cands = state.get("candidates") or {}
-    best_id = select_best(cands, ctx.unfairness_weight) or "c000"
-    best = cands.get(best_id) or {}
-    critique = (state.get("critiques") or [None])[-1]
-    brief = {"best": best, "critique": critique, "tried": tried_keys(cands)}
-    thought = think(
-        "designer", schema=Design, prompt_file="designer.md",
-        values={
-            "task": f"{ctx.task}: 8-class skin-lesion classification at "
-                    f"{ctx.image_size}x{ctx.image_size}, fairness across sex and age",
-            "budgets": ctx.budgets.model_dump(), "choices": choices_text(),
-            "best_id": best_id, "best_metrics": headline(best), "best_code": best.get("code"),
-            "critique": critique,
-            "history": history(cands, state.get("order") or []),
-            "round": round_, "iter_max": ctx.iter_max,
-        },
-        fallback=lambda: Design.model_validate(
-            heuristic.design(brief, seeded_rng(ctx.seed, "design", round_))),
-        services=svc, candidate=cid,
-    )
-    design: Design = thought.answer  # type: ignore[assignment]
-    rec = new_record(cid, code=design.code, origin="designer", parent=best_id, round_=round_,
-                     rationale=design.rationale, brain=thought.brain)
-    rec["attempt"] = 0
-    svc.tracer.event("design", role="designer", round=round_, candidate=cid, parent=best_id,
-                     brain=thought.brain, rationale=design.rationale,
-                     design=genome_summary(g) if (g := parse_genome(design.code)) else "custom",
-                     code_hash=rec["code_hash"], critique=(critique or {}).get("summary"),
-                     critique_about=(critique or {}).get("about"))
-    return {"round": round_, "current": cid, "candidates": {cid: rec}, "order": [cid],
-            "tokens": thought.tokens}
+    best_id = select_best(cands, settings.unfairness_weight) or "c000"
+    return View(state=state, round=round_, candidate=cid,
+                data={"best_id": best_id, "best": cands.get(best_id),
+                      "critique": (state.get("critiques") or [None])[-1],
+                      "notes": recent_notes(state.get("notes"))},
+                show=[("round", (round_, settings.iter_max)),
+                      ("stage", (cid, "origin:designer")), ("stage", (cid, "designing"))])
+
+
+def brief(v: View, settings: Settings) -> dict[str, Any]:
+    """Prompt values: task, budgets, Choices, best design, critique, notes, history."""
+    best = v.data["best"]
+    return {
+        "task": f"{settings.task}: 8-class skin-lesion classification at "
+                f"{settings.image_size}x{settings.image_size}, fairness across sex and age",
+        "budgets": settings.budgets.model_dump(), "choices": choices_text(),
+        "best_id": v.data["best_id"], "best_metrics": headline(best),
+        "best_code": best.code if best else None, "critique": v.data["critique"],
+        "notes": v.data["notes"] or "none",
+        "history": history(v.state.get("candidates") or {}, v.state.get("order") or []),
+        "round": v.round, "iter_max": settings.iter_max,
+    }
+
+
+def fallback(v: View, settings: Settings) -> dict[str, Any]:
+    """Answer with the heuristic Designer (seeded per run and round)."""
+    best = v.data["best"]
+    heuristic_brief = {"best": {"code": best.code} if best else {},
+                       "critique": v.data["critique"], "notes": v.data["notes"],
+                       "tried": tried_keys(v.state.get("candidates") or {})}
+    return heuristic.design(heuristic_brief, seeded_rng(settings.seed, "design", v.round))
+
+
+def apply(answer: Design, brain: str, v: View, settings: Settings) -> Outcome:
+    """Open the round with the new candidate."""
+    cid, crit = v.candidate or candidate_id(v.round), v.data["critique"] or {}
+    rec = new_record(cid, code=answer.code, origin="designer", parent=v.data["best_id"],
+                     round_=v.round, rationale=answer.rationale, brain=brain)
+    g = parse_genome(answer.code)
+    event = {"role": "designer", "round": v.round, "candidate": cid,
+             "parent": v.data["best_id"], "brain": brain, "rationale": answer.rationale,
+             "design": genome_summary(g) if g else "custom", "code_hash": rec.code_hash,
+             "critique": crit.get("summary"), "critique_about": crit.get("about"),
+             "notes": v.data["notes"]}
+    return Outcome(update={"round": v.round, "current": cid, "candidates": {cid: rec},
+                           "order": [cid]}, events=[("design", event)])
+
+
+SPEC = register_role("designer", schema=Design, prompt="../prompts/designer.md",
+                     fallback=fallback, view=view, brief=brief, apply=apply,
+                     description="proposes a new design from the best one and the critique")

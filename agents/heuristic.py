@@ -72,7 +72,8 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
     Args:
         brief: ``latest`` (headline of the newest candidate or None), ``best`` (headline
             of the best design or None), ``budgets`` (dict, priority order), ``targets``
-            (``balanced_accuracy``/``max_gap``, None when unset).
+            (``balanced_accuracy``/``max_gap``, None when unset), ``notes`` (other
+            roles' note lines, passed on as suggestions).
 
     Returns:
         A dict valid for the ``Critique`` schema.
@@ -81,7 +82,6 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
     best = brief.get("best") or {}
     targets = brief.get("targets") or {}
     violated: list[str] = list(latest.get("violations") or [])
-    lagging: list[dict[str, Any]] = []
     priorities: list[str] = []
     suggestions: list[str] = []
     summary: list[str] = []
@@ -93,24 +93,10 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
         suggestions.append("stay close to the best design; change one Choice at a time")
     for name in violated_names(violated):
         priorities.append(f"meet the {name} budget")
-        moves = ", ".join(COST_MOVES[name][:3])
-        suggestions.append(f"{name} over budget: try {moves}")
+        suggestions.append(f"{name} over budget: try {', '.join(COST_MOVES[name][:3])}")
     if violated:
         summary.append("violates " + "; ".join(violated))
-
-    acc = latest.get("accuracy")
-    for attr, info in (latest.get("groups") or {}).items():
-        for g in info:
-            if acc is None or g["count"] < MIN_GROUP_COUNT:
-                continue
-            interval = g.get("gap_interval")
-            if interval is not None and interval[0] <= 0:
-                continue  # the lag is within noise: its interval includes zero
-            gap = acc - g["accuracy"]
-            if gap > LAG_THRESHOLD:
-                lagging.append({"attribute": attr, "group": g["group"],
-                                "accuracy": round(g["accuracy"], 4), "gap": round(gap, 4)})
-    lagging.sort(key=lambda x: -x["gap"])
+    lagging = lagging_groups(latest)
     if lagging:
         worst = lagging[0]
         priorities.append("close the accuracy gap of lagging groups")
@@ -120,17 +106,15 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
         )
         summary.append(f"{len(lagging)} lagging group(s), worst {worst['attribute']}="
                        f"{worst['group']} -{worst['gap']:.3f}")
-
-    bal, best_bal = latest.get("balanced_accuracy"), best.get("balanced_accuracy")
-    if bal is not None and best_bal is not None and latest.get("id") != best.get("id"):
-        if bal < best_bal - 0.01:
-            summary.append(f"balanced accuracy {bal:.3f} below best {best_bal:.3f} "
-                           f"({best.get('id')}): revert this direction")
+    summary += _below_best(latest, best)
     priorities.append("raise balanced accuracy")
     if not violated and not lagging:
         suggestions.append("within budget and balanced: add capacity (widen, residual, SE)")
+    # Other roles' notes reach the Designer through the critique (after the rules above,
+    # so they never reorder what the rules asked for).
+    suggestions += [f"note from {line}" for line in brief.get("notes") or []]
 
-    converged = _targets_met(best, targets)
+    converged = targets_met(best, targets)
     if converged:
         summary.append("every target met by the best design")
     return {
@@ -143,7 +127,36 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _targets_met(best: dict[str, Any], targets: dict[str, Any]) -> bool:
+def _below_best(latest: dict[str, Any], best: dict[str, Any]) -> list[str]:
+    """Say so when the newest design is clearly worse than the best one."""
+    bal, best_bal = latest.get("balanced_accuracy"), best.get("balanced_accuracy")
+    if bal is None or best_bal is None or latest.get("id") == best.get("id") \
+            or bal >= best_bal - 0.01:
+        return []
+    return [f"balanced accuracy {bal:.3f} below best {best_bal:.3f} ({best.get('id')}): "
+            "revert this direction"]
+
+
+def lagging_groups(latest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the groups whose accuracy lags the overall one beyond noise, worst first."""
+    acc = latest.get("accuracy")
+    lagging: list[dict[str, Any]] = []
+    for attr, info in (latest.get("groups") or {}).items():
+        for g in info:
+            if acc is None or g["count"] < MIN_GROUP_COUNT:
+                continue
+            interval = g.get("gap_interval")
+            if interval is not None and interval[0] <= 0:
+                continue  # the lag is within noise: its interval includes zero
+            gap = acc - g["accuracy"]
+            if gap > LAG_THRESHOLD:
+                lagging.append({"attribute": attr, "group": g["group"],
+                                "accuracy": round(g["accuracy"], 4), "gap": round(gap, 4)})
+    lagging.sort(key=lambda x: -x["gap"])
+    return lagging
+
+
+def targets_met(best: dict[str, Any] | None, targets: dict[str, Any]) -> bool:
     """Tell whether at least one target is set and the feasible best meets all of them."""
     set_targets = {k: v for k, v in targets.items() if v is not None}
     if not best or not set_targets or best.get("violations"):
@@ -172,8 +185,7 @@ def plan_moves(critique_: dict[str, Any] | None) -> list[str]:
     if not crit.get("violated_budgets"):
         # Within budget: cheaper designs still extend the Pareto front.
         order += ("depthwise_separable", "inverted_residual", "shrink_width")
-    seen: set[str] = set()
-    return [m for m in order if m in MUTATIONS and not (m in seen or seen.add(m))]
+    return [m for m in dict.fromkeys(order) if m in MUTATIONS]  # first mention wins
 
 
 def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -181,7 +193,8 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 
     Args:
         brief: ``best`` (dict with ``code``), ``critique`` (dict or None), ``tried``
-            (genome keys already proposed).
+            (genome keys already proposed), ``notes`` (other roles' note lines, cited
+            in the rationale).
         rng: Seeded generator (deterministic per run, round and seed).
 
     Returns:
@@ -200,14 +213,15 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             for _ in range(n_moves - 1):
                 genome, moves = _apply(genome, [rng.choice(planned)], rng, moves)
             if moves and genome_key(genome) not in tried:
-                return _answer(genome, moves, base, brief.get("critique"))
+                return _answer(genome, moves, base, brief.get("critique"),
+                               brief.get("notes") or ())
     # Everything near is tried: random walks from the base.
     for _ in range(200):
         genome, moves = base, []
         for _ in range(rng.randint(2, 5)):
             genome, moves = _apply(genome, [rng.choice(sorted(MUTATIONS))], rng, moves)
         if moves and genome_key(genome) not in tried:
-            return _answer(genome, moves, base, brief.get("critique"))
+            return _answer(genome, moves, base, brief.get("critique"), brief.get("notes") or ())
     raise RuntimeError("heuristic designer found no untried genome near the best design")
 
 
@@ -223,11 +237,13 @@ def _apply(genome: Genome, names: Sequence[str], rng: random.Random,
 
 
 def _answer(genome: Genome, moves: list[str], base: Genome,
-            crit: dict[str, Any] | None) -> dict[str, Any]:
+            crit: dict[str, Any] | None, notes: Sequence[str] = ()) -> dict[str, Any]:
     why = (crit or {}).get("priorities") or ["explore"]
     rationale = (f"moves {' + '.join(moves)} on the best design ({genome_summary(base)}) "
                  f"because the critique prioritises: {'; '.join(why[:3])}. "
                  f"New design: {genome_summary(genome)}")
+    if notes:
+        rationale += f". Role notes read: {' | '.join(notes[-3:])}"
     return {"rationale": rationale, "code": render(genome),
             "genome": genome.model_dump(mode="json"), "moves": moves}
 

@@ -1,23 +1,110 @@
-"""Candidate records (AIDE-journal style) and the views the roles read from them.
+"""The candidate record (AIDE-journal style) and the views the roles read from it.
 
-A record is a plain dict in the graph state::
-
-    id, parent, origin (template | designer | fixer | baseline | <role>), round, code,
-    code_hash, genome, rationale, brain, status (pending | gated | evaluated | failed),
-    gate (last gate report summary), fixes ([{attempt, stage, error, explanation, brain}]),
-    report (EvaluationReport dump, validation split), failure (reason), timings.
-
-Briefs for prompts and heuristics, the summary and the display are views of these.
+One :class:`Candidate` per design holds its whole story (docs/design.md, "Candidate
+record"): parent, origin, code, the gate's verdict, fix attempts, the validation
+:class:`~evaluation.report.EvaluationReport`, outcome and the notes roles wrote about it.
+The same object sits in the graph state, in trace events, in
+``candidates/<id>/report.json`` and in ``summary.json``. Briefs for prompts and
+heuristics, the summary and the display are views of these records.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
 
 from evaluation.pareto import objectives
+from evaluation.report import EvaluationReport
 from tasks.genome import genome_summary, parse_genome
 
-ORIGINS = ("template", "designer", "fixer", "baseline")
+Status = Literal["pending", "gated", "evaluated", "failed"]
+
+
+class GateSummary(BaseModel):
+    """What a record keeps of a gate report: the verdict and the first failed check."""
+
+    ok: bool
+    stage: str | None = None
+    message: str | None = None
+    params: int | None = None
+    flops: int | None = None
+    isolation: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, report: Any) -> GateSummary:
+        """Summarise a ``tools.gate.GateReport`` (or its JSON dump)."""
+        data = report if isinstance(report, dict) else report.model_dump(mode="json")
+        failed = [c for c in data.get("checks") or [] if not c.get("ok", True)]
+        return cls(ok=bool(data.get("ok")), stage=failed[0]["name"] if failed else None,
+                   message=data.get("message") or (failed[0].get("detail") if failed else None),
+                   params=data.get("params"), flops=data.get("flops"),
+                   isolation=list(data.get("isolation") or []))
+
+
+class FixAttempt(BaseModel):
+    """One hand-over of a broken candidate to the Code-Fixer."""
+
+    attempt: int
+    stage: str
+    error: str
+    fixed_by: str
+    brain: str
+
+
+class Note(BaseModel):
+    """What a role tells the others (the Critic's and Designer's briefs include notes)."""
+
+    role: str
+    round: int = 0
+    text: str = ""
+    """One line the agents read."""
+    candidate: str | None = None
+    """The candidate the note is about, if any (it is also kept on that record)."""
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class Candidate(BaseModel):
+    """One candidate design and everything that happened to it."""
+
+    id: str
+    origin: str
+    """template | designer | fixer | baseline | an extension role's name."""
+    parent: str | None = None
+    round: int = 0
+    code: str
+    code_hash: str
+    genome: dict[str, Any] | None = None
+    rationale: str = ""
+    brain: str = ""
+    status: Status = "pending"
+    gate: GateSummary | None = None
+    attempt: int = 0
+    """Fix attempt that produced this code (0: not a fix)."""
+    fixes: list[FixAttempt] = Field(default_factory=list)
+    report: EvaluationReport | None = None
+    """The validation evaluation (``None`` until evaluated)."""
+    failure: str | None = None
+    notes: list[Note] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the candidate was evaluated successfully."""
+        return self.status == "evaluated" and self.report is not None and self.report.ok
+
+    def needs_fix(self, max_attempts: int) -> bool:
+        """Whether a failed candidate goes to the Code-Fixer (attempts remain)."""
+        return self.status == "failed" and self.attempt < max_attempts
+
+    def record_json(self) -> str:
+        """``candidates/<id>/report.json``: the record without its code (``model.py``)."""
+        return self.model_dump_json(exclude={"code"}, indent=1)
+
+
+def as_candidate(rec: Candidate | Mapping[str, Any]) -> Candidate:
+    """Return ``rec`` as a Candidate (``report.json`` files read back from disk are dicts)."""
+    return rec if isinstance(rec, Candidate) else Candidate.model_validate(dict(rec))
 
 
 def code_hash(code: str) -> str:
@@ -32,113 +119,108 @@ def code_hash(code: str) -> str:
 
 
 def new_record(cid: str, *, code: str, origin: str, parent: str | None, round_: int,
-               rationale: str = "", brain: str = "") -> dict[str, Any]:
-    """Create a fresh pending candidate record."""
+               rationale: str = "", brain: str = "", attempt: int = 0) -> Candidate:
+    """Create a fresh pending candidate."""
     genome = parse_genome(code)
+    return Candidate(id=cid, parent=parent, origin=origin, round=round_, code=code,
+                     code_hash=code_hash(code),
+                     genome=genome.model_dump(mode="json") if genome else None,
+                     rationale=rationale, brain=brain, attempt=attempt)
+
+
+def is_ok(rec: Candidate | None) -> bool:
+    """Tell whether the candidate was evaluated successfully."""
+    return rec is not None and rec.ok
+
+
+def _groups(rep: EvaluationReport) -> dict[str, list[dict[str, Any]]]:
     return {
-        "id": cid,
-        "parent": parent,
-        "origin": origin,
-        "round": round_,
-        "code": code,
-        "code_hash": code_hash(code),
-        "genome": genome.model_dump(mode="json") if genome else None,
-        "rationale": rationale,
-        "brain": brain,
-        "status": "pending",
-        "gate": None,
-        "fixes": [],
-        "report": None,
-        "failure": None,
-        "timings": {},
+        attr: [{"group": g.group, "count": g.count, "accuracy": round(g.accuracy, 4),
+                **({"gap_interval": [round(x, 3) for x in g.gap_interval]}
+                   if g.gap_interval else {})}
+               for g in fair.groups]
+        for attr, fair in rep.fairness.items() if attr != "sex_x_age"
     }
 
 
-def is_ok(rec: dict[str, Any]) -> bool:
-    """Tell whether the candidate was evaluated successfully."""
-    rep = rec.get("report")
-    return rec.get("status") == "evaluated" and bool(rep) and rep.get("status") == "ok"
-
-
-def headline(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+def headline(rec: Candidate | None) -> dict[str, Any] | None:
     """Compact numbers of one candidate (what prompts, critic and display show)."""
     if rec is None:
         return None
-    rep = rec.get("report") or {}
+    rep = rec.report
     out: dict[str, Any] = {
-        "id": rec["id"],
-        "origin": rec.get("origin"),
-        "parent": rec.get("parent"),
-        "status": "ok" if is_ok(rec) else ("failed" if rec.get("status") == "failed" else
-                                            rec.get("status")),
-        "design": genome_summary(g) if (g := parse_genome(rec.get("code") or "")) else "custom",
+        "id": rec.id, "origin": rec.origin, "parent": rec.parent,
+        "status": "ok" if rec.ok else rec.status,
+        "design": genome_summary(g) if (g := parse_genome(rec.code or "")) else "custom",
     }
-    if rec.get("status") == "failed" or rep.get("status") == "failed":
-        out["failure_stage"] = rep.get("failure_stage") or (rec.get("gate") or {}).get("stage")
-        out["failure_reason"] = rec.get("failure") or rep.get("failure_reason")
-    if not is_ok(rec):
+    if rec.status == "failed" or (rep is not None and rep.status == "failed"):
+        out["failure_stage"] = (rep.failure_stage if rep else None) or \
+            (rec.gate.stage if rec.gate else None)
+        out["failure_reason"] = rec.failure or (rep.failure_reason if rep else None)
+    if not rec.ok or rep is None or rep.metrics is None or rep.hardware is None:
         return out
-    m, hw = rep["metrics"], rep["hardware"]
+    m, hw = rep.metrics, rep.hardware
     out.update(
-        balanced_accuracy=round(m["balanced_accuracy"], 4),
-        accuracy=round(m["accuracy"], 4),
-        violations=list(rep.get("violations") or []),
-        params=hw["params"],
-        flops=hw["flops"],
-        latency_ms=round(hw["latency_ms_median"], 3),
-        memory_mb=round(hw["size_mb"] + hw["peak_activation_mb"], 3),
-        groups={
-            attr: [{"group": g["group"], "count": g["count"], "accuracy": round(g["accuracy"], 4),
-                    **({"gap_interval": [round(x, 3) for x in g["gap_interval"]]}
-                       if g.get("gap_interval") else {})}
-                   for g in fair["groups"]]
-            for attr, fair in (rep.get("fairness") or {}).items() if attr != "sex_x_age"
-        },
-        gap_intervals={
-            attr: [round(x, 3) for x in fair["max_gap_interval"]]
-            for attr, fair in (rep.get("fairness") or {}).items()
-            if attr != "sex_x_age" and fair.get("max_gap_interval")
-        },
+        balanced_accuracy=round(m.balanced_accuracy, 4), accuracy=round(m.accuracy, 4),
+        violations=list(rep.violations), params=hw.params, flops=hw.flops,
+        latency_ms=round(hw.latency_ms_median, 3),
+        memory_mb=round(hw.size_mb + hw.peak_activation_mb, 3),
+        groups=_groups(rep),
+        gap_intervals={attr: [round(x, 3) for x in fair.max_gap_interval]
+                       for attr, fair in rep.fairness.items()
+                       if attr != "sex_x_age" and fair.max_gap_interval},
     )
     try:
-        obj = objectives(rep)
-        out["max_gap"] = round(obj[1], 4)
+        out["max_gap"] = round(objectives(rep)[1], 4)
     except ValueError:
         out["max_gap"] = None
     return out
 
 
-def score(rec: dict[str, Any], unfairness_weight: float) -> float:
-    """Compute the selection score ``balanced_accuracy - w * mean_attr max_gap`` (higher wins)."""
-    rep = rec["report"]
+def score(rec: Candidate, unfairness_weight: float) -> float:
+    """Compute the selection score ``balanced_accuracy - w * mean_attr max_gap`` (higher wins).
+
+    Raises:
+        ValueError: The candidate has no successful report.
+    """
+    rep = rec.report
+    if rep is None or rep.metrics is None:
+        raise ValueError(f"candidate {rec.id} has no metrics")
     _, unfair, _ = objectives(rep)
-    return rep["metrics"]["balanced_accuracy"] - unfairness_weight * unfair
+    return rep.metrics.balanced_accuracy - unfairness_weight * unfair
 
 
-def select_best(candidates: dict[str, dict[str, Any]], unfairness_weight: float = 1.0,
-                *, include_baselines: bool = False) -> str | None:
-    """Return the best design by the documented rule.
+def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
+                unfairness_weight: float = 1.0, *, include_baselines: bool = False
+                ) -> str | None:
+    """Return the best design by the documented rule (docs/metrics.md).
 
     Rule: among successfully evaluated candidates, feasible ones (no budget violation)
     come first; within a class the highest ``balanced_accuracy - w * unfairness`` wins
     (unfairness = mean over sex and age of the max group-accuracy gap); ties go to fewer
     parameters, then the earlier candidate. Infeasible candidates rank by fewer
     violations first. Baselines are references, not designs, unless included.
+    Records read back from ``report.json`` (dicts) are accepted too.
     """
     ranked = []
-    for i, (cid, rec) in enumerate(candidates.items()):
-        if not is_ok(rec) or (rec.get("origin") == "baseline" and not include_baselines):
+    for i, (cid, raw) in enumerate(candidates.items()):
+        try:
+            rec = as_candidate(raw)
+        except ValidationError:
+            continue  # a report.json torn by a kill, or not a record at all
+        if not rec.ok or (rec.origin == "baseline" and not include_baselines):
             continue
         try:
             s = score(rec, unfairness_weight)
         except ValueError:
             continue
-        n_viol = len(rec["report"].get("violations") or [])
-        ranked.append(((n_viol > 0, n_viol, -s, rec["report"]["hardware"]["params"], i), cid))
+        assert rec.report is not None and rec.report.hardware is not None  # ok implies both
+        n_viol = len(rec.report.violations)
+        ranked.append(((n_viol > 0, n_viol, -s, rec.report.hardware.params, i), cid))
     return min(ranked)[1] if ranked else None
 
 
-def history(candidates: dict[str, dict[str, Any]], order: list[str],
+def history(candidates: Mapping[str, Candidate], order: list[str],
             limit: int = 12) -> list[dict[str, Any]]:
     """Compact history of the newest ``limit`` candidates (tried designs and failures)."""
     rows = []
@@ -149,12 +231,28 @@ def history(candidates: dict[str, dict[str, Any]], order: list[str],
     return rows
 
 
-def tried_keys(candidates: dict[str, dict[str, Any]]) -> list[str]:
+def tried_keys(candidates: Mapping[str, Candidate]) -> list[str]:
     """Genome keys of every candidate so far (the heuristic never re-proposes one)."""
     from agents.heuristic import genome_key
+
     out = []
     for rec in candidates.values():
-        g = parse_genome(rec.get("code") or "")
+        g = parse_genome(rec.code or "")
         if g is not None:
             out.append(genome_key(g))
     return out
+
+
+def recent_notes(notes: list[Note] | None, limit: int = 6) -> list[str]:
+    """Return the newest role notes as lines for briefs and prompts (``[round N] role: text``).
+
+    Only notes with text are for the agents; payload-only notes (``prepare``'s data
+    fingerprint) are for the trace and the summary.
+    """
+    said = [n for n in notes or [] if n.text]
+    return [f"[round {n.round}] {n.role}" + (f" on {n.candidate}" if n.candidate else "")
+            + f": {n.text}" for n in said[-limit:]]
+
+
+#: Types the checkpointer may revive from msgpack (see graph.checkpoint).
+RECORD_TYPES: tuple[type[BaseModel], ...] = (Candidate, Note)

@@ -1,23 +1,36 @@
-"""Role registry (the shape of timm's model registry).
+"""Role registry: a role is its spec (the shape of timm's model registry).
 
-A role is one module: its node function, its pydantic output schema, its prompt file in
-``prompts/`` and its offline (heuristic) fallback. Registering it is one decorator::
+A role module registers what the role is, once; the graph builder makes its node from
+that spec (one generic node: view -> think -> trace -> update, see agents/step.py), for
+the core roles and extension roles alike::
 
-    @register_role("auditor", schema=Note, prompt="auditor.md", hook="after_evaluate",
-                   fallback=heuristic_audit)
-    def auditor_node(state, runtime): ...
+    register_role("auditor", schema=Audit, prompt="auditor.md", fallback=audit,
+                  hook="after_evaluate")
 
-Core roles (designer, critic, code_fixer) have ``hook=None``: the builder places them.
-Extension roles name a hook point and the builder wires every registered one there, so
-adding a role never edits graph internals. Load a role module with ``--roles module.path``.
+* ``schema``: the pydantic answer of the role's brain.
+* ``prompt``: the prompt file, relative to the role's own module (a role in another
+  package ships its prompt beside it); ``None``: the role never calls an LLM.
+* ``fallback(view, settings)``: the offline (heuristic) brain.
+* ``model``: the role's default model; ``Settings.role_model(role)`` overrides it.
+* ``hook``: where an extension role runs in the loop; ``None`` for the core roles, which
+  the builder places.
+* ``view(state, settings)``, ``brief(view, settings)`` (prompt values) and
+  ``apply(answer, brain, view, settings)`` (the state update): the role's pure functions;
+  the defaults (agents/step.py) hand the role the state, fill its prompt with the newest
+  candidate and the recent notes, and turn its answer into a note the Critic and the
+  Designer read.
+
+Load extension role modules with ``--roles module.path`` (docs/design.md).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -25,19 +38,21 @@ from pydantic import BaseModel
 Hook = Literal["after_prepare", "before_design", "after_evaluate", "before_finalize"]
 HOOKS: tuple[Hook, ...] = ("after_prepare", "before_design", "after_evaluate", "before_finalize")
 
-NodeFn = Callable[..., dict[str, Any]]
-
 
 @dataclass(frozen=True)
 class RoleSpec:
-    """One registered role."""
+    """One registered role: everything the builder needs to make its node."""
 
     name: str
-    node: NodeFn
-    schema: type[BaseModel] | None = None
-    prompt: str | None = None
-    fallback: Callable[..., Any] | None = None
+    schema: type[BaseModel]
+    fallback: Callable[[Any, Any], Any]
+    prompt: Path | None = None
+    """Absolute path of the prompt file (resolved against the role's module)."""
+    model: str | None = None
     hook: Hook | None = None
+    view: Callable[[Any, Any], Any] | None = None
+    brief: Callable[[Any, Any], dict[str, Any]] | None = None
+    apply: Callable[[Any, str, Any, Any], Any] | None = None
     description: str = ""
     module: str = ""
 
@@ -45,51 +60,66 @@ class RoleSpec:
 _ROLES: dict[str, RoleSpec] = {}
 
 
+def _prompt_path(module: str, prompt: str | None) -> Path | None:
+    """Resolve ``prompt`` against the folder of ``module`` (the role ships it beside it)."""
+    if prompt is None:
+        return None
+    mod = sys.modules.get(module)
+    where = getattr(mod, "__file__", None)
+    base = Path(where).parent if where else Path.cwd()
+    return (base / prompt).resolve()
+
+
 def register_role(
     name: str,
     *,
-    schema: type[BaseModel] | None = None,
+    schema: type[BaseModel],
+    fallback: Callable[[Any, Any], Any],
     prompt: str | None = None,
-    fallback: Callable[..., Any] | None = None,
+    model: str | None = None,
     hook: Hook | None = None,
+    view: Callable[[Any, Any], Any] | None = None,
+    brief: Callable[[Any, Any], dict[str, Any]] | None = None,
+    apply: Callable[[Any, str, Any, Any], Any] | None = None,
     description: str = "",
     override: bool = False,
-) -> Callable[[NodeFn], NodeFn]:
-    """Register ``node`` as the role ``name``.
+    module: str | None = None,
+) -> RoleSpec:
+    """Register the role ``name`` from its spec (see the module docstring).
 
     Args:
-        name: Role name, also the graph node name.
-        schema: Pydantic output schema of the role's brain.
-        prompt: Prompt file name under ``prompts/``.
-        fallback: Offline (heuristic) brain used without an LLM or when a call fails.
+        name: Role name, also the graph node name and the ``[models]`` key.
+        schema: Pydantic answer schema of the role's brain.
+        fallback: Offline brain ``(view, settings) -> answer`` (schema instance or dict).
+        prompt: Prompt file relative to the calling module; ``None``: offline brain only.
+        model: Default model of the role (``Settings.role_model`` overrides it).
         hook: Where an extension role is wired; ``None`` for core roles.
+        view: ``(state, settings) -> view``; default: the state as it is.
+        brief: ``(view, settings) -> prompt values``.
+        apply: ``(answer, brain, view, settings) -> agents.step.Outcome``.
         description: One line for ``list_roles`` displays.
-        override: Allow replacing an already registered role of another module.
+        override: Allow replacing a role registered by another module.
+        module: The role's module (default: the caller's).
 
     Returns:
-        The decorator (it returns the node unchanged).
+        The registered spec.
+
+    Raises:
+        ValueError: Unknown hook, or the name is taken by another module.
     """
     if hook is not None and hook not in HOOKS:
         raise ValueError(f"unknown hook {hook!r}; choose one of {', '.join(HOOKS)}")
-
-    def deco(node: NodeFn) -> NodeFn:
-        old = _ROLES.get(name)
-        # Re-importing the same module (tests, reloads) re-registers silently.
-        if old is not None and old.module != node.__module__ and not override:
-            raise ValueError(f"role {name!r} already registered by {old.module}")
-        _ROLES[name] = RoleSpec(
-            name=name,
-            node=node,
-            schema=schema,
-            prompt=prompt,
-            fallback=fallback,
-            hook=hook,
-            description=description or (node.__doc__ or "").strip().split("\n")[0],
-            module=node.__module__,
-        )
-        return node
-
-    return deco
+    module = module or sys._getframe(1).f_globals.get("__name__", "")
+    old = _ROLES.get(name)
+    # Re-importing the same module (tests, reloads) re-registers silently.
+    if old is not None and old.module != module and not override:
+        raise ValueError(f"role {name!r} already registered by {old.module}")
+    spec = RoleSpec(name=name, schema=schema, fallback=fallback,
+                    prompt=_prompt_path(module, prompt), model=model, hook=hook, view=view,
+                    brief=brief, apply=apply, module=module,
+                    description=description or (schema.__doc__ or "").strip().split("\n")[0])
+    _ROLES[name] = spec
+    return spec
 
 
 def list_roles(pattern: str = "*", *, hook: str | None = None) -> list[str]:
@@ -107,7 +137,11 @@ def is_role(name: str) -> bool:
 
 
 def create_role(name: str) -> RoleSpec:
-    """Return the spec of role ``name`` (node, schema, prompt, fallback, hook)."""
+    """Return the spec of role ``name``.
+
+    Raises:
+        KeyError: ``name`` is not registered (the message lists those that are).
+    """
     try:
         return _ROLES[name]
     except KeyError:
@@ -120,6 +154,7 @@ def unregister_role(name: str) -> None:
 
 
 CORE_MODULES = ("agents.critic", "agents.designer", "agents.code_fixer")
+CORE_ROLES = ("critic", "designer", "code_fixer")
 
 
 def load_roles(modules: Iterable[str] = ()) -> list[str]:

@@ -12,42 +12,45 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
-from langgraph.runtime import Runtime
-
-from agents.records import headline, is_ok, select_best
+from agents.records import Candidate, headline, select_best
 from agents.settings import Settings
 from evaluation.pareto import objective_names, objectives
+from evaluation.report import EvaluationReport
 from graph.report import write_run_report
-from graph.services import Services, atomic_write, services_for
-from graph.state import State
+from graph.services import Services
+from graph.stop import stop_reason
 from tasks.cache import skip_summary
+from tasks.io import atomic_write
 
 
-def _plots(svc: Services, cands: dict[str, dict[str, Any]], archive: list[str],
-           best_report: dict[str, Any] | None) -> list[str]:
+def _plots(svc: Services, cands: Mapping[str, Candidate], archive: list[str],
+           best_report: EvaluationReport | None) -> list[str]:
     """pareto.png and group_accuracy.png (best design, test split when available)."""
     from evaluation.plots import plot_group_accuracy, plot_pareto
 
     ids, points = [], []
     for cid, rec in cands.items():
-        if is_ok(rec):
+        if rec.ok and rec.report is not None:
             try:
-                points.append(objectives(rec["report"]))
+                points.append(objectives(rec.report))
                 ids.append(cid)
             except ValueError:
                 continue
     front = [ids.index(c) for c in archive if c in ids]
     out = [str(plot_pareto(points, ids, front, svc.run_dir / "pareto.png",
                            axes_names=objective_names()))]
-    if best_report and best_report.get("fairness"):
-        out.append(str(plot_group_accuracy(best_report["fairness"],
+    if best_report and best_report.fairness:
+        fairness = best_report.model_dump(mode="json")["fairness"]
+        out.append(str(plot_group_accuracy(fairness,
                                            svc.run_dir / "group_accuracy.png")))
     return out
 
 
-def _test_headline(report: dict[str, Any]) -> dict[str, Any]:
+def _test_headline(rep: EvaluationReport) -> dict[str, Any]:
+    report = rep.model_dump(mode="json")
     if report.get("status") != "ok":
         return {"status": "failed", "failure_stage": report.get("failure_stage"),
                 "failure_reason": report.get("failure_reason")}
@@ -66,31 +69,38 @@ def _test_headline(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finalize_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-    """Choose the best feasible design, test it, export code (+ ONNX), write summary.json."""
-    from graph.builder import context_of, stop_reason
+def _summary_best(rec: Candidate) -> dict[str, Any]:
+    return {"id": rec.id, "origin": rec.origin, "parent": rec.parent,
+            "rationale": rec.rationale, "val": headline(rec), "code_file": "best_model.py"}
 
-    ctx = context_of(runtime)
-    svc = services_for(ctx)
-    cands = state.get("candidates") or {}
+
+def _test_and_export(svc: Services, best: Candidate) -> tuple[EvaluationReport, dict[str, Any]]:
+    """Evaluate the chosen design once on the test split; deliver its code and graph."""
+    svc.display.stage(best.id, "testing")
+    test_report = svc.evaluate(best.code, best.id, split="test")
+    atomic_write(svc.run_dir / "best_model.py", best.code)
+    exported = svc.export(best.id)
+    svc.display.stage(best.id, "done", "test bal.acc "
+                      + (f"{test_report.metrics.balanced_accuracy:.3f}"
+                         if test_report.metrics else "failed"))
+    return test_report, exported
+
+
+def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:
+    """Choose the best feasible design, test it, export code (+ ONNX), write summary.json."""
+    cands: Mapping[str, Candidate] = state.get("candidates") or {}
     reason = stop_reason(state, ctx) or "completed"
     best_id = select_best(cands, ctx.unfairness_weight)
     svc.tracer.event("stop", reason=reason, round=state.get("round", 0), best=best_id)
     svc.display.message(f"stopping: {reason}; best design {best_id}")
-    test_report: dict[str, Any] | None = None
+    test_report: EvaluationReport | None = None
     exported: dict[str, Any] = {}
     if best_id:
-        best = cands[best_id]
-        svc.display.stage(best_id, "testing")
-        test_report = svc.evaluate(best["code"], best_id, split="test")
-        atomic_write(svc.run_dir / "best_model.py", best["code"])
-        exported = svc.export(best_id)
-        svc.display.stage(best_id, "done", "test bal.acc "
-                          + (f"{test_report['metrics']['balanced_accuracy']:.3f}"
-                             if test_report.get("metrics") else "failed"))
+        test_report, exported = _test_and_export(svc, cands[best_id])
     plots = _plots(svc, cands, state.get("archive") or [], test_report or
-                   (cands[best_id]["report"] if best_id else None))
-    origins = Counter((r["origin"], "ok" if is_ok(r) else "failed") for r in cands.values())
+                   (cands[best_id].report if best_id else None))
+    origins = Counter((r.origin, "ok" if r.ok else "failed") for r in cands.values())
+    tokens = state.get("tokens") or {}
     summary = {
         "run_id": ctx.run_id,
         "task": ctx.task,
@@ -99,20 +109,14 @@ def finalize_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         "selection_rule": "feasible first; max balanced_accuracy - "
                           f"{ctx.unfairness_weight:g} * mean(max_gap sex, age) on val; "
                           "ties: fewer params",
-        "best": None if not best_id else {
-            "id": best_id,
-            "origin": cands[best_id]["origin"],
-            "parent": cands[best_id].get("parent"),
-            "rationale": cands[best_id].get("rationale"),
-            "val": headline(cands[best_id]),
-            "code_file": "best_model.py",
-        },
+        "best": _summary_best(cands[best_id]) if best_id else None,
         "test": _test_headline(test_report) if test_report else None,
         "export": exported,
         "pareto": {
             "objectives": list(objective_names()),
-            "front": [{"id": cid, "objectives": list(objectives(cands[cid]["report"]))}
-                      for cid in state.get("archive") or [] if cid in cands],
+            "front": [{"id": cid, "objectives": list(objectives(rep))}
+                      for cid in state.get("archive") or []
+                      if cid in cands and (rep := cands[cid].report) is not None],
             "hv_history": state.get("hv_history") or [],
         },
         "candidates": {
@@ -120,12 +124,11 @@ def finalize_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
             "by_origin": {f"{o}/{s}": n for (o, s), n in sorted(origins.items())},
             "list": [headline(cands[c]) for c in state.get("order") or [] if c in cands],
         },
-        "tokens": state.get("tokens") or {},
-        "llm": {"designer": svc.spec("designer").label, "critic": svc.spec("critic").label,
-                "code_fixer": svc.spec("code_fixer").label,
+        "notes": [n.model_dump(mode="json") for n in state.get("notes") or []],
+        "tokens": tokens,
+        "llm": {**{r: svc.spec(r).label for r in _llm_roles(state)},
                 "breaker": {**svc.llm_breaker().report(),
-                            "opened_in_run": int((state.get("tokens") or {}).get(
-                                "breaker_open", 0))}},
+                            "opened_in_run": int(tokens.get("breaker_open", 0))}},
         "timings": {"search_wall_s": round(time.time() - (state.get("started_at") or
                                                           time.time()), 2)},
         "plots": plots,
@@ -137,3 +140,11 @@ def finalize_node(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
     return {"stop_reason": reason, "summary": {k: summary[k] for k in
                                                ("stop_reason", "best", "test", "rounds")},
             "best_id": best_id}
+
+
+def _llm_roles(state: Mapping[str, Any]) -> list[str]:
+    """List the core roles, then every role that wrote a note (extension roles that ran)."""
+    from agents.registry import is_role
+
+    extra = [n.role for n in state.get("notes") or [] if is_role(n.role)]
+    return list(dict.fromkeys(["designer", "critic", "code_fixer", *extra]))

@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from graph.builder import build_graph
 
-        build_graph(roles=ctx.roles)  # graph errors surface here, before any work
-    except ImportError as exc:
+        build_graph(roles=ctx.roles)  # import and prompt errors surface here, before any work
+    except (ImportError, ValueError) as exc:  # ValueError: prompts.PromptError, a role clash
         return _fail(str(exc))
     return _run(ctx, data, resuming)
 
@@ -260,22 +260,21 @@ def _open(ctx: Settings, resuming: bool) -> tuple[Any, Any]:
 
 
 def _run(ctx: Settings, data: Any, resuming: bool) -> int:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     from graph.builder import build_graph
-    from graph.services import Services, install, release
+    from graph.checkpoint import make_checkpointer
+    from graph.services import Services
 
     run_dir = Path(ctx.run_dir)
     tracer, display = _open(ctx, resuming)
-    svc = install(Services(ctx=ctx, tracer=tracer, display=display, _data=data))
+    svc = Services(ctx=ctx, tracer=tracer, display=display, data_=data)
     conn = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
-    app = build_graph(checkpointer=SqliteSaver(conn), roles=ctx.roles)
+    app = build_graph(checkpointer=make_checkpointer(conn), roles=ctx.roles, services=svc)
     config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 10_000}
     try:
         snapshot = app.get_state(config)
     except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read back
         conn.close()
-        release(ctx)
+        svc.close()
         return _fail(_unresumable(ctx, run_dir, run_dir.name,
                                   f"its newest checkpoint cannot be read "
                                   f"({type(exc).__name__}: {exc})"))
@@ -289,7 +288,7 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
         display.message(f"run {ctx.run_id} already finished")
         tracer.event("run_resume", finished=True)
         rc = _report(run_dir, display)
-        release(ctx)
+        svc.close()
         return rc
     tracer.event("run_resume" if started else "run_start", settings=ctx.to_json(),
                  data_fingerprint=data.fingerprint, n_images=data.n,
@@ -311,7 +310,7 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
     if code == EXIT_OK:
         tracer.event("run_end")
         code = _report(run_dir, display)
-    release(ctx)
+    svc.close()
     return code
 
 

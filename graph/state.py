@@ -1,8 +1,9 @@
-"""Graph state: JSON-like values only, so it checkpoints cleanly into SQLite.
+"""Graph state: typed records and JSON-like values, checkpointed into SQLite.
 
-A candidate is one record (AIDE-journal style) holding its whole story: parent, origin,
-code, gate results, fix attempts, evaluation report, outcome. Traces, the summary and the
-display are views of these records, not separate bookkeeping.
+A candidate is one :class:`~agents.records.Candidate` (AIDE-journal style) holding its
+whole story: parent, origin, code, gate results, fix attempts, evaluation report,
+outcome. Traces, the summary and the display are views of these records, not separate
+bookkeeping. The checkpointer revives them as typed objects (graph/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import operator
 from typing import Annotated, Any
 
 from typing_extensions import TypedDict
+
+from agents.records import Candidate, Note
 
 
 def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -33,7 +36,7 @@ class State(TypedDict, total=False):
 
     round: int
     """Designer rounds started so far (compared with IterMax)."""
-    candidates: Annotated[dict[str, dict[str, Any]], merge_dicts]
+    candidates: Annotated[dict[str, Candidate], merge_dicts]
     """Candidate records by id: parent, origin, code, gate, fixes, report, status."""
     order: Annotated[list[str], operator.add]
     """Candidate ids in creation order."""
@@ -51,8 +54,8 @@ class State(TypedDict, total=False):
     """Id of the current best design by the selection rule."""
     tokens: Annotated[dict[str, int], add_counts]
     """LLM token and call totals: input, output, calls, fallbacks."""
-    notes: Annotated[list[dict[str, Any]], operator.add]
-    """Outputs of extension roles (role, round, payload)."""
+    notes: Annotated[list[Note], operator.add]
+    """What roles told the others (role, round, text, payload); briefs include them."""
     stop_reason: str | None
     """Why the search stopped (iter_max, patience, targets_met, converged, budget)."""
     started_at: float

@@ -320,7 +320,9 @@ def _think(svc, marker: str):
     from agents.base import think
 
     return think("critic", schema=Answer, prompt_file="critic.md",
-                 values={"latest": marker, "archive": ["a", "b", "c", "d"]},
+                 values={"latest": marker, "archive": ["a", "b", "c", "d"], "budgets": {},
+                         "targets": {}, "best": None, "notes": "none", "round": 1,
+                         "iter_max": 2},
                  fallback=lambda: Answer(name="heuristic", score=0), services=svc)
 
 

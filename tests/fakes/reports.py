@@ -1,10 +1,10 @@
-"""Hand-built EvaluationReport dicts and candidate records for graph/agent unit tests."""
+"""Hand-built EvaluationReport dicts and Candidate records for graph/agent unit tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.records import new_record
+from agents.records import Candidate, new_record
 from evaluation.report import (
     AttributeFairness,
     Budgets,
@@ -57,10 +57,9 @@ def make_report(*, bal: float = 0.5, acc: float = 0.6, sex: dict[str, float] | N
 
 def make_record(cid: str, report: dict[str, Any] | None, *, genome: Genome = TEMPLATE_GENOME,
                 origin: str = "designer", parent: str | None = None,
-                round_: int = 0) -> dict[str, Any]:
+                round_: int = 0) -> Candidate:
     rec = new_record(cid, code=render(genome), origin=origin, parent=parent, round_=round_)
-    rec["report"] = report
     ok = report is not None and report["status"] == "ok"
-    rec["status"] = "evaluated" if ok else "failed"
-    rec["attempt"] = 0
-    return rec
+    return rec.model_copy(update={
+        "report": EvaluationReport.model_validate(report) if report is not None else None,
+        "status": "evaluated" if ok else "failed"})

@@ -212,16 +212,17 @@ def test_damaged_settings_json_names_the_file(tmp_path: Path) -> None:
 
 def test_context_of_accepts_what_studio_passes(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from graph.services import release, services_for
+    from graph.services import ServicesFor
 
     monkeypatch.setenv("FLNAS_ITER_MAX", "7")  # only graph.config reads the environment
     ctx = Settings(run_dir=str(tmp_path / "run"), iter_max=3)
     assert Settings.of(ctx) is ctx
     assert Settings.of(ctx.to_json()) == ctx  # Studio hands nodes a plain dict
     assert Settings.of(None) == Settings() and Settings().iter_max == 10
-    svc = services_for(ctx.to_json())
+    services = ServicesFor()
+    svc = services(ctx.to_json())
     assert svc.ctx == ctx and (tmp_path / "run").is_dir()
-    release(ctx)
+    services.close()
 
 
 def test_llm_backends_agree_with_parse_llm() -> None:

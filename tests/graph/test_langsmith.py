@@ -14,8 +14,8 @@ from langgraph.graph import END, START, StateGraph
 
 from agents.registry import create_role, load_roles
 from agents.settings import Settings
-from graph.builder import traced
-from graph.services import release
+from graph.builder import role_node, traced
+from graph.services import ServicesFor
 from graph.state import State
 from graph.trace import langsmith_tags, load_trace
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
@@ -57,7 +57,8 @@ def test_node_and_llm_runs_carry_run_round_role_candidate(tmp_path, monkeypatch)
         monkeypatch.delenv(var, raising=False)  # offline: only our handler listens
     load_roles()
     g = StateGraph(State, context_schema=Settings)
-    g.add_node("critic", traced("critic", create_role("critic").node))
+    services = ServicesFor()
+    g.add_node("critic", traced("critic", role_node(create_role("critic")), services))
     g.add_edge(START, "critic")
     g.add_edge("critic", END)
     app = g.compile()
@@ -69,7 +70,7 @@ def test_node_and_llm_runs_carry_run_round_role_candidate(tmp_path, monkeypatch)
             out = app.invoke({"round": 2, "current": "c002", "candidates": {}, "order": []},
                              {"callbacks": [rec]}, context=ctx)
         finally:
-            release(ctx)
+            services.close()
     assert out["critiques"][-1]["summary"] == "fine"
     want_md = {"flnas_run_id": "ls1", "flnas_round": 2, "flnas_role": "critic",
                "flnas_candidate": "c002"}

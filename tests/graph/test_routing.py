@@ -6,17 +6,18 @@ import io
 import time
 from types import SimpleNamespace
 
+from agents.records import GateSummary
 from agents.settings import Settings
 from evaluation.report import Budgets
 from graph.builder import (
     build_graph,
-    conclude,
     route_after_critic,
     route_after_evaluate,
     route_after_gate,
-    stop_reason,
 )
 from graph.display import PlainDisplay
+from graph.nodes import conclude
+from graph.stop import stop_reason
 from tests.fakes.reports import make_record, make_report
 
 
@@ -65,22 +66,19 @@ def test_stop_on_llm_tokens_and_wall_time():
 
 def test_gate_and_evaluate_routers():
     ctx = Settings(max_fix_attempts=2)
-    rec = make_record("c001", None)
-    rec.update(gate={"ok": True})
-    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
-        "evaluate"
-    rec.update(gate={"ok": False}, attempt=1)
-    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
-        "code_fixer"
-    rec.update(attempt=2)
-    assert route_after_gate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
-        "critic"
-    rec.update(needs_fix=True)
-    assert route_after_evaluate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
-        "code_fixer"
-    rec.update(needs_fix=False)
-    assert route_after_evaluate({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx)) == \
-        "critic"
+
+    def route(router, **fields):
+        rec = make_record("c001", None).model_copy(update=fields)
+        return router({"candidates": {"c001": rec}, "current": "c001"}, _rt(ctx))
+
+    assert route(route_after_gate, gate=GateSummary(ok=True), status="gated") == "evaluate"
+    failed = GateSummary(ok=False, stage="budget")
+    assert route(route_after_gate, gate=failed, status="failed", attempt=1) == "code_fixer"
+    assert route(route_after_gate, gate=failed, status="failed", attempt=2) == "critic"
+    # A crash in the worker: fixed while attempts remain, then the round ends.
+    assert route(route_after_evaluate, status="failed", attempt=1) == "code_fixer"
+    assert route(route_after_evaluate, status="failed", attempt=2) == "critic"
+    assert route(route_after_evaluate, status="evaluated", attempt=0) == "critic"
 
 
 class _Events:

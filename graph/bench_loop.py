@@ -1,4 +1,4 @@
-"""Benchmark of the search loop: ``python -m evaluation.bench_loop``.
+"""Benchmark of the search loop: ``python -m graph.bench_loop``.
 
 Runs the README's main-job command (``python -m graph.run --task isic --synthetic`` with
 its defaults, heuristic backend) in a child process and prints, from one run:
@@ -36,7 +36,7 @@ OUTSIDE_TARGET = 0.05
 
 def main(argv: list[str] | None = None) -> int:
     """Run the main-job command once and print its figures."""
-    p = argparse.ArgumentParser(prog="python -m evaluation.bench_loop",
+    p = argparse.ArgumentParser(prog="python -m graph.bench_loop",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--warm", action="store_true", help="reuse the data cache")
     p.add_argument("--keep", action="store_true", help="keep the run folder")
@@ -56,7 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         print(proc.stderr[-4000:], file=sys.stderr)
         print(f"run failed with exit code {proc.returncode}", file=sys.stderr)
         return 1
-    run_dir = tmp / "runs" / "bench"
+    _print_figures(tmp / "runs" / "bench", wall)
+    if args.keep:
+        print(f"run kept in {tmp / 'runs' / 'bench'}")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _print_figures(run_dir: Path, wall: float) -> None:
+    """Print the run's wall time split, candidate count and time outside the worker."""
     events = load_trace(run_dir)
     split = time_split(events)
     evals = [e for e in events if e.get("event") == "tool_call" and e.get("tool") == "evaluate"]
@@ -95,13 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("test"):
         print(f"best {summary['best']['id']}: test balanced accuracy "
               f"{summary['test'].get('balanced_accuracy')}")
-    if args.keep:
-        print(f"run kept in {run_dir}")
-    else:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
