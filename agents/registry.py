@@ -11,7 +11,8 @@ the core roles and extension roles alike::
 * ``prompt``: the prompt file, relative to the role's own module (a role in another
   package ships its prompt beside it); ``None``: the role never calls an LLM.
 * ``fallback(view, settings)``: the offline (heuristic) brain.
-* ``model``: the role's default model; ``Settings.role_model(role)`` overrides it.
+* ``model``: the role's default model; its own setting (``[models] <role>``) overrides
+  it, the shared ``model`` does not.
 * ``hook``: where an extension role runs in the loop; ``None`` for the core roles, which
   the builder places.
 * ``view(state, settings)``, ``brief(view, settings)`` (prompt values) and
@@ -92,7 +93,8 @@ def register_role(
         schema: Pydantic answer schema of the role's brain.
         fallback: Offline brain ``(view, settings) -> answer`` (schema instance or dict).
         prompt: Prompt file relative to the calling module; ``None``: offline brain only.
-        model: Default model of the role (``Settings.role_model`` overrides it).
+        model: Default model of the role (its ``[models]`` entry overrides it; the shared
+            ``model`` does not).
         hook: Where an extension role is wired; ``None`` for core roles.
         view: ``(state, settings) -> view``; default: the state as it is.
         brief: ``(view, settings) -> prompt values``.

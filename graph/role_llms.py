@@ -1,8 +1,9 @@
 """Each role's LLM: which backend and model it uses, its chat client, the run's breaker.
 
-A role's model is, in order: ``Settings.role_model(role)`` (``[models] <role>``, or the
-shared ``model``), the default the role registered (``register_role(model=...)``), the
-model named in ``--llm backend:model``. Every request is traced (docs/design.md).
+A role's model is, in order: its own setting (``[models] <role>`` / ``--role-model``),
+the default the role registered (``register_role(model=...)``), the shared ``model``, the
+model named in ``--llm backend:model``. A role that registered a model of its own keeps it
+when only the shared ``--model`` is given. Every request is traced (docs/design.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RoleLLMs:
         # "--base-url URL --model M" alone selects an OpenAI-compatible server.
         backend, _, inline = (c.llm if c.llm != "heuristic" else "openai").partition(":")
         registered = create_role(role).model if is_role(role) else None
-        model = c.role_model(role) or registered or inline or None
+        model = c.models.get(role) or registered or c.model or inline or None
         return parse_llm(backend, base_url=c.base_url, model=model, timeout_s=c.llm_timeout_s)
 
     def chat(self, role: str) -> Any:

@@ -108,22 +108,15 @@ def scout_package(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def _settings(server: FakeOpenAIServer, run_dir: Path, monkeypatch) -> Settings:
-    kw: dict[str, Any] = dict(llm="local", base_url=server.base_url, model="shared-model",
-                              iter_max=1, run_dir=str(run_dir), run_id="x1")
-    if "models" in getattr(Settings, "model_fields", {}):  # the [models] table
-        return Settings(**kw, models={"scout": "scout-model"})
-    # Until [models] lands: the per-role setting is what role_model answers.
-    shared = Settings.role_model
-    monkeypatch.setattr(Settings, "role_model", lambda self, role: "scout-model"
-                        if role == "scout" else shared(self, role))
-    return Settings(**kw)
+def _settings(server: FakeOpenAIServer, run_dir: Path) -> Settings:
+    return Settings(llm="local", base_url=server.base_url, model="shared-model", iter_max=1,
+                    run_dir=str(run_dir), run_id="x1", models={"scout": "scout-model"})
 
 
-def test_an_outside_role_reaches_the_designer(scout_package, tmp_path, monkeypatch):
+def test_an_outside_role_reaches_the_designer(scout_package, tmp_path):
     run_dir = tmp_path / "run"
     with FakeOpenAIServer(default=_answer, models=["shared-model", "scout-model"]) as server:
-        ctx = _settings(server, run_dir, monkeypatch)
+        ctx = _settings(server, run_dir)
         svc = StubServices(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", "x1"),
                            display=PlainDisplay(quiet=True))
         app = build_graph(roles=[scout_package], services=svc)
@@ -152,10 +145,19 @@ def test_an_outside_role_reaches_the_designer(scout_package, tmp_path, monkeypat
     assert summary["best"]["id"] == "c001"
 
 
-def test_a_registered_default_model_applies_without_a_setting(scout_package, tmp_path):
+def test_a_role_model_comes_from_its_setting_then_its_default_then_the_shared_one(
+        scout_package, tmp_path):
     from agents.registry import load_roles
 
     load_roles([scout_package])
-    svc = Services(ctx=Settings(llm="local", base_url="http://127.0.0.1:9/v1"),
-                   tracer=None, display=None)  # type: ignore[arg-type]
-    assert svc.spec("scout").model == "scout-default"
+
+    def model(**kw: Any) -> str | None:
+        svc = Services(ctx=Settings(llm="local", base_url="http://127.0.0.1:9/v1", **kw),
+                       tracer=None, display=None)  # type: ignore[arg-type]
+        return svc.spec("scout").model
+
+    assert model() == "scout-default"
+    assert model(model="shared") == "scout-default"  # a shared model is meant for the core roles
+    assert model(model="shared", models={"scout": "own"}) == "own"
+    assert Services(ctx=Settings(llm="local", base_url="http://127.0.0.1:9/v1", model="shared"),
+                    tracer=None, display=None).spec("designer").model == "shared"  # type: ignore[arg-type]
