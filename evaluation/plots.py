@@ -1,10 +1,10 @@
 """The run's two images: the Pareto front and the chosen design's per-group accuracy.
 
-This is the one plotting path: ``finalize`` and the run report (``graph.report``) both
-draw through it, into ``pareto.png`` and ``group_accuracy.png``. The ``*_figure``
-functions return the matplotlib :class:`~matplotlib.figure.Figure` (Agg canvas: no
-display, no pyplot state), so what was drawn can be checked; ``plot_*`` save it as PNG and
-:func:`png_bytes` renders it in memory (the report inlines the images in its page).
+This is the one plotting path: the run report (``graph.report``) draws through it, once
+per run, into ``pareto.png`` and ``group_accuracy.png``. The ``*_figure`` functions return
+the matplotlib :class:`~matplotlib.figure.Figure` (Agg canvas: no display, no pyplot
+state), so what was drawn can be checked; :func:`png_bytes` renders it (the report writes
+the bytes and inlines them in its page).
 Metric definitions: docs/metrics.md.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,6 @@ __all__ = [
     "group_accuracy_figure",
     "group_interval",
     "pareto_figure",
-    "plot_group_accuracy",
-    "plot_pareto",
     "png_bytes",
 ]
 
@@ -74,14 +71,6 @@ def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=DPI)
-    return out
 
 
 def _points(points: Any, n_names: int) -> np.ndarray:
@@ -198,22 +187,6 @@ def _cost_bar(fig: Figure, ax: Axes, norm: Normalize, label: str,
                      transform=cbar.ax.get_yaxis_transform())
 
 
-def plot_pareto(
-    points: Any,
-    labels: Sequence[str] | None,
-    front_idx: Sequence[int],
-    path: str | Path,
-    axes_names: Sequence[str] = objective_names(),
-    marks: ParetoMarks | None = None,
-) -> Path:
-    """Save :func:`pareto_figure` as a PNG at ``path`` (parent folders are created).
-
-    Returns:
-        The written path.
-    """
-    return _save(pareto_figure(points, labels, front_idx, axes_names, marks), path)
-
-
 def _fairness(report: EvaluationReport | Mapping[str, Any]
               ) -> tuple[dict[str, AttributeFairness], float | None]:
     """Return the per-attribute results and the overall accuracy (when the report has it)."""
@@ -301,21 +274,3 @@ def _group_panel(ax: Axes, attr: str, af: AttributeFairness, overall: float | No
         gap += f" [{af.max_gap_interval[0]:.2f}, {af.max_gap_interval[1]:.2f}]"
     unfair = "n/a" if af.unfairness is None else f"{af.unfairness:.3f}"
     ax.set_title(f"{attr}: gap {gap}, unfair {unfair}", fontsize=9)
-
-
-def plot_group_accuracy(
-    report: EvaluationReport | Mapping[str, AttributeFairness | Mapping[str, Any]],
-    path: str | Path,
-    *,
-    split: str | None = None,
-    overall_accuracy: float | None = None,
-    fallback_interval: IntervalFn | None = None,
-) -> Path:
-    """Save :func:`group_accuracy_figure` as a PNG at ``path`` (parent folders are created).
-
-    Returns:
-        The written path.
-    """
-    fig = group_accuracy_figure(report, split=split, overall_accuracy=overall_accuracy,
-                                fallback_interval=fallback_interval)
-    return _save(fig, path)

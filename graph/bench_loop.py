@@ -23,10 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from graph.trace import load_trace, time_split
+from graph.trace import load_trace, time_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 WALL_TARGET_S = 300.0
@@ -69,17 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 def _print_figures(run_dir: Path, wall: float) -> None:
     """Print the run's wall time split, candidate count and time outside the worker."""
     events = load_trace(run_dir)
-    split = time_split(events)
+    split = time_ledger(events)  # the one per-node / per-tool time sum (graph.trace)
     evals = [e for e in events if e.get("event") == "tool_call" and e.get("tool") == "evaluate"]
     val = [e for e in evals if e.get("split") == "val" and not e.get("cached")]
-    tool_time: dict[str, float] = defaultdict(float)
-    for e in events:
-        if e.get("event") == "tool_call":
-            tool_time[e["tool"]] += float(e.get("duration_s", 0.0))
-    node_time: dict[str, float] = defaultdict(float)
-    for e in events:
-        if e.get("event") == "node_end":
-            node_time[e["node"]] += float(e.get("duration_s", 0.0))
+    tool_time = {k: v["seconds"] for k, v in split["tools"].items()}
+    node_time = {k: v["seconds"] for k, v in split["nodes"].items()}
     summary = json.loads((run_dir / "summary.json").read_text())
     settings = json.loads((run_dir / "settings.json").read_text())
     prep = wall - split["wall_s"]

@@ -19,34 +19,11 @@ from agents.records import Candidate, headline, select_best
 from agents.settings import Settings
 from evaluation.pareto import objective_names, objectives
 from evaluation.report import EvaluationReport
-from graph.report import write_run_report
+from graph.report import GROUPS_PNG, PARETO_PNG, write_run_report
 from graph.services import Services
 from graph.stop import stop_reason
 from tasks.cache import skip_summary
 from tasks.io import atomic_write
-
-
-def _plots(svc: Services, cands: Mapping[str, Candidate], archive: list[str],
-           best_report: EvaluationReport | None) -> list[str]:
-    """pareto.png and group_accuracy.png (best design, test split when available)."""
-    from evaluation.plots import plot_group_accuracy, plot_pareto
-
-    ids, points = [], []
-    for cid, rec in cands.items():
-        if rec.ok and rec.report is not None:
-            try:
-                points.append(objectives(rec.report))
-                ids.append(cid)
-            except ValueError:
-                continue
-    front = [ids.index(c) for c in archive if c in ids]
-    out = [str(plot_pareto(points, ids, front, svc.run_dir / "pareto.png",
-                           axes_names=objective_names()))]
-    if best_report and best_report.fairness:
-        fairness = best_report.model_dump(mode="json")["fairness"]
-        out.append(str(plot_group_accuracy(fairness,
-                                           svc.run_dir / "group_accuracy.png")))
-    return out
 
 
 def _test_headline(rep: EvaluationReport) -> dict[str, Any]:
@@ -97,8 +74,6 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     exported: dict[str, Any] = {}
     if best_id:
         test_report, exported = _test_and_export(svc, cands[best_id])
-    plots = _plots(svc, cands, state.get("archive") or [], test_report or
-                   (cands[best_id].report if best_id else None))
     origins = Counter((r.origin, "ok" if r.ok else "failed") for r in cands.values())
     tokens = state.get("tokens") or {}
     summary = {
@@ -131,7 +106,8 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
                             "opened_in_run": int(tokens.get("breaker_open", 0))}},
         "timings": {"search_wall_s": round(time.time() - (state.get("started_at") or
                                                           time.time()), 2)},
-        "plots": plots,
+        # Drawn once, by the run report written next (graph.report, evaluation.plots).
+        "plots": [str(svc.run_dir / PARETO_PNG), str(svc.run_dir / GROUPS_PNG)],
         "budgets": ctx.budgets.model_dump(),
         "data": skip_summary(svc.data()),
     }

@@ -203,11 +203,10 @@ def evaluate_candidate(
 ) -> EvaluationReport:
     """Gate, train and measure one candidate; compute its metrics from parent-held labels.
 
-    Failure stages: "gate" (the gate's message), "timeout"/"memory"/"crash" (the sandbox),
-    "diverged" (non-finite training loss), "train" (an exception while training),
-    "export" (the trained model cannot be exported to ONNX, or the graph cannot be
-    measured), "invalid" (a malformed result, outputs that depend on the batch size, or a
-    graph whose predictions disagree with the trained model's). Scores and hardware come
+    Failure stages: "gate", "timeout"/"memory"/"crash" (the sandbox), "diverged"
+    (non-finite loss), "train", "export" (no ONNX graph, or it cannot be measured),
+    "invalid" (a malformed result, batch-dependent outputs, or a graph whose predictions
+    disagree with the trained model's). Scores and hardware come
     from the measure job (module docstring); ``report.prediction_agreement`` records how
     often they match the worker's own PyTorch predictions.
 
@@ -218,16 +217,14 @@ def evaluate_candidate(
         budgets: Device budgets (default unconstrained).
         split: "val" during the search, "test" once at the end.
         candidate_id: Recorded in the report.
-        out_dir: When given, receives model.py and report.json, and on success
-            weights.pt and model.onnx (the measured graph).
+        out_dir: Receives model.py, report.json, and on success weights.pt and model.onnx.
         limits: Sandbox limits; the default scales the timeout with the training set.
-        on_event: Called with each progress event of the worker.
+        on_event: Called with each worker progress event.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
         gate_report: A passing report the caller got for this very code, budgets and
             image size: the sandboxed build check is not repeated (the policy check is).
         n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
-        timeout_s: Wall-clock limit of the training job in seconds, replacing the one of
-            ``limits`` (the run setting ``eval_timeout_s``); None keeps it.
+        timeout_s: Training job's wall-clock limit (s), replacing the one of ``limits``.
 
     Returns:
         The report; ``status == "failed"`` carries ``failure_stage`` and
