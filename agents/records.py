@@ -1,6 +1,6 @@
 """The candidate record (AIDE-journal style) and the views the roles read from it.
 
-One :class:`Candidate` per design holds its whole story (docs/design.md, "Candidate
+One :class:`Candidate` per design holds its whole story (docs/architecture.md, "Candidate
 record"): parent, origin, code, the gate's verdict, fix attempts, the validation
 :class:`~evaluation.report.EvaluationReport`, outcome and the notes roles wrote about it.
 The same object sits in the graph state, in trace events, in

@@ -21,7 +21,7 @@ the core roles and extension roles alike::
   candidate and the recent notes, and turn its answer into a note the Critic and the
   Designer read.
 
-Load extension role modules with ``--roles module.path`` (docs/design.md).
+Load extension role modules with ``--roles module.path`` (docs/architecture.md).
 """
 
 from __future__ import annotations

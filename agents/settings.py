@@ -4,7 +4,7 @@ Each field carries its type, default, constraints and a ``description`` (shown b
 ``--help`` and by LangGraph Studio); its :class:`~tasks.data_args.Flag` metadata says which
 ``--help`` group lists it and whether a resumed run may change it. ``graph.config`` layers
 the sources (defaults < TOML config < ``FLNAS_<NAME>`` environment < flags) and validates
-each layer so an error names its key and layer (docs/design.md, "Settings").
+each layer so an error names its key and layer (docs/architecture.md, "Settings").
 
 Everything is JSON-like so that ``settings.json`` restores a run on ``--resume``. Defaults
 are chosen so that ``python -m graph.run --task isic --synthetic`` evaluates at least six

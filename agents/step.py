@@ -1,4 +1,4 @@
-"""One step of any role: view -> think -> trace -> update (docs/design.md).
+"""One step of any role: view -> think -> trace -> update (docs/architecture.md).
 
 The graph builder makes every role's node from its :class:`~agents.registry.RoleSpec`
 with :func:`run_role`; a role module only supplies its pure functions. A role's

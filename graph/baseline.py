@@ -2,7 +2,7 @@
 
 They are evaluated without the run's budgets (their gate would reject ResNet-18 on
 parameters) and then told which of the run's budgets they violate, so the report and
-the Critic can compare like with like (docs/design.md).
+the Critic can compare like with like (docs/architecture.md).
 """
 
 from __future__ import annotations

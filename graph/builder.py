@@ -1,4 +1,4 @@
-"""The FL-NAS graph: every node made from its spec, and all the wiring (docs/design.md).
+"""The FL-NAS graph: every node made from its spec, and all the wiring (docs/architecture.md).
 
     START -> prepare -> critic -> designer -> gate -> evaluate -> critic -> ... -> finalize
                                                |  ^

@@ -3,7 +3,7 @@
 LangGraph's serializer revives pydantic objects only from modules it is told to trust
 (``allowed_msgpack_modules``); anything else comes back as a plain dict with an
 "unregistered type" warning. The state holds :class:`~agents.records.Candidate` and
-:class:`~agents.records.Note` objects, so they are allowlisted here (docs/design.md).
+:class:`~agents.records.Note` objects, so they are allowlisted here (docs/architecture.md).
 """
 
 from __future__ import annotations

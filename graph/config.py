@@ -1,7 +1,7 @@
 """Settings resolution for the CLI: defaults < TOML config < environment < flags.
 
 Every flag, config key and environment variable comes from a field of
-:class:`agents.settings.Settings` (docs/design.md, "Settings"). Each layer is validated
+:class:`agents.settings.Settings` (docs/architecture.md, "Settings"). Each layer is validated
 on its own, so a bad value is reported once, with its key and the layer it came from:
 ``config file c.toml``, ``environment variable FLNAS_MAX_PARAMS``, ``flag --max-params``.
 

@@ -3,7 +3,7 @@
 Each node takes ``(state, settings, services)``; the builder (graph/builder.py) wraps
 it with tracing and hands it the run's services. ``gate`` and ``evaluate`` run
 candidate code only in the sandboxed worker, through the cached tool calls of
-:class:`graph.services.Services` (docs/design.md, docs/security.md).
+:class:`graph.services.Services` (docs/architecture.md, docs/security.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The gate and the evaluation store their reports here, keyed by what determines the
 result (code hash, recipe, data fingerprint, budgets), so a resumed or recovered run
-never redoes finished work (docs/design.md). Files are written atomically.
+never redoes finished work (docs/architecture.md). Files are written atomically.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A role's model is, in order: its own setting (``[models] <role>`` / ``--role-model``),
 the default the role registered (``register_role(model=...)``), the shared ``model``, the
 model named in ``--llm backend:model``. A role that registered a model of its own keeps it
-when only the shared ``--model`` is given. Every request is traced (docs/design.md).
+when only the shared ``--model`` is given. Every request is traced (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The run's task data and fixed training recipe, built from its Settings.
 
 The data is prepared once per run (``tasks.data_args``, decoded-image cache shared with
-the workers); the recipe is the same for every candidate (docs/design.md).
+the workers); the recipe is the same for every candidate (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""When the search stops: the stop rules, in the order they are checked (docs/design.md)."""
+"""When the search stops: the stop rules, in the order they are checked (docs/architecture.md)."""
 
 from __future__ import annotations
 

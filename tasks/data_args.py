@@ -4,7 +4,7 @@
 description); the run settings (``agents.settings.Settings``) inherit them, and
 :func:`add_data_args` turns them into the ``data`` flags of the command-line tools.
 :func:`add_flags` is the generator both use: a field carrying :class:`Flag` metadata
-becomes ``--field-name`` (see docs/design.md, "Settings").
+becomes ``--field-name`` (see docs/architecture.md, "Settings").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Image decoding for the cache: one image to a square uint8 array, and many in parallel.
 
-Used by :mod:`tasks.cache`, which stores the decoded arrays (docs/design.md#isic-2019).
+Used by :mod:`tasks.cache`, which stores the decoded arrays (docs/architecture.md#isic-2019).
 """
 
 from __future__ import annotations

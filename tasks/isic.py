@@ -1,6 +1,6 @@
 """ISIC 2019 reader: the official training CSVs plus the image folder, validated row by row.
 
-Layout (docs/design.md#isic-2019)::
+Layout (docs/architecture.md#isic-2019)::
 
     <data_dir>/ISIC_2019_Training_Input/<image>.jpg          (or one level deeper after unzip)
     <data_dir>/ISIC_2019_Training_GroundTruth.csv            (or inside the image folder)

@@ -1,7 +1,7 @@
 """The two ISIC 2019 CSVs, parsed and validated row by row, then joined into one frame.
 
 Every problem raises one :class:`~tasks.isic_format.DatasetError` naming the file, the
-1-based line number in that file and the column (docs/design.md#isic-2019).
+1-based line number in that file and the column (docs/architecture.md#isic-2019).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ISIC 2019 training set's format: file names, columns, values, and its error type.
 
-The one definition of these names (docs/design.md#isic-2019): the reader
+The one definition of these names (docs/architecture.md#isic-2019): the reader
 (:mod:`tasks.isic`), the cache (:mod:`tasks.cache`), the sensitive attributes
 (:mod:`tasks.attributes`) and the synthetic generator (:mod:`tasks.synthetic`) import
 them from here.

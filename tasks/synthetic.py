@@ -7,7 +7,7 @@ writes ``ISIC_2019_Training_Input/*.jpg``, ``ISIC_2019_Training_GroundTruth.csv`
 fields for missing values, ``_downsampled`` names, ``HAM_``/``BCN_``/``MSK4_`` lesion ids),
 so the real reader (:mod:`tasks.isic`) loads it unchanged.
 
-The metadata follows the real statistics (docs/design.md#isic-2019): class prevalence, sex
+The metadata follows the real statistics (docs/architecture.md#isic-2019): class prevalence, sex
 and age by class, body site by class and sex, and, per acquisition source (the old ISIC archive,
 HAM10000, BCN_20000, MSK), the class and age mix, image aspect, missing-value rates,
 ``_downsampled`` names and images per lesion. The images (drawn by :mod:`tasks._lesions`)

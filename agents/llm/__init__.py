@@ -7,7 +7,7 @@ Backends (``--llm``):
 * ``local:<model>`` / ``openai-compatible:<model>`` + ``base_url``: any server that speaks
   the OpenAI chat-completions protocol (vLLM, Ollama, llama.cpp, LM Studio).
 
-Failure handling has exactly one layer per failure class (docs/design.md#the-llm-side):
+Failure handling has exactly one layer per failure class (docs/architecture.md#the-llm-side):
 transport errors (429, timeouts, connection errors, 5xx) are retried here with tenacity
 while the SDK's own retries are switched off; answers that do not validate are re-asked
 with the validation error; a server that rejects ``response_format`` is asked again

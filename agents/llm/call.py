@@ -1,6 +1,6 @@
 """One robust structured call for every role: retries, re-asks, format fallback, shortening.
 
-Failure handling has exactly one layer per failure class (docs/design.md#the-llm-side):
+Failure handling has exactly one layer per failure class (docs/architecture.md#the-llm-side):
 transport errors (429, timeouts, connection errors, 5xx, unreadable 200 bodies) are
 retried here with tenacity while the SDK's own retries are switched off; answers that do
 not validate are re-asked with the validation error; a server that rejects

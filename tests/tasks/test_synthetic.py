@@ -136,7 +136,7 @@ def test_marginals_follow_isic_2019():
     assert abs(male_share[1] - 6225 / 12604) < 0.03
     assert abs(male_share[2] - 2000 / 3317) < 0.04
     assert abs(male_share[7] - 425 / 628) < 0.06
-    # Class by age: NV young, SCC / BCC old (docs/design.md#isic-2019 bins).
+    # Class by age: NV young, SCC / BCC old (docs/architecture.md#isic-2019 bins).
     age = m["age"]
     for c, real_old in ((1, 2600 / 12558), (2, 2387 / 3317), (7, 546 / 628)):
         known = (m["cls"] == c) & ~np.isnan(age)

@@ -1,9 +1,12 @@
-"""The product's packages depend one way: tasks -> evaluation -> tools -> agents -> graph.
+"""The rules of docs/architecture.md#layers, checked on the product's source.
 
-Every import is checked, including the ones inside functions (a lazy import is still a
-dependency), so a lower layer never reaches up into a higher one and no two modules of
-different layers import each other. ``prompts`` is a data package any layer above ``tasks``
-may read. See docs/architecture.md#layers.
+* Packages depend one way: tasks -> evaluation -> tools -> agents -> graph. Every import is
+  checked, including the ones inside functions (a lazy import is still a dependency), so a
+  lower layer never reaches up and no two layers import each other. ``prompts`` is a data
+  package any layer above ``tasks`` may read.
+* No module uses another module's private (``_name``) members.
+* No file over 400 lines, no function over 60 lines unless the line above it says why
+  (``# long: <reason>``); every package is marked typed.
 """
 
 from __future__ import annotations
@@ -81,3 +84,47 @@ def private_uses(path: Path) -> list[str]:
 def test_no_private_member_of_another_module_is_used(path: Path) -> None:
     found = private_uses(path)
     assert not found, f"{path.relative_to(REPO)} uses private names: {'; '.join(found)}"
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def long_functions(path: Path) -> list[str]:
+    """Functions over the limit whose preceding line does not say why (``# long: ...``)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            length = node.end_lineno - node.lineno + 1 if node.end_lineno else 0
+            reason = lines[first - 2].strip() if first >= 2 else ""
+            if length > MAX_FUNCTION_LINES and not reason.startswith("# long:"):
+                out.append(f"{node.name} (line {node.lineno}, {length} lines)")
+    return out
+
+
+@pytest.mark.parametrize("path", product_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_files_and_functions_stay_small(path: Path) -> None:
+    n_lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert n_lines <= MAX_FILE_LINES, f"{path.relative_to(REPO)} has {n_lines} lines"
+    assert not long_functions(path), f"{path.relative_to(REPO)}: {long_functions(path)}"
+
+
+def test_the_size_check_sees_a_long_function_and_its_reason(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    mod = tmp_path / "m.py"
+    mod.write_text(f"def f():\n{body}\n\n# long: one table\ndef g():\n{body}")
+    assert long_functions(mod) == ["f (line 1, 61 lines)"]
+
+
+@pytest.mark.parametrize("package", [*LAYERS, "prompts"])
+def test_every_package_is_marked_typed(package: str) -> None:
+    assert (REPO / package / "py.typed").is_file()
+
+
+def test_the_private_check_sees_imports_and_attribute_access(tmp_path: Path) -> None:
+    mod = tmp_path / "m.py"
+    mod.write_text("from tools.sandbox import _POLICY, run_job\nimport tools.gate as g\n"
+                   "from tools import train\nx = g._rules\ny = train.__name__\nz = run_job._x\n")
+    assert private_uses(mod) == ["line 1: from tools.sandbox import _POLICY",
+                                 "line 4: g._rules", "line 6: run_job._x"]
