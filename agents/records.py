@@ -53,6 +53,21 @@ class FixAttempt(BaseModel):
     brain: str
 
 
+class Fidelity(BaseModel):
+    """How much an evaluation cost and saw: its training budget and its data.
+
+    Reports compare like with like only at equal fidelity (docs/metrics.md#noise).
+    """
+
+    epochs: int
+    batch_size: int
+    seed: int
+    """Training seed."""
+    image_size: int
+    n_images: int | None = None
+    """Images in the prepared dataset (all splits)."""
+
+
 class Note(BaseModel):
     """What a role tells the others (the Critic's and Designer's briefs include notes)."""
 
@@ -85,6 +100,8 @@ class Candidate(BaseModel):
     fixes: list[FixAttempt] = Field(default_factory=list)
     report: EvaluationReport | None = None
     """The validation evaluation (``None`` until evaluated)."""
+    fidelity: Fidelity | None = None
+    """What the report was measured at (``None`` until evaluated)."""
     failure: str | None = None
     notes: list[Note] = Field(default_factory=list)
 

@@ -12,7 +12,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agents.records import Candidate, GateSummary, Note, headline, new_record, select_best
+from agents.records import (
+    Candidate,
+    Fidelity,
+    GateSummary,
+    Note,
+    headline,
+    new_record,
+    select_best,
+)
 from agents.settings import Settings
 from evaluation.pareto import ParetoArchive, objectives, reference_point
 from graph.services import Services
@@ -78,11 +86,12 @@ def conclude(state: Mapping[str, Any], ctx: Settings, svc: Any,
             "hv_history": [hv], "stale_rounds": stale, "best_id": best_id}
 
 
-def _evaluated(rec: Candidate, report: Any) -> Candidate:
-    """``rec`` with its validation report and the outcome it implies."""
+def _evaluated(rec: Candidate, report: Any, svc: Services) -> Candidate:
+    """``rec`` with its validation report, the fidelity it was measured at, and the outcome."""
     ok = report.status == "ok"
     return rec.model_copy(update={
-        "report": report, "status": "evaluated" if ok else "failed",
+        "report": report, "fidelity": Fidelity.model_validate(svc.fidelity()),
+        "status": "evaluated" if ok else "failed",
         "failure": None if ok else f"{report.failure_stage}: {report.failure_reason}"})
 
 
@@ -100,7 +109,7 @@ def prepare_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict
                          brain="reference")
         svc.display.stage(cid, f"origin:{origin}")
         svc.display.stage(cid, "training")
-        rec = _evaluated(rec, svc.evaluate(code, cid, baseline=origin == "baseline"))
+        rec = _evaluated(rec, svc.evaluate(code, cid, baseline=origin == "baseline"), svc)
         finish(svc, rec)
         if cid == TEMPLATE_ID and not rec.ok:
             raise RuntimeError(f"the Template failed to evaluate ({rec.failure}); "
@@ -141,7 +150,7 @@ def evaluate_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     """Train with the fixed recipe and measure on the validation split (sandboxed, cached)."""
     rec: Candidate = state["candidates"][state["current"]]
     svc.display.stage(rec.id, "training")
-    rec = _evaluated(rec, svc.evaluate(rec.code, rec.id))
+    rec = _evaluated(rec, svc.evaluate(rec.code, rec.id), svc)
     if rec.needs_fix(ctx.max_fix_attempts):
         svc.persist(rec)
         return {"candidates": {rec.id: rec}}
