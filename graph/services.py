@@ -93,7 +93,8 @@ class Services:
         atomic_write(folder / "report.json", rec.record_json())
 
     # ----------------------------------------------------------------------- tools
-    def _cache(self, kind: str, model: Any) -> JsonCache[Any]:
+    def result_cache(self, kind: str, model: Any) -> JsonCache[Any]:
+        """Return the run's JSON result cache of one kind of tool call (``cache/<kind>/``)."""
         return JsonCache(self.run_dir / "cache", kind, model)
 
     def gate_key(self, code: str) -> str:
@@ -109,7 +110,8 @@ class Services:
         """
         from tools.gate import GateReport, gate
 
-        cache, key, t0 = self._cache("gate", GateReport), self.gate_key(code), time.monotonic()
+        cache, key = self.result_cache("gate", GateReport), self.gate_key(code)
+        t0 = time.monotonic()
         report = cache.get(key)
         cached = report is not None
         if report is None:
@@ -133,14 +135,14 @@ class Services:
         from tools.gate import GateReport
 
         data, recipe = self.data(), self.recipe()
-        cache = self._cache("evaluate", EvaluationReport)
+        cache = self.result_cache("evaluate", EvaluationReport)
         key, t0 = evaluation_key(code, recipe, data.fingerprint, split), time.monotonic()
         report = cache.get(key)
         cached = report is not None
         if report is None:
             budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets
             # The gate node already built this code under these budgets: don't redo it.
-            earlier = None if baseline else self._cache("gate", GateReport).get(
+            earlier = None if baseline else self.result_cache("gate", GateReport).get(
                 self.gate_key(code))
             report = evaluate_candidate(
                 code, data, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,

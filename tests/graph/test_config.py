@@ -31,6 +31,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for name in configurable():
         monkeypatch.delenv(f"FLNAS_{name.upper()}", raising=False)
+    # Another test may have unregistered the example role but left its module imported,
+    # and an imported module does not register again: import it afresh here.
+    sys.modules.pop("tests.agents.extra_role", None)
     before = set(list_roles())
     yield
     for name in set(list_roles()) - before:

@@ -36,14 +36,12 @@ def test_tiny_eval_timeout_fails_the_evaluation_as_timeout(tmp_path: Path) -> No
                    eval_timeout_s=0.5)
     data = prepare_from_args(ctx, progress=False)
     tracer = Tracer(tmp_path / "run" / "trace.jsonl", "t")
-    svc = Services(ctx=ctx, tracer=tracer, display=PlainDisplay(quiet=True), _data=data)
+    svc = Services(ctx=ctx, tracer=tracer, display=PlainDisplay(quiet=True), data_=data)
     # As after the gate node: a passed gate is cached, so only the training job runs.
-    gated = svc.cache_path("gate", svc.gate_key(LINEAR_CODE))
-    gated.parent.mkdir(parents=True)
-    gated.write_text(GateReport(ok=True).model_dump_json())
+    svc.result_cache("gate", GateReport).put(svc.gate_key(LINEAR_CODE), GateReport(ok=True))
     try:
         report = svc.evaluate(LINEAR_CODE, "c000")
     finally:
         tracer.close()
-    assert report["status"] == "failed" and report["failure_stage"] == "timeout", report
-    assert "wall-clock limit of 0.5 s" in report["failure_reason"], report
+    assert report.status == "failed" and report.failure_stage == "timeout", report
+    assert "wall-clock limit of 0.5 s" in str(report.failure_reason), report
