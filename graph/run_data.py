@@ -32,7 +32,7 @@ class RunData:
         from tools.train import Recipe
 
         kw: dict[str, Any] = {"epochs": self.ctx.epochs, "batch_size": self.ctx.batch_size,
-                              "seed": self.ctx.seed}
+                              "seed": self.ctx.resolved_train_seed}
         if self.ctx.lr is not None:
             kw["lr"] = self.ctx.lr
         return Recipe(**kw)
