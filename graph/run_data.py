@@ -28,7 +28,7 @@ class RunData:
         return self._data
 
     def recipe(self) -> Any:
-        """Return the fixed training recipe (``tools.train.Recipe``)."""
+        """Return the fixed training recipe (``tools.train.Recipe``), seeded by ``train_seed``."""
         from tools.train import Recipe
 
         kw: dict[str, Any] = {"epochs": self.ctx.epochs, "batch_size": self.ctx.batch_size,
