@@ -20,6 +20,7 @@ from agents.settings import Settings
 from evaluation.report import EvaluationReport
 from graph.builder import build_graph
 from graph.display import PlainDisplay
+from graph.run_data import RunData
 from graph.services import Services
 from graph.trace import Tracer, load_trace
 from tasks.genome import parse_genome
@@ -70,7 +71,7 @@ def _designs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("strategy", ["random", "evolution"])
 def test_a_strategy_run_records_its_brain_and_never_repeats_a_genome(strategy, tmp_path):
     ctx = Settings(strategy=strategy, population=3, sample_size=2, iter_max=6, patience=99,
-                   run_dir=str(tmp_path), run_id="s1")
+                   train_seed=7, run_dir=str(tmp_path), run_id="s1")
     summary, events = _run(ctx, tmp_path)
     designs = _designs(events)
     assert len(designs) == 6 and {d["brain"] for d in designs} == {strategy}
@@ -79,6 +80,7 @@ def test_a_strategy_run_records_its_brain_and_never_repeats_a_genome(strategy, t
     assert len(keys) == 7 and len(set(keys)) == 7  # the Template and 6 distinct proposals
     assert all(parse_genome((tmp_path / "candidates" / r["id"] / "model.py").read_text())
                for r in records)
+    assert {r["fidelity"]["seed"] for r in records} == {7}  # the training seed
     if strategy == "random":
         assert all(d["parent"] is None and "uniform draw" in d["rationale"] for d in designs)
     else:
@@ -102,3 +104,13 @@ def test_evolution_asks_no_llm_for_its_proposals(tmp_path):
         asked = [r.schema_name for r in server.chat_requests]
     assert "Design" not in asked and "Critique" in asked
     assert [d["brain"] for d in _designs(events)] == ["evolution", "evolution"]
+
+
+def test_train_seed_sets_only_the_recipe_and_search_seed_leaves_it_alone():
+    def recipe(**kw: Any) -> Any:
+        return RunData(Settings(**kw)).recipe()
+
+    assert recipe().seed == 0 and recipe(seed=3).seed == 3  # default: today's recipe
+    assert recipe(seed=3, train_seed=7).seed == 7
+    assert recipe(seed=3, search_seed=7) == recipe(seed=3)
+    assert RunData(Settings(seed=3, train_seed=7)).fidelity()["seed"] == 7
