@@ -85,8 +85,8 @@ class Settings(BaseSettings, DataOptions):
         default=6, ge=1, description="evolution: designs alive at once (the newest evaluated "
         "ones; random draws until this many evaluated ok)")
     sample_size: Annotated[int, Flag("search")] = Field(
-        default=3, ge=1, description="evolution: designs drawn from the population per round; "
-        "the best of them is the parent")
+        default=3, ge=1, description="evolution: designs drawn from the population per round "
+        "(at most all of it); the best of them is the parent")
     search_seed: Annotated[int | None, Flag("search")] = Field(
         default=None, ge=0, description="seed of the search policy's randomness (heuristic, "
         "strategy, Code-Fixer); none: --seed")
@@ -228,13 +228,6 @@ class Settings(BaseSettings, DataOptions):
             raise ValueError(f"unknown backend {name!r}; use heuristic, openai:MODEL, "
                              "local:MODEL (with --base-url) or openai-compatible:MODEL")
         return value
-
-    @model_validator(mode="after")
-    def _sample_within_population(self) -> Settings:
-        if self.sample_size > self.population:
-            raise ValueError(f"sample_size {self.sample_size} exceeds population "
-                             f"{self.population}: the sample is drawn from the population")
-        return self
 
     @property
     def resolved_train_seed(self) -> int:

@@ -129,7 +129,7 @@ def population(candidates: Mapping[str, Candidate], order: Sequence[str],
 
 def tournament(candidates: Mapping[str, Candidate], pop: Sequence[str], sample_size: int,
                rng: random.Random, unfairness_weight: float) -> tuple[list[str], str]:
-    """Draw ``sample_size`` members of ``pop`` uniformly; the best of them is the parent.
+    """Draw ``sample_size`` members of ``pop`` (at most all) uniformly; the best is the parent.
 
     Returns:
         The sample (in population order) and the parent's id.

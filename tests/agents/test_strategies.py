@@ -78,6 +78,8 @@ def test_tournament_parent_is_the_best_of_its_sample_and_the_sample_is_uniform()
         members.update(sample)
     assert members == set(pop)  # every member gets sampled
     assert parents == {"c002", "c003", "c004"}  # the worst member c005 never wins a sample
+    # A sample as large as the population or larger is all of it: the best member wins.
+    assert tournament(cands, pop, 9, random.Random(0), 1.0) == (pop, "c003")
 
 
 def test_evolution_draws_randomly_until_the_population_is_full_then_mutates_its_parent():
@@ -104,14 +106,12 @@ def test_mutate_untried_skips_tried_children_and_reports_exhaustion():
     assert mutate_untried(TEMPLATE_GENOME, rng, everything, Budgets(), 32) is None
 
 
-def test_seeds_default_to_seed_and_sample_must_fit_the_population():
+def test_seeds_default_to_seed_and_a_strategy_must_be_known():
     s = Settings(seed=4)
     assert (s.resolved_train_seed, s.resolved_search_seed) == (4, 4)
     s = Settings(seed=4, train_seed=1, search_seed=2)
     assert (s.seed, s.resolved_train_seed, s.resolved_search_seed) == (4, 1, 2)
     assert Settings.from_json(s.to_json()) == s
-    with pytest.raises(ValidationError, match="sample_size 7 exceeds population 6"):
-        Settings(sample_size=7)
     with pytest.raises(ValidationError):
         Settings(strategy="annealing")
 
