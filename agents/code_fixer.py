@@ -77,7 +77,8 @@ def fallback(v: View, settings: Settings) -> dict[str, Any]:
     heuristic_brief = {"code": d["broken"].code, "error": tail(d["error"]), "stage": d["stage"],
                        "parent_code": d["parent_code"],
                        "tried": tried_keys(v.state.get("candidates") or {})}
-    return heuristic.fix(heuristic_brief, seeded_rng(settings.seed, "fix", v.candidate))
+    return heuristic.fix(heuristic_brief,
+                         seeded_rng(settings.resolved_search_seed, "fix", v.candidate))
 
 
 def apply(answer: Fix, brain: str, v: View, settings: Settings) -> Outcome:

@@ -1,8 +1,9 @@
 """The Designer: proposes the next model (rationale + complete code).
 
 Output schema :class:`Design`; prompt ``prompts/designer.md``; offline brain
-:func:`agents.heuristic.design` (mutates the best genome as the critique asks). The
-builder makes its node from this spec (agents/step.py).
+:func:`agents.heuristic.design` (mutates the best genome as the critique asks). With
+``--strategy random`` or ``evolution`` the proposal comes from :mod:`agents.strategies`
+instead, without an LLM. The builder makes its node from this spec (agents/step.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents import heuristic
+from agents import heuristic, strategies
 from agents.records import headline, history, new_record, recent_notes, select_best, tried_keys
 from agents.registry import register_role
 from agents.settings import Settings
 from agents.step import Outcome, View
-from tasks.genome import choices_text, genome_summary, parse_genome
+from tasks.genome import choices_text, genome_summary, parse_genome, render
 
 
 class Design(BaseModel):
@@ -39,15 +40,22 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
 
 
 def view(state: Mapping[str, Any], settings: Settings) -> View:
-    """Read the new round's candidate id, the best design, the critique and the notes."""
+    """Read the new round's candidate id, the best design, the critique and the notes.
+
+    Under a search strategy other than ``agents`` the view also holds that strategy's
+    proposal and marks the step ``offline`` (agents/step.py then asks no LLM).
+    """
     round_ = state.get("round", 0) + 1
     cid = candidate_id(round_)
     cands = state.get("candidates") or {}
     best_id = select_best(cands, settings.unfairness_weight) or "c000"
-    return View(state=state, round=round_, candidate=cid,
-                data={"best_id": best_id, "best": cands.get(best_id),
-                      "critique": (state.get("critiques") or [None])[-1],
-                      "notes": recent_notes(state.get("notes"))},
+    data: dict[str, Any] = {"best_id": best_id, "best": cands.get(best_id),
+                            "critique": (state.get("critiques") or [None])[-1],
+                            "notes": recent_notes(state.get("notes"))}
+    if settings.strategy != "agents":
+        rng = seeded_rng(settings.resolved_search_seed, settings.strategy, round_)
+        data.update(proposal=strategies.propose(state, settings, rng), offline=True)
+    return View(state=state, round=round_, candidate=cid, data=data,
                 show=[("round", (round_, settings.iter_max)),
                       ("stage", (cid, "origin:designer")), ("stage", (cid, "designing"))])
 
@@ -68,22 +76,29 @@ def brief(v: View, settings: Settings) -> dict[str, Any]:
 
 
 def fallback(v: View, settings: Settings) -> dict[str, Any]:
-    """Answer with the heuristic Designer (seeded per run and round)."""
+    """Answer with the strategy's proposal, else the heuristic Designer (seeded per round)."""
+    proposal: strategies.Proposal | None = v.data.get("proposal")
+    if proposal is not None:
+        return {"rationale": proposal.rationale, "code": render(proposal.genome)}
     best = v.data["best"]
     heuristic_brief = {"best": {"code": best.code} if best else {},
                        "critique": v.data["critique"], "notes": v.data["notes"],
                        "tried": tried_keys(v.state.get("candidates") or {})}
-    return heuristic.design(heuristic_brief, seeded_rng(settings.seed, "design", v.round))
+    return heuristic.design(heuristic_brief, seeded_rng(settings.resolved_search_seed, "design",
+                                                       v.round))
 
 
 def apply(answer: Design, brain: str, v: View, settings: Settings) -> Outcome:
     """Open the round with the new candidate."""
     cid, crit = v.candidate or candidate_id(v.round), v.data["critique"] or {}
-    rec = new_record(cid, code=answer.code, origin="designer", parent=v.data["best_id"],
+    proposal: strategies.Proposal | None = v.data.get("proposal")
+    parent = proposal.parent if proposal is not None else v.data["best_id"]
+    brain = proposal.brain if proposal is not None else brain
+    rec = new_record(cid, code=answer.code, origin="designer", parent=parent,
                      round_=v.round, rationale=answer.rationale, brain=brain)
     g = parse_genome(answer.code)
     event = {"role": "designer", "round": v.round, "candidate": cid,
-             "parent": v.data["best_id"], "brain": brain, "rationale": answer.rationale,
+             "parent": parent, "brain": brain, "rationale": answer.rationale,
              "design": genome_summary(g) if g else "custom", "code_hash": rec.code_hash,
              "critique": crit.get("summary"), "critique_about": crit.get("about"),
              "notes": v.data["notes"]}

@@ -37,6 +37,8 @@ LLM_BACKENDS = ("heuristic", "openai", "local", "openai-compatible")
 _LEGACY_ROLE_KEYS = {"designer_model": "designer", "critic_model": "critic",
                      "fixer_model": "code_fixer"}
 _NONE_WORDS = ("none", "off", "")
+#: Who proposes each round's design (agents.strategies).
+Strategy = Literal["agents", "random", "evolution"]
 
 
 def _none_allowed(annotation: Any) -> bool:
@@ -75,6 +77,19 @@ class Settings(BaseSettings, DataOptions):
     roles: Annotated[list[str], NoDecode, Flag("search", metavar="MODULE")] = Field(
         default_factory=list, description="extra role modules to load, e.g. mypkg.auditor "
         "(comma-separated)")
+    strategy: Annotated[Strategy, Flag("search")] = Field(
+        default="agents", description="who proposes each round's design: agents (Critic + "
+        "Designer), random (uniform draws from the Choices) or evolution (regularised "
+        "evolution); see docs/architecture.md")
+    population: Annotated[int, Flag("search")] = Field(
+        default=6, ge=1, description="evolution: designs alive at once (the newest evaluated "
+        "ones; random draws until this many evaluated ok)")
+    sample_size: Annotated[int, Flag("search")] = Field(
+        default=3, ge=1, description="evolution: designs drawn from the population per round "
+        "(at most all of it); the best of them is the parent")
+    search_seed: Annotated[int | None, Flag("search")] = Field(
+        default=None, ge=0, description="seed of the search policy's randomness (heuristic, "
+        "strategy, Code-Fixer); none: --seed")
 
     # --- budgets (device) ----------------------------------------------------------
     max_latency_ms: Annotated[float | None, Flag("budgets")] = Field(
@@ -91,6 +106,9 @@ class Settings(BaseSettings, DataOptions):
         default=3, ge=1, description="training epochs of the fixed recipe")
     batch_size: Annotated[int, Flag("recipe")] = Field(
         default=64, ge=1, description="training batch size")
+    train_seed: Annotated[int | None, Flag("recipe")] = Field(
+        default=None, ge=0, description="seed of training (weight init, sampler, augmentation); "
+        "none: --seed")
     lr: Annotated[float | None, Flag("recipe")] = Field(
         default=None, gt=0, description="learning rate (none: the recipe's default)")
     eval_timeout_s: Annotated[float | None, Flag("recipe", aliases=("--eval-timeout",))] = Field(
@@ -210,6 +228,16 @@ class Settings(BaseSettings, DataOptions):
             raise ValueError(f"unknown backend {name!r}; use heuristic, openai:MODEL, "
                              "local:MODEL (with --base-url) or openai-compatible:MODEL")
         return value
+
+    @property
+    def resolved_train_seed(self) -> int:
+        """The recipe's seed: ``train_seed``, else ``seed``."""
+        return self.seed if self.train_seed is None else self.train_seed
+
+    @property
+    def resolved_search_seed(self) -> int:
+        """The search policy's seed: ``search_seed``, else ``seed``."""
+        return self.seed if self.search_seed is None else self.search_seed
 
     @property
     def isolation_required(self) -> bool:

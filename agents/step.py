@@ -131,7 +131,7 @@ def run_role(spec: RoleSpec, state: Mapping[str, Any], settings: Any,
         answer = spec.fallback(view, settings)
         return answer if isinstance(answer, spec.schema) else spec.schema.model_validate(answer)
 
-    if spec.prompt is None:
+    if spec.prompt is None or view.data.get("offline"):  # e.g. a search strategy's step
         thought = Thought(answer=offline(), brain="heuristic")
     else:
         thought = think(spec.name, schema=spec.schema, prompt_file=spec.prompt,

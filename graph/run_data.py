@@ -28,11 +28,11 @@ class RunData:
         return self._data
 
     def recipe(self) -> Any:
-        """Return the fixed training recipe (``tools.train.Recipe``)."""
+        """Return the fixed training recipe (``tools.train.Recipe``), seeded by ``train_seed``."""
         from tools.train import Recipe
 
         kw: dict[str, Any] = {"epochs": self.ctx.epochs, "batch_size": self.ctx.batch_size,
-                              "seed": self.ctx.seed}
+                              "seed": self.ctx.resolved_train_seed}
         if self.ctx.lr is not None:
             kw["lr"] = self.ctx.lr
         return Recipe(**kw)

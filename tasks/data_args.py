@@ -164,7 +164,7 @@ class DataOptions(BaseModel):
     image_size: Annotated[int, Flag("data")] = Field(
         default=64, ge=8, description="side of the square training images in pixels")
     seed: Annotated[int, Flag("data")] = Field(
-        default=0, ge=0, description="seed of the split, the recipe and the heuristic policy")
+        default=0, ge=0, description="seed of the data and split (default of the other seeds)")
     cache_dir: Annotated[str | None, Flag("data")] = Field(
         default=None,
         description="decoded-image cache root (none: $FLNAS_CACHE_DIR or ~/.cache/flnas)")

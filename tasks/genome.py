@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import math
+import random
 import textwrap
 from pathlib import Path
 from typing import Any, Literal
@@ -233,6 +234,49 @@ def estimate_macs(genome: Genome, image_size: int = 64, num_classes: int = 8) ->
     activations and pooling are not counted (torch's FlopCounterMode reports 2 x MACs).
     """
     return _cost(genome, num_classes, image_size)[1]
+
+
+def _grid(rng: random.Random, lo: int, hi: int, step: int = 1) -> int:
+    """Draw uniformly from ``lo, lo + step, ..., hi``."""
+    return lo + step * rng.randrange((hi - lo) // step + 1)
+
+
+def _random_stage(rng: random.Random) -> dict[str, Any]:
+    """Draw every Choice of one stage uniformly (expansion only for inverted residuals)."""
+    block = rng.choice(("plain", "residual", "dwsep", "inverted_residual"))
+    return {"width": _grid(rng, MIN_WIDTH, MAX_WIDTH, 8), "depth": _grid(rng, 1, MAX_DEPTH),
+            "kernel": rng.choice(KERNELS), "stride": rng.choice((1, 2)), "block": block,
+            "expansion": _grid(rng, 1, MAX_EXPANSION) if block == "inverted_residual" else 1,
+            "se": rng.random() < 0.5}
+
+
+def random_genome(rng: random.Random) -> Genome:
+    """Draw a genome uniformly from the Choices (`CHOICES`).
+
+    Each Choice is drawn independently and uniformly from its values or range (widths
+    in steps of 8, dropout to the genome's two decimals); a draw that breaks a total
+    (`MAX_BLOCKS` blocks, `MAX_DOWNSAMPLES` stride-2 convs) is drawn again whole, so
+    the result is uniform over the valid combinations. About one draw in four is
+    redrawn; no budget is applied here (callers filter with `estimate_params`).
+
+    Args:
+        rng: Seeded generator: equal seeds draw equal genomes.
+
+    Returns:
+        A valid genome; `render` of it parses back to it.
+    """
+    while True:
+        stages = [_random_stage(rng) for _ in range(_grid(rng, 1, MAX_STAGES))]
+        stem_stride = rng.choice((1, 2))
+        if sum(s["depth"] for s in stages) > MAX_BLOCKS or \
+                (stem_stride == 2) + sum(s["stride"] == 2 for s in stages) > MAX_DOWNSAMPLES:
+            continue  # outside the totals: redraw everything, keeping the draw uniform
+        return Genome(stem_width=_grid(rng, MIN_WIDTH, MAX_STEM_WIDTH, 8),
+                      stem_stride=stem_stride, stages=tuple(Stage(**s) for s in stages),
+                      norm=rng.choice(("batch", "group", "none")),
+                      act=rng.choice(("relu", "silu", "hardswish", "gelu")),
+                      pool=rng.choice(("avg", "max")),
+                      dropout=round(rng.uniform(0.0, MAX_DROPOUT), 2))
 
 
 # ---------------------------------------------------------------- rendering and parsing
