@@ -8,7 +8,7 @@ each layer so an error names its key and layer (docs/architecture.md, "Settings"
 
 Everything is JSON-like so that ``settings.json`` restores a run on ``--resume``. Defaults
 are chosen so that ``python -m graph.run --task isic --synthetic`` evaluates at least six
-candidates in under five minutes on a 2-core CPU (see evaluation/bench_loop.py).
+candidates in under five minutes on a 2-core CPU (see graph/bench_loop.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tasks.data_args import DataOptions, Flag
 from tasks.io import atomic_write
 
 #: Backend names ``agents.llm.parse_llm`` accepts (``--llm NAME[:MODEL]``);
-#: tests/graph/test_settings.py checks the two agree.
+#: tests/graph/test_config.py checks the two agree.
 LLM_BACKENDS = ("heuristic", "openai", "local", "openai-compatible")
 #: Keys of settings.json written before per-role models became the ``models`` field.
 _LEGACY_ROLE_KEYS = {"designer_model": "designer", "critic_model": "critic",
