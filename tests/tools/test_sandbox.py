@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,8 +116,11 @@ def test_unbounded_allocation_is_memory() -> None:
 def test_audit_hook_denies_escapes(tmp_path: Path) -> None:
     secret = tmp_path / "labels.npy"
     secret.write_text("LABELS-SECRET-7731")
-    # Outside both the work dir and /tmp, so the hook (not a private /tmp) must stop it.
-    outside = REPO / f"escaped-{os.getpid()}.txt"
+    # Outside both the work dir and /tmp, so the hook (not the sandbox's private /tmp) must
+    # stop it: the repository itself, unless it was cloned under /tmp (as CI may do).
+    tmp_root = Path(tempfile.gettempdir()).resolve()
+    base = Path("/opt") if REPO.is_relative_to(tmp_root) else REPO
+    outside = base / f"escaped-{os.getpid()}.txt"
     try:
         res = run_job(f"{HERE}:job_escape", {"outside": str(outside), "secret": str(secret),
                                              "deny_read": [str(secret)]},
