@@ -15,14 +15,12 @@ import random
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from agents.registry import unregister_role
 from agents.settings import Settings
-from evaluation.report import EvaluationReport
 from graph.builder import build_graph
 from graph.display import PlainDisplay
 from graph.services import Services
@@ -30,7 +28,7 @@ from graph.trace import Tracer, load_trace
 from tasks.genome import TEMPLATE_GENOME, render
 from tasks.mutations import MUTATIONS
 from tests.fakes.openai_server import ChatRequest, FakeOpenAIServer, Reply
-from tests.fakes.reports import make_report
+from tests.fakes.services import StubServices
 
 SCOUT_PY = '''
 from pydantic import BaseModel
@@ -64,28 +62,6 @@ HINT = "depthwise-separable blocks halve latency here"
 CRITIQUE = {"summary": "fine", "violated_budgets": [], "lagging_groups": [],
             "priorities": ["raise balanced accuracy"], "suggestions": ["widen"],
             "converged": False}
-
-
-class StubServices(Services):
-    """The run's services with the sandboxed tools replaced by canned reports."""
-
-    def data(self) -> Any:
-        return SimpleNamespace(fingerprint="fp", n=200, image_size=32, skipped={},
-                               class_names=[str(i) for i in range(8)],
-                               cache_dir=self.run_dir)
-
-    def gate(self, code: str, candidate: str) -> Any:
-        from tools.gate import GateReport
-
-        return GateReport(ok=True, params=1000)
-
-    def evaluate(self, code: str, candidate: str, *, split: str = "val",
-                 baseline: bool = False) -> EvaluationReport:
-        bal = 0.5 if candidate == "c000" else 0.6
-        return EvaluationReport.model_validate(make_report(cid=candidate, bal=bal))
-
-    def export(self, candidate: str) -> dict[str, Any]:
-        return {"code": "best_model.py", "onnx_error": "stubbed"}
 
 
 def _answer(request: ChatRequest) -> Reply:

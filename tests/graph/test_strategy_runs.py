@@ -11,50 +11,32 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from agents.settings import Settings
-from evaluation.report import EvaluationReport
 from graph.builder import build_graph
 from graph.display import PlainDisplay
 from graph.run_data import RunData
-from graph.services import Services
 from graph.trace import Tracer, load_trace
 from tasks.genome import parse_genome
 from tests.fakes.openai_server import ChatRequest, FakeOpenAIServer, Reply
-from tests.fakes.reports import make_report
+from tests.fakes.services import StubServices
 
 CRITIQUE = {"summary": "fine", "violated_budgets": [], "lagging_groups": [],
             "priorities": ["raise balanced accuracy"], "suggestions": [], "converged": False}
 
 
-class StubServices(Services):
-    """The run's services with the sandboxed tools replaced by canned reports."""
+class ScoredServices(StubServices):
+    """Canned evaluations whose score depends on the code (so designs rank differently)."""
 
-    def data(self) -> Any:
-        return SimpleNamespace(fingerprint="fp", n=200, image_size=32, skipped={},
-                               class_names=[str(i) for i in range(8)],
-                               cache_dir=self.run_dir)
-
-    def gate(self, code: str, candidate: str) -> Any:
-        from tools.gate import GateReport
-
-        return GateReport(ok=True, params=1000)
-
-    def evaluate(self, code: str, candidate: str, *, split: str = "val",
-                 baseline: bool = False) -> EvaluationReport:
-        bal = 0.3 + (sum(map(ord, code)) % 97) / 200  # a stable, code-dependent score
-        return EvaluationReport.model_validate(make_report(cid=candidate, bal=bal))
-
-    def export(self, candidate: str) -> dict[str, Any]:
-        return {"code": "best_model.py", "onnx_error": "stubbed"}
+    def score(self, code: str, candidate: str) -> float:
+        return 0.3 + (sum(map(ord, code)) % 97) / 200
 
 
 def _run(ctx: Settings, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    svc = StubServices(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", ctx.run_id),
+    svc = ScoredServices(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", ctx.run_id),
                        display=PlainDisplay(quiet=True))
     app = build_graph(services=svc)
     app.invoke({"round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},

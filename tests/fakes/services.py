@@ -1,0 +1,36 @@
+"""A run's services with the sandboxed tools replaced by canned reports (graph tests)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from evaluation.report import EvaluationReport
+from graph.services import Services
+from tests.fakes.reports import make_report
+
+
+class StubServices(Services):
+    """Services whose gate passes everything and whose evaluation returns :meth:`score`."""
+
+    def score(self, code: str, candidate: str) -> float:
+        """Balanced accuracy of a candidate: the Template 0.5, every other design 0.6."""
+        return 0.5 if candidate == "c000" else 0.6
+
+    def data(self) -> Any:
+        return SimpleNamespace(fingerprint="fp", n=200, image_size=32, skipped={},
+                               class_names=[str(i) for i in range(8)],
+                               cache_dir=self.run_dir)
+
+    def gate(self, code: str, candidate: str) -> Any:
+        from tools.gate import GateReport
+
+        return GateReport(ok=True, params=1000)
+
+    def evaluate(self, code: str, candidate: str, *, split: str = "val",
+                 baseline: bool = False) -> EvaluationReport:
+        return EvaluationReport.model_validate(
+            make_report(cid=candidate, bal=self.score(code, candidate)))
+
+    def export(self, candidate: str) -> dict[str, Any]:
+        return {"code": "best_model.py", "onnx_error": "stubbed"}
