@@ -9,24 +9,8 @@ from graph.display import PlainDisplay
 from graph.services import Services
 from graph.trace import Tracer
 from tasks.data_args import prepare_from_args
+from tests.fakes.code import LINEAR_CODE
 from tools.gate import GateReport
-
-LINEAR_CODE = '''
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes):
-        super().__init__()
-        self.fc = nn.Linear(3, num_classes)
-
-    def forward(self, x):
-        return self.fc(x.mean((2, 3)))
-
-
-def build_model(num_classes):
-    return Net(num_classes)
-'''
 
 
 def test_tiny_eval_timeout_fails_the_evaluation_as_timeout(tmp_path: Path) -> None:

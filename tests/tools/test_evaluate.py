@@ -18,6 +18,7 @@ from evaluation.report import Budgets, HardwareReport, TrainingStats
 from tasks.cache import load_arrays
 from tasks.data_args import add_data_args, prepare_from_args
 from tasks.models import build_from_source, template_source
+from tests.fakes.code import LINEAR_CODE
 from tools.checks import MIN_AGREEMENT, EvaluationFailed, check_measure, check_result
 from tools.evaluate import evaluate_candidate, evaluation_key, main, train_and_measure
 from tools.export import ONNX_FILE
@@ -27,23 +28,6 @@ from tools.train import WEIGHTS_FILE, Recipe
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--synthetic", "--synthetic-n", "240", "--image-size", "32", "--seed", "0"]
 FAST = Recipe(epochs=1, batch_size=32)
-
-LINEAR_CODE = '''
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes):
-        super().__init__()
-        self.fc = nn.Linear(3, num_classes)
-
-    def forward(self, x):
-        return self.fc(x.mean((2, 3)))
-
-
-def build_model(num_classes):
-    return Net(num_classes)
-'''
 
 
 @pytest.fixture(scope="module")
