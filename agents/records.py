@@ -68,6 +68,13 @@ class Fidelity(BaseModel):
     """Images in the prepared dataset (all splits)."""
 
 
+class Evaluation(BaseModel):
+    """One more evaluation of a design, at another training seed (the confirmation rung)."""
+
+    fidelity: Fidelity
+    report: EvaluationReport
+
+
 class Note(BaseModel):
     """What a role tells the others (the Critic's and Designer's briefs include notes)."""
 
@@ -102,6 +109,8 @@ class Candidate(BaseModel):
     """The validation evaluation (``None`` until evaluated)."""
     fidelity: Fidelity | None = None
     """What the report was measured at (``None`` until evaluated)."""
+    confirmations: list[Evaluation] = Field(default_factory=list)
+    """Re-evaluations on other training seeds before the final choice (graph ``confirm``)."""
     failure: str | None = None
     notes: list[Note] = Field(default_factory=list)
 
@@ -205,6 +214,24 @@ def score(rec: Candidate, unfairness_weight: float) -> float:
         raise ValueError(f"candidate {rec.id} has no metrics")
     _, unfair, _ = objectives(rep)
     return rep.metrics.balanced_accuracy - unfairness_weight * unfair
+
+
+def seed_scores(rec: Candidate, unfairness_weight: float) -> list[float]:
+    """Return the selection scores of every successful run at the confirmation fidelity.
+
+    The search's own report counts as one seed when its epochs equal the confirmations'
+    (the rungs differ only in the training seed); failed re-evaluations are left out.
+    """
+    runs = [(e.fidelity, e.report) for e in rec.confirmations]
+    if rec.report is not None and (rec.fidelity is None or
+                                   all(f.epochs == rec.fidelity.epochs for f, _ in runs)):
+        runs.insert(0, (rec.fidelity, rec.report))
+    out = []
+    for _, rep in runs:
+        if rep.ok and rep.metrics is not None:
+            out.append(rep.metrics.balanced_accuracy
+                       - unfairness_weight * objectives(rep)[1])
+    return out
 
 
 def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],

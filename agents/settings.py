@@ -87,6 +87,13 @@ class Settings(BaseSettings, DataOptions):
     sample_size: Annotated[int, Flag("search")] = Field(
         default=3, ge=1, description="evolution: designs drawn from the population per round "
         "(at most all of it); the best of them is the parent")
+    confirm_top: Annotated[int, Flag("search")] = Field(
+        default=3, ge=0, description="finalists re-evaluated on more training seeds before the "
+        "final choice (the Template always joins them as the reference); 0: choose on the "
+        "search's single evaluations")
+    confirm_seeds: Annotated[int, Flag("search")] = Field(
+        default=2, ge=1, description="extra training seeds per finalist: the final choice is on "
+        "the mean over 1 + this many seeds")
     search_seed: Annotated[int | None, Flag("search")] = Field(
         default=None, ge=0, description="seed of the search policy's randomness (heuristic, "
         "strategy, Code-Fixer); none: --seed")
@@ -233,6 +240,11 @@ class Settings(BaseSettings, DataOptions):
     def resolved_train_seed(self) -> int:
         """The recipe's seed: ``train_seed``, else ``seed``."""
         return self.seed if self.train_seed is None else self.train_seed
+
+    @property
+    def confirm_train_seeds(self) -> list[int]:
+        """The training seeds of the confirmation rung (never the search's own seed)."""
+        return [self.resolved_train_seed + 1 + i for i in range(self.confirm_seeds)]
 
     @property
     def resolved_search_seed(self) -> int:

@@ -100,3 +100,28 @@ def bootstrap_intervals(
         for metric in ("accuracy", "balanced_accuracy"):
             raw[f"{metric}[{g}]"] = (lo.loc[g, metric], hi.loc[g, metric])
     return {k: (float(a), float(b)) for k, (a, b) in raw.items() if np.isfinite([a, b]).all()}
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95
+                  ) -> tuple[float, float, float]:
+    """Mean and Student-t interval of the mean of a few runs (e.g. training seeds).
+
+    Args:
+        values: One number per run.
+        confidence: Two-sided level.
+
+    Returns:
+        ``(mean, low, high)``; NaN bounds with fewer than two values (no spread is known),
+        and all NaN with none.
+    """
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, arr.size - 1) * arr.std(ddof=1)
+                 / np.sqrt(arr.size))
+    return mean, mean - half, mean + half

@@ -1,11 +1,13 @@
 """The FL-NAS graph: every node made from its spec, and all the wiring (docs/architecture.md).
 
-    START -> prepare -> critic -> designer -> gate -> evaluate -> critic -> ... -> finalize
+    START -> prepare -> critic -> designer -> gate -> evaluate -> critic -> ...
+                                                       -> confirm -> finalize
                                                |  ^
                                                v  |
                                             code_fixer
 
-``prepare``, ``gate`` and ``evaluate`` are tool nodes (graph/nodes.py);
+``prepare``, ``gate`` and ``evaluate`` are tool nodes (graph/nodes.py); ``confirm``
+re-evaluates the finalists on more training seeds (graph/confirm.py);
 ``critic``/``designer``/``code_fixer`` and every extension role are made from their
 registered spec by one generic node (:func:`agents.step.run_role`: view -> think ->
 trace -> update). Extension roles declare a hook (``after_prepare``, ``before_design``,
@@ -31,6 +33,7 @@ from langgraph.runtime import Runtime
 from agents.registry import CORE_ROLES, HOOKS, RoleSpec, create_role, list_roles, load_roles
 from agents.settings import Settings
 from agents.step import run_role
+from graph.confirm import confirm_node
 from graph.finalize import finalize_node
 from graph.nodes import evaluate_node, gate_node, prepare_node
 from graph.services import Services, ServicesFor
@@ -46,9 +49,9 @@ NodeBody = Callable[[Mapping[str, Any], Settings, Services], dict[str, Any]]
 
 
 def route_after_critic(state: State, runtime: Runtime[Settings]) -> Literal["designer",
-                                                                           "finalize"]:
-    """Finalize when a stop condition holds (see :func:`graph.stop.stop_reason`), else design."""
-    return "finalize" if stop_reason(state, Settings.of(runtime.context)) else "designer"
+                                                                           "confirm"]:
+    """Confirm and finalize when a stop condition holds (:func:`graph.stop.stop_reason`)."""
+    return "confirm" if stop_reason(state, Settings.of(runtime.context)) else "designer"
 
 
 def route_after_gate(state: State, runtime: Runtime[Settings]) -> Literal["evaluate",
@@ -166,7 +169,8 @@ def build_graph(checkpointer: Any = None, roles: Iterable[str] = (),
     provider = ServicesFor(services)
     g = StateGraph(State, context_schema=Settings)
     bodies: dict[str, NodeBody] = {"prepare": prepare_node, "gate": gate_node,
-                                   "evaluate": evaluate_node, "finalize": finalize_node}
+                                   "evaluate": evaluate_node, "confirm": confirm_node,
+                                   "finalize": finalize_node}
     bodies.update({r: role_node(create_role(r)) for r in CORE_ROLES})
     bodies.update({s.name: role_node(s) for specs in ext.values() for s in specs})
     for name, body in bodies.items():
@@ -186,7 +190,8 @@ def build_graph(checkpointer: Any = None, roles: Iterable[str] = (),
     to_critic = chain("after_evaluate", "critic")
     g.add_conditional_edges("critic", route_after_critic,
                             {"designer": chain("before_design", "designer"),
-                             "finalize": chain("before_finalize", "finalize")})
+                             "confirm": "confirm"})
+    g.add_edge("confirm", chain("before_finalize", "finalize"))
     g.add_edge("designer", "gate")
     g.add_conditional_edges("gate", route_after_gate,
                             {"evaluate": "evaluate", "code_fixer": "code_fixer",

@@ -3,8 +3,10 @@
 Selection rule (:func:`agents.records.select_best`): feasible designs (no budget
 violation) first; among them the highest ``balanced_accuracy - w * unfairness`` on the
 validation split (unfairness = mean over sex and age of the max group-accuracy gap,
-``w = Settings.unfairness_weight``); ties to fewer parameters. Only the chosen design is
-evaluated on the held-out test split, and test numbers never reach an agent.
+``w = Settings.unfairness_weight``); ties to fewer parameters. When the ``confirm`` node
+re-evaluated finalists (graph/confirm.py), the rule is applied to their means over
+training seeds instead. Only the chosen design is evaluated on the held-out test split,
+and test numbers never reach an agent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agents.records import Candidate, headline, select_best
 from agents.settings import Settings
 from evaluation.pareto import objective_names, objectives
 from evaluation.report import EvaluationReport
+from graph.confirm import seed_summary
 from graph.report import GROUPS_PNG, PARETO_PNG, write_run_report
 from graph.services import Services
 from graph.stop import stop_reason
@@ -67,7 +70,8 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     """Choose the best feasible design, test it, export code (+ ONNX), write summary.json."""
     cands: Mapping[str, Candidate] = state.get("candidates") or {}
     reason = stop_reason(state, ctx) or "completed"
-    best_id = select_best(cands, ctx.unfairness_weight)
+    finalists = [c for c in state.get("finalists") or [] if c in cands]
+    best_id = state.get("best_id") if finalists else select_best(cands, ctx.unfairness_weight)
     svc.tracer.event("stop", reason=reason, round=state.get("round", 0), best=best_id)
     svc.display.message(f"stopping: {reason}; best design {best_id}")
     test_report: EvaluationReport | None = None
@@ -82,8 +86,14 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
         "stop_reason": reason,
         "rounds": state.get("round", 0),
         "selection_rule": "feasible first; max balanced_accuracy - "
-                          f"{ctx.unfairness_weight:g} * mean(max_gap sex, age) on val; "
-                          "ties: fewer params",
+                          f"{ctx.unfairness_weight:g} * mean(max_gap sex, age) on val"
+                          + (f", mean over {1 + ctx.confirm_seeds} training seeds of the "
+                             "finalists" if finalists else "") + "; ties: fewer params",
+        "confirmation": {
+            "train_seeds": [ctx.resolved_train_seed, *ctx.confirm_train_seeds],
+            "finalists": {cid: seed_summary(cands[cid], ctx.unfairness_weight)
+                          for cid in finalists},
+        } if finalists else None,
         "best": _summary_best(cands[best_id]) if best_id else None,
         "test": _test_headline(test_report) if test_report else None,
         "export": exported,

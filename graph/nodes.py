@@ -8,6 +8,7 @@ candidate code only in the sandboxed worker, through the cached tool calls of
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,14 +20,19 @@ from agents.records import (
     Note,
     headline,
     new_record,
+    seed_scores,
     select_best,
 )
 from agents.settings import Settings
 from evaluation.pareto import ParetoArchive, objectives, reference_point
+from graph.confirm import seed_runs
 from graph.services import Services
 
 TEMPLATE_ID = "c000"
-HV_EPS = 1e-9  # hypervolume gains below this are noise, not progress
+#: A round counts as progress only when the archive's hypervolume grows by more than this
+#: share. One design's latency varies by about 10 % between measurements, which moves the
+#: volume by well under 1 % (docs/metrics.md#noise): such gains must not reset patience.
+HV_REL_GAIN = 0.01
 
 
 def finish(svc: Services, rec: Candidate) -> None:
@@ -71,7 +77,7 @@ def conclude(state: Mapping[str, Any], ctx: Settings, svc: Any,
     prev = (state.get("hv_history") or [None])[-1]
     stale = state.get("stale_rounds", 0)
     if count_round and prev is not None:
-        stale = 0 if hv > prev + HV_EPS else stale + 1
+        stale = 0 if hv > prev * (1 + HV_REL_GAIN) else stale + 1
     best_id = select_best(cands, ctx.unfairness_weight)
     if count_round:
         t0 = svc.round_t0
@@ -114,14 +120,21 @@ def prepare_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict
         if cid == TEMPLATE_ID and not rec.ok:
             raise RuntimeError(f"the Template failed to evaluate ({rec.failure}); "
                                "check the installation with `python -m tools.evaluate`")
+        if cid == TEMPLATE_ID and ctx.confirm_top > 0:
+            # Measured early, for the run's noise level; confirm finds them in the cache.
+            rec = seed_runs(rec, ctx, svc)
         updated[cid] = rec
     out = conclude(state, ctx, svc, updated, count_round=False)
+    scores = seed_scores(updated[TEMPLATE_ID], ctx.unfairness_weight)
+    noise = statistics.stdev(scores) if len(scores) > 1 else None
     out.update(order=[cid for cid in updated if cid not in (state.get("order") or [])],
+               noise_sd=noise,
                round=state.get("round", 0), stale_rounds=0, current=None,
                started_at=state.get("started_at") or time.time(),
                notes=[Note(role="prepare", round=0,
                            payload={"data_fingerprint": data.fingerprint, "n": data.n,
-                                    "image_size": data.image_size})])
+                                    "image_size": data.image_size, "noise_sd": noise,
+                                    "template_scores": scores})])
     return out
 
 

@@ -27,19 +27,23 @@ class RunData:
             self._data = prepare_from_args(self.ctx)
         return self._data
 
-    def recipe(self) -> Any:
-        """Return the fixed training recipe (``tools.train.Recipe``), seeded by ``train_seed``."""
+    def recipe(self, seed: int | None = None) -> Any:
+        """Return the fixed training recipe (``tools.train.Recipe``).
+
+        Args:
+            seed: Training seed; None: the run's ``train_seed``.
+        """
         from tools.train import Recipe
 
         kw: dict[str, Any] = {"epochs": self.ctx.epochs, "batch_size": self.ctx.batch_size,
-                              "seed": self.ctx.resolved_train_seed}
+                              "seed": self.ctx.resolved_train_seed if seed is None else seed}
         if self.ctx.lr is not None:
             kw["lr"] = self.ctx.lr
         return Recipe(**kw)
 
-    def fidelity(self) -> dict[str, Any]:
+    def fidelity(self, seed: int | None = None) -> dict[str, Any]:
         """How much an evaluation costs and sees: recipe, image size and data size."""
-        recipe = self.recipe()
+        recipe = self.recipe(seed)
         return {"epochs": recipe.epochs, "batch_size": recipe.batch_size,
                 "seed": recipe.seed, "image_size": self.ctx.image_size,
                 "n_images": getattr(self._data, "n", None)}

@@ -60,13 +60,13 @@ class Services:
         """Return the prepared task data (``tasks.cache.PreparedData``)."""
         return self._run_data.data()
 
-    def recipe(self) -> Any:
-        """Return the fixed training recipe (``tools.train.Recipe``) of this run."""
-        return self._run_data.recipe()
+    def recipe(self, seed: int | None = None) -> Any:
+        """Return the fixed training recipe (``tools.train.Recipe``); ``seed``: training seed."""
+        return self._run_data.recipe(seed)
 
-    def fidelity(self) -> dict[str, Any]:
+    def fidelity(self, seed: int | None = None) -> dict[str, Any]:
         """How much an evaluation costs and sees: recipe, image size and data size."""
-        return self._run_data.fidelity()
+        return self._run_data.fidelity(seed)
 
     def spec(self, role: str) -> LLMSpec:
         """Return the LLM spec of ``role`` (see graph/role_llms.py)."""
@@ -123,18 +123,20 @@ class Services:
         return report
 
     def evaluate(self, code: str, candidate: str, *, split: Literal["val", "test"] = "val",
-                 baseline: bool = False) -> EvaluationReport:
+                 baseline: bool = False, seed: int | None = None) -> EvaluationReport:
         """Train and measure ``code`` in the sandboxed worker, cached by evaluation key.
 
         The cache key is :func:`tools.evaluate.evaluation_key` (code hash + recipe + data
         fingerprint + split); the file is written atomically once the report exists, so a
         killed run never re-trains a finished candidate. A ``baseline`` is evaluated
-        without budgets and then judged against the run's (graph/baseline.py).
+        without budgets and then judged against the run's (graph/baseline.py). ``seed``
+        trains with another training seed (the confirmation rung); its outputs go to
+        ``candidates/<id>/<split>-seed<seed>/``.
         """
         from tools.evaluate import evaluate_candidate, evaluation_key
         from tools.gate import GateReport
 
-        data, recipe = self.data(), self.recipe()
+        data, recipe = self.data(), self.recipe(seed)
         cache = self.result_cache("evaluate", EvaluationReport)
         key, t0 = evaluation_key(code, recipe, data.fingerprint, split), time.monotonic()
         report = cache.get(key)
@@ -146,7 +148,8 @@ class Services:
                 self.gate_key(code))
             report = evaluate_candidate(
                 code, data, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
-                out_dir=self.run_dir / "candidates" / candidate / split,
+                out_dir=self.run_dir / "candidates" / candidate / (
+                    split if seed is None else f"{split}-seed{seed}"),
                 on_event=lambda ev: self.display.progress(candidate, ev),
                 gate_report=earlier if earlier is not None and earlier.ok else None,
                 timeout_s=self.ctx.eval_timeout_s)
@@ -156,7 +159,7 @@ class Services:
                 report = name_violations(report, self.ctx.budgets)
             cache.put(key, report)
         self.tracer.event("tool_call", tool="evaluate", candidate=candidate, key=key,
-                          split=split, fidelity=self.fidelity(), cached=cached, ok=report.ok,
+                          split=split, fidelity=self.fidelity(seed), cached=cached, ok=report.ok,
                           failure_stage=report.failure_stage,
                           duration_s=round(time.monotonic() - t0, 4))
         return report

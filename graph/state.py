@@ -51,7 +51,11 @@ class State(TypedDict, total=False):
     stale_rounds: int
     """Consecutive rounds without hypervolume gain (patience counter)."""
     best_id: str | None
-    """Id of the current best design by the selection rule."""
+    """Id of the current best design by the selection rule (after ``confirm``: on means)."""
+    noise_sd: float | None
+    """Std of the Template's selection score over training seeds (prepare), or None."""
+    finalists: list[str]
+    """Ids re-evaluated on more training seeds by ``confirm`` (graph/confirm.py)."""
     tokens: Annotated[dict[str, int], add_counts]
     """LLM token and call totals: input, output, calls, fallbacks."""
     notes: Annotated[list[Note], operator.add]

@@ -17,6 +17,10 @@ class StubServices(Services):
         """Balanced accuracy of a candidate: the Template 0.5, every other design 0.6."""
         return 0.5 if candidate == "c000" else 0.6
 
+    def seed_score(self, code: str, candidate: str, seed: int | None) -> float:
+        """Balanced accuracy at a training seed (None: the run's); default: :meth:`score`."""
+        return self.score(code, candidate)
+
     def data(self) -> Any:
         return SimpleNamespace(fingerprint="fp", n=200, image_size=32, skipped={},
                                class_names=[str(i) for i in range(8)],
@@ -28,9 +32,9 @@ class StubServices(Services):
         return GateReport(ok=True, params=1000)
 
     def evaluate(self, code: str, candidate: str, *, split: str = "val",
-                 baseline: bool = False) -> EvaluationReport:
+                 baseline: bool = False, seed: int | None = None) -> EvaluationReport:
         return EvaluationReport.model_validate(
-            make_report(cid=candidate, bal=self.score(code, candidate)))
+            make_report(cid=candidate, bal=self.seed_score(code, candidate, seed)))
 
     def export(self, candidate: str) -> dict[str, Any]:
         return {"code": "best_model.py", "onnx_error": "stubbed"}

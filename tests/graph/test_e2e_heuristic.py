@@ -65,6 +65,23 @@ def test_summary_has_test_split_metrics(run):
         (run_dir / "candidates" / s["best"]["id"] / "test" / "model.onnx").read_bytes()
 
 
+def test_the_best_and_the_template_are_confirmed_on_another_training_seed(run):
+    run_dir, _ = run
+    s = json.loads((run_dir / "summary.json").read_text())
+    conf = s["confirmation"]
+    assert conf["train_seeds"] == [0, 1]
+    assert "c000" in conf["finalists"] and len(conf["finalists"]) == 2
+    assert s["best"]["id"] in conf["finalists"]
+    for cid, summary in conf["finalists"].items():
+        assert summary["seeds"] + summary["failed"] == 2
+        rec = json.loads((run_dir / "candidates" / cid / "report.json").read_text())
+        assert [c["fidelity"]["seed"] for c in rec["confirmations"]] == [1]
+        assert rec["confirmations"][0]["report"]["recipe"]["seed"] == 1  # really retrained
+        assert (run_dir / "candidates" / cid / "val-seed1" / "report.json").is_file()
+    confirms = [e for e in events(run_dir) if e["event"] == "confirm"]
+    assert {e["candidate"] for e in confirms} == set(conf["finalists"])
+
+
 def test_trace_events(run):
     run_dir, _ = run
     evs = events(run_dir)

@@ -37,7 +37,7 @@ def test_stop_on_iter_max():
     ctx = Settings(iter_max=3)
     assert stop_reason(_state(round=2), ctx) is None
     assert stop_reason(_state(round=3), ctx) == "iter_max"
-    assert route_after_critic(_state(round=3), _rt(ctx)) == "finalize"
+    assert route_after_critic(_state(round=3), _rt(ctx)) == "confirm"
     assert route_after_critic(_state(round=1), _rt(ctx)) == "designer"
 
 
@@ -108,9 +108,13 @@ def test_conclude_counts_stale_rounds_on_hypervolume():
     assert up3["best_id"] == "c002"
     failed = make_record("c003", make_report(failed="gate"))
     assert conclude(st, ctx, svc, {"c003": failed})["stale_rounds"] == 2
+    # A twin measured 5 % faster (latency noise) adds a sliver of volume: not progress.
+    twin = make_record("c004", make_report(bal=0.5, latency=1.9))
+    up4 = conclude(st, ctx, svc, {"c004": twin})
+    assert up4["hv_history"][0] > up["hv_history"][0] and up4["stale_rounds"] == 2
     # Each counted round is traced with its hypervolume and best design (not prepare's).
     ends = [f for name, f in svc.tracer.seen if name == "round_end"]
-    assert len(ends) == 3 and ends[1]["best"] == "c002" and ends[1]["stale_rounds"] == 0
+    assert len(ends) == 4 and ends[1]["best"] == "c002" and ends[1]["stale_rounds"] == 0
     assert ends[0]["hv"] == up2["hv_history"][0] and ends[0]["duration_s"] is None
 
 
@@ -126,6 +130,7 @@ def test_infeasible_candidates_do_not_enter_archive():
 
 def test_graph_draws_with_typed_routers():
     mermaid = build_graph().get_graph().draw_mermaid()
-    for edge in ("critic -.-> designer", "critic -.-> finalize", "gate -.-> code_fixer",
-                 "gate -.-> evaluate", "evaluate -.-> critic", "code_fixer --> gate"):
+    for edge in ("critic -.-> designer", "critic -.-> confirm", "gate -.-> code_fixer",
+                 "gate -.-> evaluate", "evaluate -.-> critic", "code_fixer --> gate",
+                 "confirm --> finalize"):
         assert edge in mermaid
