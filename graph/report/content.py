@@ -33,7 +33,7 @@ def fmt(x: Any, spec: str = ".3f") -> str:
 
 def fmt_interval(iv: Any) -> str:
     """Format an interval as ``[lo, hi]`` (empty when there is none)."""
-    return f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
+    return f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv and None not in iv else ""
 
 
 def balanced_accuracy_of(rec: dict[str, Any] | None) -> float | None:
@@ -209,3 +209,24 @@ def ledger(data: RunData) -> tuple[Rows, Rows, Rows, dict[str, Any]]:
              for k, v in tl["tools"].items()]
     return tok, nodes, tools, tl
 
+
+
+def confirmation_table(data: RunData) -> tuple[list[str], list[list[str]]] | None:
+    """Finalists' means over training seeds with 95 % t-intervals (``confirm``), or None."""
+    conf = (data.summary or {}).get("confirmation") or {}
+    if not conf.get("finalists"):
+        return None
+    head = ["finalist", "seeds", "balanced accuracy", "unfairness", "score"]
+    rows = []
+    for cid, s in conf["finalists"].items():
+        cells = [f"{fmt(s[k]['mean'])} {fmt_interval(s[k]['interval'])}"
+                 for k in ("balanced_accuracy", "unfairness", "score")]
+        mark = " (chosen)" if cid == data.best_id else ""
+        rows.append([cid + mark, f"{s['seeds']}" + (f" (+{s['failed']} failed)"
+                                                    if s.get("failed") else ""), *cells])
+    return head, rows
+
+
+CONFIRMATION_NOTE = ("Finalists re-trained on training seeds {seeds} (same data, epochs and "
+                     "recipe); mean and 95 % t-interval over the seeds. The choice is the "
+                     "feasible finalist with the highest mean score.")

@@ -12,8 +12,10 @@ import html
 from typing import Any
 
 from graph.report.content import (
+    CONFIRMATION_NOTE,
     balanced_accuracy_of,
     children,
+    confirmation_table,
     failures,
     fmt,
     hardware_rows,
@@ -200,6 +202,11 @@ def _final_design(data: RunData) -> list[str]:
                  "approximation from the confusion matrix for balanced accuracy, "
                  "bootstrap where the evaluation computed it. Test numbers are measured "
                  "once, on the held-out split, and never shown to the agents.</p>")
+    table = confirmation_table(data)
+    if table is not None:
+        seeds = ((data.summary or {}).get("confirmation") or {}).get("train_seeds")
+        parts.append("<h3>Confirmation on training seeds</h3>" + _table(*table, numeric={1})
+                     + f"<p class='muted'>{_e(CONFIRMATION_NOTE.format(seeds=seeds))}</p>")
     hw_rep = data.test_report if data.test_report else best.get("report")
     parts.append("<h3>Hardware</h3>" + _table(["measure", "value"], hardware_rows(hw_rep)))
     parts.append("<details><summary>code (best_model.py)</summary>"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from graph.report.content import (
+    CONFIRMATION_NOTE,
     children,
+    confirmation_table,
     failures,
     fmt,
     hardware_rows,
@@ -76,6 +78,15 @@ def _failures(data: RunData) -> str:
                       (f["fixes"] or [{"by": "-", "diagnosis": "", "outcome": ""}])])
 
 
+def _confirmation(data: RunData) -> list[str]:
+    table = confirmation_table(data)
+    if table is None:
+        return []
+    seeds = ((data.summary or {}).get("confirmation") or {}).get("train_seeds")
+    return ["## Confirmation on training seeds\n", CONFIRMATION_NOTE.format(seeds=seeds) + "\n",
+            _md_table(*table)]
+
+
 def render_markdown(data: RunData) -> str:
     """Render the report as Markdown (images are the PNG files written beside it)."""
     s = data.settings
@@ -85,6 +96,7 @@ def render_markdown(data: RunData) -> str:
            f"Task {s.get('task')}, {s.get('image_size')} px, {s.get('epochs')} epoch(s), "
            f"iter_max {s.get('iter_max')}; {len(data.records)} candidates; chosen "
            f"**{data.best_id}**.\n", "## Final design\n", *_final_design(data),
+           *_confirmation(data),
            "## Pareto front\n", f"![Pareto front]({PARETO_PNG})\n",
            "## Per-group accuracy\n", f"![per-group accuracy]({GROUPS_PNG})\n", "## Lineage\n",
            *_lineage(data), "\n## Rounds\n"]

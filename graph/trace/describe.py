@@ -181,6 +181,11 @@ _HANDLERS: dict[str, Callable[[dict[str, Any]], Lines]] = {
     "role_event": lambda e: [("", f"{e.get('role')}: "
                                   f"{json.dumps(own_fields(e, 'role'))[:300]}")],
     "round_end": _round_end,
+    "confirm": lambda e: [("", f"confirm {e.get('candidate')} on training seed {e.get('seed')}: "
+                               + (f"bal.acc {fmt(e.get('balanced_accuracy'), '.3f')}"
+                                  if e.get("ok") else f"failed ({e.get('failure')})"))],
+    "confirmed": lambda e: [("bold", f"confirmed {', '.join(e.get('finalists') or [])} on seeds "
+                                     f"{e.get('seeds')}: best {e.get('best')} on the mean")],
     "report": lambda e: [("dim", f"report written: {e.get('html')}")],
     "report_error": lambda e: [("red", f"report failed: {e.get('error')}")],
     "stop": lambda e: [("bold", f"stop: {e.get('reason')} after round {e.get('round')}, "
