@@ -6,7 +6,8 @@ child (this works for LLM-written designs too). Each named move is credited with
 child's outcome:
 
 * a failure: the gate or the worker failed it, or training collapsed (balanced accuracy
-  within :data:`COLLAPSE_TOL` of chance, 1/8 for the 8 ISIC classes);
+  within :data:`COLLAPSE_TOL` of chance, 1/8 for the 8 ISIC classes or 1 over the classes
+  present in a smaller validation split, or one predicted class for every image);
 * otherwise, when parent and child were measured at equal fidelity (apart from the
   training seed), the effect child - parent on balanced accuracy, unfairness (mean
   max_gap over sex and age, docs/metrics.md), latency, parameters and the selection
@@ -70,10 +71,22 @@ class MoveStat:
 
 
 def collapsed(rec: Candidate) -> bool:
-    """Tell whether an evaluated candidate's training collapsed to chance."""
+    """Tell whether an evaluated candidate's training collapsed to chance.
+
+    Collapsed: balanced accuracy within :data:`COLLAPSE_TOL` of chance (1/8, or 1 over
+    the classes present when the confusion matrix says fewer are), or every prediction
+    in one class.
+    """
     rep = rec.report
-    return rep is not None and rep.metrics is not None and \
-        abs(rep.metrics.balanced_accuracy - CHANCE) <= COLLAPSE_TOL
+    if rep is None or rep.metrics is None:
+        return False
+    bal, confusion = rep.metrics.balanced_accuracy, rep.metrics.confusion
+    present = sum(1 for row in confusion if sum(row))
+    chances = {CHANCE} | ({1 / present} if present else set())
+    if any(abs(bal - c) <= COLLAPSE_TOL for c in chances):
+        return True
+    predicted = [sum(col) for col in zip(*confusion, strict=True)] if confusion else []
+    return sum(1 for n in predicted if n) == 1
 
 
 def failed(rec: Candidate) -> bool:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agents import designer
-from agents.move_stats import effects_table, move_stats
+from agents.move_stats import collapsed, effects_table, move_stats
 from agents.records import Fidelity
 from agents.settings import Settings
 from tasks.genome import TEMPLATE_GENOME, Genome, random_genome
@@ -140,3 +140,17 @@ def test_designer_brief_and_fallback_carry_the_evidence() -> None:
     llm = designer.Design(rationale="r", code=answer.code, parent="nope")
     assert designer.apply(llm, "m", v, settings).update["candidates"][v.candidate].parent == \
         v.data["best_id"]
+
+
+def test_collapse_to_one_predicted_class_is_a_failure() -> None:
+    def rec(bal: float, confusion: list[list[int]]):
+        report = make_report(bal=bal)
+        report["metrics"]["confusion"] = confusion
+        return make_record("c1", report)
+
+    one_class = [[5, 0, 0], [4, 0, 0], [6, 0, 0]]  # 3 classes present, all predicted as 0
+    assert collapsed(rec(0.125, []))
+    assert collapsed(rec(1 / 7, [[1] + [0] * 6] * 7))  # 7 classes present, chance 1/7
+    assert collapsed(rec(0.40, one_class))
+    assert not collapsed(rec(0.40, [[5, 0, 0], [1, 3, 0], [2, 0, 4]]))
+    assert not collapsed(rec(0.40, []))
