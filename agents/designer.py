@@ -1,7 +1,9 @@
 """The Designer: proposes the next model (rationale + complete code).
 
 Output schema :class:`Design`; prompt ``prompts/designer.md``; offline brain
-:func:`agents.heuristic.design` (mutates the best genome as the critique asks). With
+:func:`agents.heuristic.design` (mutates a Pareto-front member with a move drawn from the
+run's per-move statistics, as the critique asks). Both brains see the same evidence: the
+move-effect table of :mod:`agents.move_stats`. With
 ``--strategy random`` or ``evolution`` the proposal comes from :mod:`agents.strategies`
 instead, without an LLM. The builder makes its node from this spec (agents/step.py).
 """
@@ -15,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agents import heuristic, strategies
+from agents.move_stats import DEFAULT_NOISE_SD, effects_table, move_stats
 from agents.records import headline, history, new_record, recent_notes, select_best, tried_keys
 from agents.registry import register_role
 from agents.settings import Settings
@@ -27,6 +30,8 @@ class Design(BaseModel):
 
     rationale: str = Field(description="which Choices change and why, citing the numbers")
     code: str = Field(description="complete Python module defining build_model(num_classes)")
+    parent: str | None = Field(default=None, description="id of the candidate this design "
+                               "was derived from (default: the current best design)")
 
 
 def candidate_id(round_: int) -> str:
@@ -39,8 +44,17 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
     return random.Random(f"{seed}:" + ":".join(str(p) for p in parts))
 
 
+def noise_sd(state: Mapping[str, Any]) -> float:
+    """Std of the selection score over training seeds as the run measured it, else 0.03."""
+    value = state.get("noise_sd")
+    return float(value) if value else DEFAULT_NOISE_SD
+
+
 def view(state: Mapping[str, Any], settings: Settings) -> View:
-    """Read the new round's candidate id, the best design, the critique and the notes.
+    """Read the new round's candidate id, best design, critique, notes and move statistics.
+
+    The per-move statistics (:func:`agents.move_stats.move_stats`) are judged against the
+    run's measured score noise (``state["noise_sd"]``, else 0.03).
 
     Under a search strategy other than ``agents`` the view also holds that strategy's
     proposal and marks the step ``offline`` (agents/step.py then asks no LLM).
@@ -51,7 +65,10 @@ def view(state: Mapping[str, Any], settings: Settings) -> View:
     best_id = select_best(cands, settings.unfairness_weight) or "c000"
     data: dict[str, Any] = {"best_id": best_id, "best": cands.get(best_id),
                             "critique": (state.get("critiques") or [None])[-1],
-                            "notes": recent_notes(state.get("notes"))}
+                            "notes": recent_notes(state.get("notes")),
+                            "noise_sd": noise_sd(state),
+                            "archive": list(state.get("archive") or [])}
+    data["move_stats"] = move_stats(cands, settings.unfairness_weight, data["noise_sd"])
     if settings.strategy != "agents":
         rng = seeded_rng(settings.resolved_search_seed, settings.strategy, round_)
         data.update(proposal=strategies.propose(state, settings, rng), offline=True)
@@ -61,7 +78,10 @@ def view(state: Mapping[str, Any], settings: Settings) -> View:
 
 
 def brief(v: View, settings: Settings) -> dict[str, Any]:
-    """Prompt values: task, budgets, Choices, best design, critique, notes, history."""
+    """Prompt values: task, budgets, Choices, best design, critique, notes, history, moves.
+
+    ``move_effects`` is the move-effect table (:func:`agents.move_stats.effects_table`).
+    """
     best = v.data["best"]
     return {
         "task": f"{settings.task}: 8-class skin-lesion classification at "
@@ -71,6 +91,7 @@ def brief(v: View, settings: Settings) -> dict[str, Any]:
         "best_code": best.code if best else None, "critique": v.data["critique"],
         "notes": v.data["notes"] or "none",
         "history": history(v.state.get("candidates") or {}, v.state.get("order") or []),
+        "move_effects": effects_table(v.data["move_stats"], v.data["noise_sd"]),
         "round": v.round, "iter_max": settings.iter_max,
     }
 
@@ -81,18 +102,26 @@ def fallback(v: View, settings: Settings) -> dict[str, Any]:
     if proposal is not None:
         return {"rationale": proposal.rationale, "code": render(proposal.genome)}
     best = v.data["best"]
+    cands = v.state.get("candidates") or {}
     heuristic_brief = {"best": {"code": best.code} if best else {},
+                       "best_id": v.data["best_id"] if best else None,
                        "critique": v.data["critique"], "notes": v.data["notes"],
-                       "tried": tried_keys(v.state.get("candidates") or {})}
+                       "tried": tried_keys(cands), "history": cands,
+                       "archive": v.data["archive"], "noise_sd": v.data["noise_sd"],
+                       "unfairness_weight": settings.unfairness_weight}
     return heuristic.design(heuristic_brief, seeded_rng(settings.resolved_search_seed, "design",
                                                        v.round))
 
 
 def apply(answer: Design, brain: str, v: View, settings: Settings) -> Outcome:
-    """Open the round with the new candidate."""
+    """Open the round with the new candidate.
+
+    Its parent is the candidate the answer names when it exists, else the best design.
+    """
     cid, crit = v.candidate or candidate_id(v.round), v.data["critique"] or {}
     proposal: strategies.Proposal | None = v.data.get("proposal")
-    parent = proposal.parent if proposal is not None else v.data["best_id"]
+    named = answer.parent if answer.parent in (v.state.get("candidates") or {}) else None
+    parent = proposal.parent if proposal is not None else named or v.data["best_id"]
     brain = proposal.brain if proposal is not None else brain
     rec = new_record(cid, code=answer.code, origin="designer", parent=parent,
                      round_=v.round, rationale=answer.rationale, brain=brain)

@@ -6,9 +6,11 @@ schemas, so this module depends on no role.
 
 * :func:`critique` - rule-based Critic: budgets first (in priority order), then groups
   that lag the overall accuracy, then accuracy against the best design.
-* :func:`design` - mutates the best design's genome with moves chosen from the critique
+* :func:`design` - a learning searcher: draws a parent from the Pareto front as the
+  critique asks (:mod:`agents.policy`) and a move by Thompson sampling over the run's
+  per-move statistics (:mod:`agents.move_stats`), with the critique's plan as the prior
   (over budget -> shrink / depthwise-separable / downsample; lagging group -> wider early
-  layers / normalisation / SE / shortcuts; otherwise capacity), never re-proposing a
+  layers / normalisation / SE / shortcuts; otherwise capacity); never re-proposes a
   genome already tried.
 * :func:`fix` - re-renders code from its parsed genome (shrinking it on a budget
   failure), else falls back to a mutation of the parent's design.
@@ -21,8 +23,13 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from agents.move_stats import DEFAULT_NOISE_SD, move_stats
+from agents.policy import choose_parent, evidence, rank_moves
 from tasks.genome import TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
 from tasks.mutations import MUTATIONS
+
+#: Draws of one move on one parent (moves that pick a stage at random may hit a tried one).
+MOVE_DRAWS = 3
 
 #: Groups whose accuracy is this far below the overall accuracy count as lagging.
 LAG_THRESHOLD = 0.03
@@ -189,40 +196,86 @@ def plan_moves(critique_: dict[str, Any] | None) -> list[str]:
 
 
 def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Propose a new, untried design by mutating the best one.
+    """Propose a new, untried design: a parent from the Pareto front, a move by a bandit.
+
+    The parent is the front member the critique asks for (see
+    :func:`agents.policy.choose_parent`); the move is drawn by Thompson sampling over the
+    per-move statistics of the run (:func:`agents.move_stats.move_stats`), with the
+    critique's plan (:func:`plan_moves`) as the prior (:func:`agents.policy.rank_moves`).
+    One move at a time keeps the credit assignment clear; when every single move from
+    every front member is tried, two and three moves, then random walks.
 
     Args:
-        brief: ``best`` (dict with ``code``), ``critique`` (dict or None), ``tried``
-            (genome keys already proposed), ``notes`` (other roles' note lines, cited
-            in the rationale).
+        brief: ``best`` (dict with ``code``), ``best_id``, ``critique`` (dict or None),
+            ``tried`` (genome keys already proposed), ``notes`` (other roles' note
+            lines, cited in the rationale), ``history`` (the run's Candidate records by
+            id; empty: the best design is the parent and the prior alone ranks moves),
+            ``archive`` (ids of the Pareto front), ``noise_sd`` (std of the selection
+            score over training seeds, default 0.03), ``unfairness_weight``.
         rng: Seeded generator (deterministic per run, round and seed).
 
     Returns:
-        ``{"rationale": str, "code": str, "genome": dict, "moves": [...]}``.
+        ``{"rationale": str, "code": str, "genome": dict, "moves": [...],
+        "parent": str | None}``.
     """
-    best = brief.get("best") or {}
-    base = parse_genome(best.get("code") or "") or TEMPLATE_GENOME
+    crit = brief.get("critique") or {}
+    history = brief.get("history") or {}
+    noise_sd = float(brief.get("noise_sd") or DEFAULT_NOISE_SD)
+    weight = float(brief.get("unfairness_weight", 1.0))
     tried = set(brief.get("tried") or ())
-    tried.add(genome_key(base))
-    planned = plan_moves(brief.get("critique"))
-    for n_moves in (1, 2, 3):
-        # Urgent moves first; one move at a time keeps the credit assignment clear.
-        pool = planned if n_moves == 1 else planned + sorted(MUTATIONS)
-        for first in pool:
+    stats = move_stats(history, weight, noise_sd)
+    planned = plan_moves(crit)
+    parents = _parents(brief, crit, history, weight, rng)
+    for _, base, _ in parents:
+        tried.add(genome_key(base))
+    for pid, base, reason in parents:
+        for move in rank_moves(stats, planned, noise_sd, rng):
+            for _ in range(MOVE_DRAWS):  # a move may pick its stage at random
+                genome = MUTATIONS[move](base, rng)
+                if genome != base and genome_key(genome) not in tried:
+                    return _answer(genome, [move], (pid, base, reason), stats, noise_sd,
+                                   brief)
+    pid, base, reason = parents[0]
+    for n_moves in (2, 3):
+        order = rank_moves(stats, planned, noise_sd, rng)
+        for first in order:
             genome, moves = _apply(base, [first], rng)
             for _ in range(n_moves - 1):
-                genome, moves = _apply(genome, [rng.choice(planned)], rng, moves)
+                genome, moves = _apply(genome, [rng.choice(order[:6])], rng, moves)
             if moves and genome_key(genome) not in tried:
-                return _answer(genome, moves, base, brief.get("critique"),
-                               brief.get("notes") or ())
-    # Everything near is tried: random walks from the base.
+                return _answer(genome, moves, parents[0], stats, noise_sd, brief)
+    # Everything near is tried: random walks from the parent.
     for _ in range(200):
         genome, moves = base, []
         for _ in range(rng.randint(2, 5)):
             genome, moves = _apply(genome, [rng.choice(sorted(MUTATIONS))], rng, moves)
         if moves and genome_key(genome) not in tried:
-            return _answer(genome, moves, base, brief.get("critique"), brief.get("notes") or ())
-    raise RuntimeError("heuristic designer found no untried genome near the best design")
+            return _answer(genome, moves, parents[0], stats, noise_sd, brief)
+    raise RuntimeError("heuristic designer found no untried genome near the Pareto front")
+
+
+def _parents(brief: dict[str, Any], crit: dict[str, Any], history: dict[str, Any],
+             weight: float, rng: random.Random) -> list[tuple[str | None, Genome, str]]:
+    """Parents to try, in order: the chosen one, then the other front members, then best."""
+    budgets = violated_names(crit.get("violated_budgets") or [])
+    focus = "budget" if budgets else "fairness" if crit.get("lagging_groups") else "accuracy"
+    best_id = brief.get("best_id")
+    front = [*(brief.get("archive") or []), *([best_id] if best_id else [])]
+    choice = choose_parent(front, history, focus, budgets[0] if budgets else "latency",
+                           weight, rng)
+    out: list[tuple[str | None, Genome, str]] = []
+    if choice is not None:
+        ordered = [choice.id] + [c for c in dict.fromkeys(front) if c != choice.id]
+        for cid in ordered:
+            rec = history.get(cid)
+            g = parse_genome(rec.code) if rec is not None and rec.ok else None
+            if g is not None:
+                out.append((cid, g, choice.reason if cid == choice.id
+                            else "another front member (every move from the first was tried)"))
+    best = parse_genome((brief.get("best") or {}).get("code") or "")
+    out.append((best_id, best or TEMPLATE_GENOME,
+                "the best design" if best else "the Template"))
+    return out
 
 
 def _apply(genome: Genome, names: Sequence[str], rng: random.Random,
@@ -236,15 +289,18 @@ def _apply(genome: Genome, names: Sequence[str], rng: random.Random,
     return genome, moves
 
 
-def _answer(genome: Genome, moves: list[str], base: Genome,
-            crit: dict[str, Any] | None, notes: Sequence[str] = ()) -> dict[str, Any]:
-    why = (crit or {}).get("priorities") or ["explore"]
-    rationale = (f"moves {' + '.join(moves)} on the best design ({genome_summary(base)}) "
-                 f"because the critique prioritises: {'; '.join(why[:3])}. "
-                 f"New design: {genome_summary(genome)}")
+def _answer(genome: Genome, moves: list[str], parent: tuple[str | None, Genome, str],
+            stats: dict[str, Any], noise_sd: float, brief: dict[str, Any]) -> dict[str, Any]:
+    pid, base, reason = parent
+    why = (brief.get("critique") or {}).get("priorities") or ["explore"]
+    evid = "; ".join(f"{m}: {evidence(stats.get(m), noise_sd)}" for m in dict.fromkeys(moves))
+    rationale = (f"parent {pid or 'best'} ({reason}; {genome_summary(base)}), moves "
+                 f"{' + '.join(moves)}. Evidence: {evid}. The critique prioritises: "
+                 f"{'; '.join(why[:3])}. New design: {genome_summary(genome)}")
+    notes = brief.get("notes") or ()
     if notes:
         rationale += f". Role notes read: {' | '.join(notes[-3:])}"
-    return {"rationale": rationale, "code": render(genome),
+    return {"rationale": rationale, "code": render(genome), "parent": pid,
             "genome": genome.model_dump(mode="json"), "moves": moves}
 
 

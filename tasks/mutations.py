@@ -183,3 +183,90 @@ MUTATIONS: dict[str, Mutation] = {f.__name__: f for f in (
     bigger_kernel, smaller_kernel, more_dropout, less_dropout, more_downsampling,
     less_downsampling,
 )}
+
+
+# ------------------------------------------------------------------- diff -> moves
+
+# Block a stage was changed *to* -> the move that makes that block (plain has no move).
+_BLOCK_MOVES = {"residual": "add_residual", "dwsep": "depthwise_separable",
+                "inverted_residual": "inverted_residual"}
+
+
+def _widths(genome: Genome) -> list[int]:
+    """Stem width, then every stage's width."""
+    return [genome.stem_width] + [s.width for s in genome.stages]
+
+
+def _width_moves(parent: Genome, child: Genome) -> list[str]:
+    """Width moves explaining the stem and stage widths (common stages only)."""
+    n = min(len(parent.stages), len(child.stages))
+    pairs = [(parent.stem_width, child.stem_width)] + [
+        (p.width, c.width) for p, c in zip(parent.stages[:n], child.stages[:n], strict=True)]
+    grown = [i for i, (p, c) in enumerate(pairs) if c > p]
+    shrunk = [i for i, (p, c) in enumerate(pairs) if c < p]
+    moves: list[str] = []
+    if grown:
+        child_widths = [c for _, c in pairs]
+        # The moves' own results first (clamping can make their diffs look alike), then
+        # the shape: widen_early touches only the stem and the first half of the stages.
+        if child_widths == _widths(widen_early(parent, random.Random(0)))[:len(pairs)] != \
+                _widths(widen(parent, random.Random(0)))[:len(pairs)]:
+            moves.append("widen_early")
+        elif child_widths == _widths(widen(parent, random.Random(0)))[:len(pairs)]:
+            moves.append("widen")
+        else:
+            early = 1 + math.ceil(len(parent.stages) / 2)  # index 0 is the stem
+            moves.append("widen_early" if max(grown) < early and len(grown) < len(pairs)
+                         else "widen")
+    if shrunk:
+        moves.append("shrink_width")
+    return moves
+
+
+def _stage_moves(parent: Genome, child: Genome) -> list[str]:
+    """Depth, kernel, stride, block and SE moves of the stages both genomes share."""
+    moves: list[str] = []
+    if len(child.stages) < len(parent.stages):
+        moves.append("shallower")
+    elif len(child.stages) > len(parent.stages):
+        moves.append("deeper")
+    for p, c in zip(parent.stages, child.stages, strict=False):
+        if c.depth != p.depth:
+            moves.append("deeper" if c.depth > p.depth else "shallower")
+        if c.kernel != p.kernel:
+            moves.append("bigger_kernel" if c.kernel > p.kernel else "smaller_kernel")
+        if c.stride != p.stride:
+            moves.append("more_downsampling" if c.stride > p.stride else "less_downsampling")
+        if c.block != p.block and c.block in _BLOCK_MOVES:
+            moves.append(_BLOCK_MOVES[c.block])
+        if c.se and not p.se:
+            moves.append("add_se")
+    return moves
+
+
+def classify_moves(parent: Genome, child: Genome) -> list[str]:
+    """Name the moves of :data:`MUTATIONS` that turn ``parent`` into ``child``.
+
+    Works on any two genomes (a design an LLM wrote as well as a mutation's result), so
+    the search can credit each named move with the effect of a child against its parent.
+    Changes no move makes (removing SE, turning a block back to ``plain``, an expansion
+    change inside an inverted residual) are not named.
+
+    Args:
+        parent: The genome the child was derived from.
+        child: The derived genome.
+
+    Returns:
+        Move names in :data:`MUTATIONS` order, each at most once; empty when the genomes
+        are equal or differ only where no move reaches.
+    """
+    found = set(_width_moves(parent, child)) | set(_stage_moves(parent, child))
+    if child.stem_stride != parent.stem_stride:
+        found.add("more_downsampling" if child.stem_stride > parent.stem_stride
+                  else "less_downsampling")
+    for field, move in (("norm", "change_norm"), ("act", "change_act"), ("pool", "change_pool")):
+        if getattr(child, field) != getattr(parent, field):
+            found.add(move)
+    if child.dropout != parent.dropout:
+        found.add("more_dropout" if child.dropout > parent.dropout else "less_dropout")
+    return [name for name in MUTATIONS if name in found]

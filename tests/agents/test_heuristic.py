@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
-from agents import heuristic
-from agents.records import headline, select_best
+import pytest
+
+from agents import heuristic, policy
+from agents.move_stats import move_stats
+from agents.records import headline, select_best, tried_keys
 from evaluation.report import Budgets
 from tasks.genome import TEMPLATE_GENOME, estimate_params, parse_genome, render
 from tests.fakes.reports import make_record, make_report
@@ -69,21 +73,27 @@ def test_designer_shrinks_when_over_budget():
     base = render(TEMPLATE_GENOME)
     crit = {"violated_budgets": ["latency 5.00 ms > 2 ms"], "lagging_groups": [],
             "priorities": ["meet the latency budget"]}
-    out = heuristic.design({"best": {"code": base}, "critique": crit, "tried": []},
-                           random.Random(0))
-    assert out["moves"][0] in heuristic.COST_MOVES["latency"]
-    g = parse_genome(out["code"])
-    assert estimate_params(g, 8) < estimate_params(TEMPLATE_GENOME, 8) or \
-        g.stem_stride > TEMPLATE_GENOME.stem_stride or \
-        any(s.block == "dwsep" for s in g.stages)
+    firsts = []
+    for seed in range(20):
+        out = heuristic.design({"best": {"code": base}, "critique": crit, "tried": []},
+                               random.Random(seed))
+        firsts.append(out["moves"][0])
+        if out["moves"][0] in heuristic.COST_MOVES["latency"]:
+            g = parse_genome(out["code"])
+            assert estimate_params(g, 8) < estimate_params(TEMPLATE_GENOME, 8) or \
+                g.stem_stride > TEMPLATE_GENOME.stem_stride or \
+                any(s.block == "dwsep" for s in g.stages)
+    # The critique's plan is the bandit's prior: cost moves lead, others stay possible.
+    assert sum(m in heuristic.COST_MOVES["latency"] for m in firsts) >= 16
 
 
 def test_designer_adds_capacity_or_norm_for_lagging_group():
     crit = {"violated_budgets": [], "lagging_groups": [
         {"attribute": "sex", "group": "female", "accuracy": 0.5, "gap": 0.1}]}
-    out = heuristic.design({"best": {"code": render(TEMPLATE_GENOME)}, "critique": crit,
-                            "tried": []}, random.Random(0))
-    assert out["moves"][0] in heuristic.FAIRNESS_MOVES
+    firsts = [heuristic.design({"best": {"code": render(TEMPLATE_GENOME)}, "critique": crit,
+                                "tried": []}, random.Random(seed))["moves"][0]
+              for seed in range(20)]
+    assert sum(m in heuristic.FAIRNESS_MOVES for m in firsts) >= 16
 
 
 def test_designer_never_repeats_a_tried_genome():
@@ -150,3 +160,105 @@ def test_critic_brief_after_prepare_critiques_the_template_not_a_baseline():
     brief = critic_brief(state, Settings())
     assert brief["latest"]["id"] == "c000"
     assert heuristic.critique(brief)["violated_budgets"] == []
+
+
+# ------------------------------------------------------------ the learning policy
+
+def _stage_edit(i: int, **changes: object):
+    stages = [s.model_dump() for s in TEMPLATE_GENOME.stages]
+    stages[i].update(changes)
+    return TEMPLATE_GENOME.model_validate({**TEMPLATE_GENOME.model_dump(), "stages": stages})
+
+
+def _policy_brief(history: dict, archive: list[str], crit: dict | None = None) -> dict:
+    best = select_best(history)
+    return {"best": {"code": history[best].code}, "best_id": best, "critique": crit,
+            "tried": tried_keys(history), "history": history, "archive": archive,
+            "noise_sd": 0.03, "unfairness_weight": 1.0}
+
+
+def _learned_history() -> dict:
+    """deeper hurt three times, bigger_kernel helped three times (same stage, re-seeded)."""
+    hist = {"c000": make_record("c000", make_report(bal=0.50), origin="template")}
+    for i in range(3):
+        hist[f"d{i}"] = make_record(f"d{i}", make_report(bal=0.42), parent="c000",
+                                    genome=_stage_edit(0, depth=2))
+        hist[f"k{i}"] = make_record(f"k{i}", make_report(bal=0.58), parent="c000",
+                                    genome=_stage_edit(0, kernel=5))
+    return hist
+
+
+def test_policy_prefers_a_move_that_helped_over_one_that_hurt():
+    hist = _learned_history()
+    brief = _policy_brief(hist, ["c000"]) | {"best": {"code": hist["c000"].code},
+                                             "best_id": "c000"}
+    moves = Counter(heuristic.design(brief, random.Random(s))["moves"][0] for s in range(40))
+    # deeper comes before bigger_kernel in the critique-free plan; the evidence reverses it.
+    assert moves["bigger_kernel"] >= 3 * max(1, moves["deeper"])
+    prior_only = Counter(heuristic.design({**brief, "history": {}}, random.Random(s))["moves"][0]
+                         for s in range(40))
+    assert prior_only["deeper"] > prior_only["bigger_kernel"]
+    out = heuristic.design(brief, random.Random(1))
+    assert out["parent"] == "c000" and "Evidence:" in out["rationale"]
+    if out["moves"] == ["bigger_kernel"]:
+        assert "3 tries, 0 failed, 3 helped" in out["rationale"]
+
+
+def test_policy_avoids_a_move_that_failed_twice():
+    hist = {"c000": make_record("c000", make_report(bal=0.50), origin="template"),
+            "c001": make_record("c001", make_report(failed="train"), parent="c000",
+                                genome=TEMPLATE_GENOME.model_copy(update={"norm": "group"})),
+            "c002": make_record("c002", make_report(bal=0.125), parent="c000",
+                                genome=TEMPLATE_GENOME.model_copy(update={"norm": "none"}))}
+    crit = {"violated_budgets": [], "lagging_groups": [
+        {"attribute": "sex", "group": "female", "accuracy": 0.5, "gap": 0.1}]}
+    brief = _policy_brief(hist, ["c000"], crit)
+    used = {m for s in range(40) for m in heuristic.design(brief, random.Random(s))["moves"]}
+    assert "change_norm" not in used and "widen_early" in used
+    assert policy.banned(move_stats(hist)["change_norm"])
+
+
+def _front() -> dict:
+    """Four front members: best score c003, cheapest c002, fairest c004."""
+    b = Budgets(max_latency_ms=3.0)
+    return {
+        "c000": make_record("c000", make_report(bal=0.50, latency=2.0, budgets=b),
+                            origin="template"),
+        "c001": make_record("c001", make_report(bal=0.70, latency=2.9, budgets=b,  # 0.55
+                                                sex={"female": 0.4, "male": 0.7}),
+                            parent="c000", genome=_stage_edit(1, depth=3)),
+        "c002": make_record("c002", make_report(bal=0.55, latency=0.5, budgets=b,  # 0.50
+                                                age={"<40": 0.6, "40-59": 0.6, ">=60": 0.5}),
+                            parent="c000", genome=_stage_edit(2, block="dwsep")),
+        "c003": make_record("c003", make_report(bal=0.62, latency=2.5, budgets=b,  # 0.59
+                                                sex={"female": 0.56, "male": 0.62}),
+                            parent="c000", genome=_stage_edit(3, se=True)),
+        "c004": make_record("c004", make_report(bal=0.52, latency=1.5, budgets=b),  # 0.52
+                            parent="c000", genome=_stage_edit(3, kernel=5)),
+    }
+
+
+@pytest.mark.parametrize(("crit", "wanted"), [
+    (None, "c003"),
+    ({"violated_budgets": ["latency 5.00 ms > 3 ms"], "lagging_groups": []}, "c002"),
+    ({"violated_budgets": [], "lagging_groups": [
+        {"attribute": "sex", "group": "female", "accuracy": 0.5, "gap": 0.1}]}, "c004"),
+])
+def test_policy_draws_parents_from_the_front_as_the_critique_asks(crit, wanted):
+    hist = _front()
+    front = ["c001", "c002", "c003", "c004"]
+    brief = _policy_brief(hist, front, crit)
+    parents = Counter(heuristic.design(brief, random.Random(s))["parent"] for s in range(40))
+    assert parents.most_common(1)[0][0] == wanted and parents[wanted] >= 20
+    assert len(parents) >= 2 and set(parents) <= set(front)  # explores the front
+
+
+def test_policy_keeps_exploring_and_is_deterministic_per_seed():
+    hist = _learned_history()
+    brief = _policy_brief(hist, ["c000", "k0"])
+    moves = Counter(heuristic.design(brief, random.Random(s))["moves"][0] for s in range(40))
+    assert len(moves) >= 4  # never the argmax alone
+    a = heuristic.design(brief, random.Random("3:design:5"))
+    b = heuristic.design(brief, random.Random("3:design:5"))
+    assert (a["code"], a["parent"], a["rationale"]) == (b["code"], b["parent"], b["rationale"])
+    assert heuristic.genome_key(parse_genome(a["code"])) not in brief["tried"]

@@ -34,3 +34,11 @@ def test_a_prompt_beside_a_role_module_and_a_missing_one(tmp_path):
     path.write_text("## user\nno header\n")
     with pytest.raises(PromptError, match="missing '<!-- prompt"):
         load_prompt(path)
+
+
+def test_designer_prompt_shows_the_move_effects():
+    p = load_prompt("designer.md")
+    assert p.version >= 3 and "move_effects" in p.placeholders()
+    values = dict.fromkeys(p.placeholders(), "x")
+    _, user = p.render(**{**values, "move_effects": "widen | 2 | 0 | 1/1/0 | +0.040"})
+    assert "widen | 2 | 0 | 1/1/0 | +0.040" in user and "`parent`" in p.system

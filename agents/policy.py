@@ -1,0 +1,160 @@
+"""The offline Designer's choices: a parent from the Pareto front and a move by a bandit.
+
+* :func:`choose_parent` - the front member the critique asks for (over budget: the
+  cheapest feasible one; lagging groups: the fairest; else the best score), or with
+  probability :data:`EXPLORE_PARENT` another front member.
+* :func:`rank_moves` - Thompson sampling over the named moves on the score effect in
+  units of ``noise_sd``: a Gaussian posterior per move whose prior is optimistic
+  (:data:`PRIOR_MEAN`), and a bonus on the draw for the moves the critique plans (first
+  planned move most); a failure counts as :data:`FAILURE_REWARD`. Moves that failed twice with no
+  success are dropped. Sampling keeps every move a chance, so the policy explores.
+
+Both draw only from the generator they are given (deterministic per search seed).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from agents.move_stats import MoveStat
+from agents.records import Candidate, score
+from evaluation.pareto import Cost, objectives
+from tasks.mutations import MUTATIONS
+
+#: Probability of drawing another front member than the one the critique asks for.
+EXPLORE_PARENT = 0.25
+#: Prior mean of a move's score effect, in units of noise_sd (optimistic: untried moves
+#: look like a one-noise-sd gain until measured), and its weight in pseudo-observations.
+PRIOR_MEAN, PRIOR_WEIGHT = 0.5, 2.0
+#: Bonus added to the draw of the critique's first planned move; later ones get
+#: ``PLAN_BONUS * (1 - rank / len(plan)) ** 2``. It is not diluted by measurements: the
+#: score effect does not see what the critique asks for (a cost move that costs a little
+#: accuracy is still what an over-budget design needs), so the plan keeps its pull and
+#: only a move that hurt by more than the bonus (in noise sd) loses to an untried one.
+PLAN_BONUS = 2.0
+#: Reward of a failed or collapsed try, in units of noise_sd.
+FAILURE_REWARD = -3.0
+#: Rewards are clipped to +-this many noise_sd so one outlier cannot dominate a mean.
+REWARD_CLIP = 4.0
+#: Spread of one observation, in units of noise_sd (effects vary by more than the noise).
+OBS_SD = 1.0
+#: A move with this many failures and no success is not proposed again.
+MAX_FAILURES = 2
+#: Budget name -> the cost a parent is chosen on, for the rationale.
+COST_LABEL = {"latency": "latency", "memory": "memory", "params": "parameters",
+              "flops": "FLOPs"}
+
+
+@dataclass(frozen=True)
+class ParentChoice:
+    """The parent a design starts from and why."""
+
+    id: str
+    reason: str
+
+
+def _cost(rec: Candidate, budget: str) -> float:
+    """Return the cost a violated budget is about (latency by default)."""
+    assert rec.report is not None
+    cost = cast(Cost, budget if budget in COST_LABEL else "latency")
+    return objectives(rec.report, cost=cost)[2]
+
+
+def choose_parent(front: Sequence[str], candidates: Mapping[str, Candidate],
+                  focus: str, budget: str, unfairness_weight: float,
+                  rng: random.Random) -> ParentChoice | None:
+    """Pick the parent of the next design among the evaluated Pareto-front members.
+
+    Args:
+        front: Ids of the Pareto archive (the best design may be added by the caller).
+        candidates: The run's records by id.
+        focus: ``budget`` (cheapest feasible), ``fairness`` (fairest) or ``accuracy``
+            (best selection score).
+        budget: The first violated budget's name when ``focus`` is ``budget``.
+        unfairness_weight: The selection score's weight.
+        rng: Seeded generator.
+
+    Returns:
+        The choice, or None when no front member was evaluated successfully.
+    """
+    members = [candidates[c] for c in dict.fromkeys(front)
+               if c in candidates and candidates[c].ok]
+    if not members:
+        return None
+
+    def infeasible(rec: Candidate) -> int:
+        assert rec.report is not None
+        return len(rec.report.violations)
+
+    if focus == "budget":
+        target = min(members, key=lambda r: (infeasible(r), _cost(r, budget)))
+        reason = f"the cheapest feasible front member ({COST_LABEL.get(budget, budget)})"
+    elif focus == "fairness":
+        target = min(members, key=lambda r: (infeasible(r) > 0,
+                                             objectives(r.report)[1]))  # type: ignore[arg-type]
+        reason = "the fairest front member (lowest mean max_gap)"
+    else:
+        target = min(members, key=lambda r: (infeasible(r) > 0,
+                                             -score(r, unfairness_weight)))
+        reason = "the front member with the best selection score"
+    others = [r for r in members if r.id != target.id]
+    if others and rng.random() < EXPLORE_PARENT:
+        pick = rng.choice(others)
+        return ParentChoice(pick.id, f"another front member, drawn to explore (the critique "
+                                     f"asked for {target.id}, {reason})")
+    return ParentChoice(target.id, reason)
+
+
+def banned(stat: MoveStat | None) -> bool:
+    """Tell whether a move failed :data:`MAX_FAILURES` times with no success."""
+    return stat is not None and stat.failures >= MAX_FAILURES and stat.successes == 0
+
+
+def posterior(stat: MoveStat | None, prior_mean: float, noise_sd: float) -> tuple[float, float]:
+    """Gaussian posterior (mean, sd) of a move's score effect in units of ``noise_sd``."""
+    rewards: list[float] = []
+    if stat is not None:
+        rewards = [max(-REWARD_CLIP, min(REWARD_CLIP, e / noise_sd))
+                   for e in stat.effects["score"]]
+        rewards += [FAILURE_REWARD] * stat.failures
+    weight = PRIOR_WEIGHT + len(rewards)
+    mean = (prior_mean * PRIOR_WEIGHT + sum(rewards)) / weight
+    return mean, OBS_SD / weight ** 0.5
+
+
+def rank_moves(stats: Mapping[str, MoveStat], planned: Sequence[str], noise_sd: float,
+               rng: random.Random) -> list[str]:
+    """Order the moves by one Thompson draw each (highest first); banned moves are left out.
+
+    Args:
+        stats: Per-move statistics of the run (:func:`agents.move_stats.move_stats`).
+        planned: The critique's moves, most urgent first (:func:`heuristic.plan_moves`).
+        noise_sd: Std of the selection score over training seeds (> 0).
+        rng: Seeded generator.
+
+    Returns:
+        Every allowed move name, best draw first; all moves if every one is banned.
+    """
+    rank = {m: i for i, m in enumerate(planned)}
+    draws = []
+    for move in sorted(MUTATIONS):
+        stat = stats.get(move)
+        bonus = PLAN_BONUS * (1 - rank[move] / len(planned)) ** 2 if move in rank else 0.0
+        mean, sd = posterior(stat, PRIOR_MEAN, noise_sd)
+        draws.append((rng.gauss(mean, sd) + bonus, move, banned(stat)))
+    allowed = [d for d in draws if not d[2]] or draws
+    return [move for _, move, _ in sorted(allowed, key=lambda d: -d[0])]
+
+
+def evidence(stat: MoveStat | None, noise_sd: float) -> str:
+    """One phrase of evidence for a move, for the rationale."""
+    if stat is None or stat.tries == 0:
+        return "untried (optimistic prior)"
+    mean = stat.mean("score")
+    effect = (f"mean score effect {mean:+.3f} ({mean / noise_sd:+.1f} noise sd)"
+              if mean is not None else "no effect measured at equal fidelity")
+    return (f"{stat.tries} tries, {stat.failures} failed, {stat.helped} helped / "
+            f"{stat.neutral} neutral / {stat.hurt} hurt, {effect}")
