@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("profile overrides")
     o.add_argument("--seeds", type=int, help="number of search seeds")
     o.add_argument("--proposals", type=int, help="evaluation budget per search (--iter-max)")
+    o.add_argument("--fresh-seeds", help="comma-separated training seeds of the "
+                   "re-measurements and the baselines suite")
     o.add_argument("--strategies", help="comma-separated: agents, random, evolution, "
                    "agents=LLM (e.g. agents=openai:gpt-4.1)")
     o.add_argument("--data-dir", help="real ISIC 2019 folder (full profile)")
@@ -59,13 +61,22 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     base = get_profile(args.profile)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] \
         if args.strategies else None
+    fresh = _ints(args.fresh_seeds, "--fresh-seeds") if args.fresh_seeds else None
     profile = base.override(seeds=args.seeds, proposals=args.proposals, strategies=strategies,
+                            fresh_seeds=fresh,
                             data_dir=args.data_dir, synthetic_n=args.synthetic_n,
                             image_size=args.image_size, epochs=args.epochs,
                             latency_ref_ms=args.latency_ref_ms)
     if not profile.synthetic:
         profile.require_data_dir()
     return profile
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ProfileError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
