@@ -152,12 +152,33 @@ class ProductRemeasure:
         return result
 
 
+#: Settings a reused run folder must share with its planned command.
+COMPARED = ("task", "data_dir", "synthetic", "synthetic_n", "image_size", "seed", "epochs",
+            "batch_size", "max_params", "max_latency_ms", "max_memory_mb", "strategy", "llm",
+            "search_seed", "train_seed", "iter_max", "eval_timeout_s")
+
+
+def changed_settings(spec: RunSpec) -> list[str]:
+    """Return the settings in which a finished run folder differs from ``spec``'s command."""
+    from graph import config
+    from graph.run import build_parser
+
+    planned = config.resolve(config.flag_layer(build_parser().parse_args(spec.argv[2:])))
+    saved = Settings.load(Path(spec.run_dir) / "settings.json")
+    return [f"{k}: {getattr(saved, k)!r} instead of {getattr(planned, k)!r}" for k in COMPARED
+            if getattr(saved, k) != getattr(planned, k)]
+
+
 def _run_one(spec: RunSpec, profile: Profile, env: dict[str, str], runner: Runner,
              remeasure: Remeasurer) -> SearchRun:
     """Run (or reuse) one search, read it and re-measure its best design."""
     run_dir = Path(spec.run_dir)
     wall: float | None = None
     if (run_dir / "summary.json").is_file():
+        stale = changed_settings(spec)
+        if stale:
+            raise SearchFailed(f"{run_dir} holds a finished run with other settings "
+                               f"({', '.join(stale)}); choose another --out or remove it")
         print(f"{spec.run_id}: reusing the finished run in {run_dir}", flush=True)
     else:
         if run_dir.exists():

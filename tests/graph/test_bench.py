@@ -26,7 +26,7 @@ from graph.bench.baselines import design_from_search, run_baselines
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
 from graph.bench.runfolder import Remeasure, hv_curve, read_run
-from graph.bench.search import RunSpec, child_env, plan_search, run_search
+from graph.bench.search import RunSpec, SearchFailed, child_env, plan_search, run_search
 from graph.bench.search_report import targets
 from graph.bench.stats import Interval, paired_difference, ratio_interval, t_interval
 from graph.run import build_parser
@@ -109,13 +109,14 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
     assert curve == pytest.approx([first, first, 0.5 * 0.75])  # c002 dominates c000
 
 
-def _write_run(run_dir: Path, records: list[Candidate], tokens: int = 0) -> None:
+def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
+               tokens: int = 0) -> None:
     for rec in records:
         folder = run_dir / "candidates" / rec.id
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(rec.record_json())
         (folder / "model.py").write_text(rec.code)
-    Settings(run_dir=str(run_dir)).save(run_dir / "settings.json")
+    settings.save(run_dir / "settings.json")
     (run_dir / "summary.json").write_text(json.dumps(
         {"rounds": max(r.round for r in records), "stop_reason": "iter_max",
          "timings": {"search_wall_s": 12.5}}))
@@ -129,6 +130,7 @@ def fake_runner(spec: RunSpec, env: dict[str, str]) -> float:
     _write_run(Path(spec.run_dir), [
         make_record("c000", make_report(bal=0.2, latency=0.5), origin="template"),
         make_record("c001", make_report(bal=bal, latency=0.5), round_=1)],
+        config.resolve(config.flag_layer(build_parser().parse_args(spec.argv[2:]))),
         tokens=100 if spec.strategy == "agents" else 0)
     return 3.0
 
@@ -162,6 +164,9 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
                        runner=lambda s, e: pytest.fail("reran a finished search"),
                        remeasure=fake_remeasure)
     assert again is not None and again["runs"][0]["process_wall_s"] is None
+    with pytest.raises(SearchFailed, match="epochs: 1 instead of 2"):  # not the same search
+        run_search(TINY.override(epochs=2), tmp_path, cache_dir=tmp_path, command="cmd",
+                   runner=fake_runner, remeasure=fake_remeasure)
     label, path = design_from_search(tmp_path)
     assert label == "agents s1 c001" and path.name == "model.py"
 
