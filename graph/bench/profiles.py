@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from tasks.data_args import DATA_DIR_ENV
 
@@ -143,8 +143,10 @@ class Profile(BaseModel):
         data.update({k: v for k, v in changes.items() if v is not None})
         try:
             return Profile.model_validate(data)
-        except ValueError as e:  # pydantic's ValidationError is a ValueError
-            raise ProfileError(f"profile {self.name!r}: {e}") from e
+        except ValidationError as e:
+            why = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'profile'}: {err['msg']}"
+                            for err in e.errors())
+            raise ProfileError(f"profile {self.name!r}: {why}") from None
 
 
 def strategy_args(spec: str) -> tuple[str, list[str]]:

@@ -59,7 +59,8 @@ def targets(strategies: dict[str, dict[str, Any]],
     if vs_random and vs_random["value"] is not None:
         a = Interval(**strategies["agents"]["hv"])
         r = Interval(**strategies["random"]["hv"])
-        ok = vs_random["value"] >= HV_RATIO_TARGET and not a.overlaps(r)
+        apart = None if None in (a.lo, r.lo) else not a.overlaps(r)  # n < 2: no interval
+        ok = False if vs_random["value"] < HV_RATIO_TARGET else apart
     out.append({"target": f"agents HV >= {HV_RATIO_TARGET:g}x random, 95 % intervals apart",
                 "ok": ok, "measured": Interval(**vs_random).text(2) if vs_random else "n/a"})
     vs_evo = ratios.get("agents/evolution")
@@ -135,6 +136,7 @@ def hv_plot(result: dict[str, Any], path: Path) -> None:
     """Hypervolume versus evaluations: mean and 95 % t band per strategy (PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 4.0))
     FigureCanvasAgg(fig)
@@ -147,12 +149,13 @@ def hv_plot(result: dict[str, Any], path: Path) -> None:
         arr = np.array([c + [c[-1]] * (width - len(c)) for c in curves])
         x = np.arange(1, width + 1)
         bands = [t_interval(list(col)) for col in arr.T]
-        ax.plot(x, arr.mean(axis=0), label=f"{label} (n={len(curves)})")
+        ax.plot(x, arr.mean(axis=0), drawstyle="steps-post", label=f"{label} (n={len(curves)})")
         if len(curves) > 1:
             lo = [b.value if b.lo is None else b.lo for b in bands]
             hi = [b.value if b.hi is None else b.hi for b in bands]
             ax.fill_between(x, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float),
-                            alpha=0.2)
+                            step="post", alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluations (Template = 1)")
     ax.set_ylabel("hypervolume (normalised objectives)")
     ax.set_title("mean and 95 % t band over search seeds")
