@@ -177,6 +177,10 @@ def test_search_targets_fail_on_overlapping_intervals():
     ratios = {"agents/random": {"value": 1.5, "lo": 0.8, "hi": 3.0},
               "agents/evolution": {"value": 0.9, "lo": 0.5, "hi": 1.4}}
     assert [t["ok"] for t in targets(strat, ratios)] == [False, False]
+    one_seed = {k: {"hv": {"value": v["hv"]["value"]}} for k, v in strat.items()}
+    assert targets(one_seed, ratios)[0]["ok"] is None  # no interval: apart or not is unknown
+    ratios["agents/random"]["value"] = 1.1
+    assert targets(one_seed, ratios)[0]["ok"] is False  # the ratio alone misses 1.2
 
 
 def test_reading_a_real_run_folder(heuristic_run):
