@@ -31,7 +31,6 @@ from graph.bench.search_report import targets
 from graph.bench.stats import Interval, paired_difference, ratio_interval, t_interval
 from graph.run import build_parser
 from graph.trace import load_trace
-from tasks.genome import TEMPLATE_GENOME
 from tests.fakes.reports import make_record, make_report
 
 TINY = QUICK.override(seeds=2, proposals=2, strategies=["agents", "random"], synthetic_n=120,
@@ -263,4 +262,3 @@ def test_the_old_loop_benchmark_entry_still_imports():
     from graph.bench_loop import main
 
     assert main is moved
-    assert TEMPLATE_GENOME is not None
