@@ -20,7 +20,14 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# The search suite, then the baselines suite on its best agents design, into results/<profile>/
+# (quick: a 2-core CPU, synthetic set; BENCH_PROFILE=full BENCH_ARGS="--data-dir DIR" on a GPU).
+BENCH_PROFILE ?= quick
+bench: setup
+	$(BIN)/python -m graph.bench search --profile $(BENCH_PROFILE) $(BENCH_ARGS)
+	$(BIN)/python -m graph.bench baselines --profile $(BENCH_PROFILE) $(BENCH_ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench

@@ -1,0 +1,149 @@
+"""The baselines suite: the best found design against the Template, ResNet-18 and MobileNetV2.
+
+Every design is trained under the same recipe (the profile's, through the product's
+``RunData`` mapping of settings to recipe) on each of the profile's fresh training seeds,
+and evaluated without budgets (``evaluation.report.Budgets()``) by the product evaluation
+(:func:`tools.evaluate.evaluate_candidate`, sandboxed), on the held-out test split by
+default: the design was chosen on validation. The evaluation (:data:`Evaluator`) is
+injectable so the machinery is testable without training. Headline and files:
+:mod:`graph.bench.baselines_report`.
+
+The design comes from ``--design PATH`` (a ``model.py``) or ``--from-search DIR``: the
+search suite's agents design with the highest mean re-measured score
+(``balanced accuracy - unfairness``, the selection rule's score at weight 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.settings import Settings
+from evaluation.report import Budgets, EvaluationReport
+from graph.bench.baselines_report import headline, write_baselines
+from graph.bench.profiles import Profile, ProfileError
+from tasks.models import baseline_sources, template_source
+
+#: Trains and evaluates ``code`` (named ``name``) with one training seed.
+Evaluator = Callable[[str, str, int], EvaluationReport]
+OURS = "ours"
+
+
+def profile_settings(profile: Profile, cache_dir: Path) -> Settings:
+    """Return the run settings equivalent to the profile's data, recipe and (no) budgets."""
+    return Settings(task="isic", synthetic=profile.synthetic, synthetic_n=profile.synthetic_n,
+                    data_dir=None if profile.synthetic else profile.require_data_dir(),
+                    image_size=profile.image_size, seed=profile.data_seed,
+                    cache_dir=str(cache_dir), epochs=profile.epochs,
+                    batch_size=profile.batch_size, max_params=None)
+
+
+class ProductEvaluator:
+    """The product evaluation under the profile's recipe, unbudgeted, on one split."""
+
+    def __init__(self, profile: Profile, cache_dir: Path,
+                 split: Literal["val", "test"] = "test") -> None:
+        """Keep the settings; the data is prepared on the first evaluation."""
+        from graph.run_data import RunData
+
+        self.profile = profile
+        self.split: Literal["val", "test"] = split
+        self.run_data = RunData(profile_settings(profile, cache_dir))
+
+    def __call__(self, name: str, code: str, seed: int) -> EvaluationReport:
+        """Train ``code`` with training seed ``seed`` and evaluate it (sandboxed)."""
+        from tools.evaluate import evaluate_candidate
+
+        recipe = self.run_data.recipe().model_copy(update={"seed": seed})
+        return evaluate_candidate(code, self.run_data.data(), recipe=recipe, budgets=Budgets(),
+                                  split=self.split, candidate_id=f"{name}-s{seed}",
+                                  timeout_s=self.profile.baseline_timeout_s)
+
+
+def design_from_search(search_dir: Path) -> tuple[str, Path]:
+    """Return the search suite's best agents design by mean re-measured score.
+
+    Returns:
+        A label (``agents s<seed> <id>``) and the path of its ``model.py``.
+
+    Raises:
+        ProfileError: No ``search.json`` there, or no agents run with a re-measured design.
+    """
+    path = search_dir / "search.json"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ProfileError(f"--from-search {search_dir}: cannot read {path} ({e}); run "
+                           "`python -m graph.bench search` first") from e
+    best: tuple[float, str, Path] | None = None
+    for run in result.get("runs", []):
+        ok = [m for m in run.get("remeasured", []) if m.get("ok")]
+        if run.get("strategy") != "agents" or not ok or not run.get("best_code_file"):
+            continue
+        score = sum(m["balanced_accuracy"] - m["unfairness"] for m in ok) / len(ok)
+        if best is None or score > best[0]:
+            best = (score, f"agents s{run['seed']} {run['best_id']}", Path(run["best_code_file"]))
+    if best is None:
+        raise ProfileError(f"--from-search {search_dir}: no agents run with a re-measured "
+                           "feasible design in search.json")
+    return best[1], best[2]
+
+
+def designs(design: Path) -> dict[str, str]:
+    """Return sources by name: ours (from ``design``), then the Template and the baselines.
+
+    Raises:
+        ProfileError: ``design`` cannot be read.
+    """
+    try:
+        ours = design.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"--design {design}: cannot read it ({e})") from e
+    return {OURS: ours, "template": template_source(), **baseline_sources()}
+
+
+def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: str,
+                  command: str, evaluator: Evaluator | None = None, cache_dir: Path,
+                  split: Literal["val", "test"] = "test",
+                  dry_run: bool = False) -> dict[str, Any] | None:
+    """Run the baselines suite and write ``baselines.{md,csv,json}`` and its plot.
+
+    Args:
+        profile: The profile (data, recipe, fresh seeds, timeout).
+        out: The results folder.
+        design: The found design's ``model.py``.
+        design_label: Where it came from (written into the results).
+        command: The benchmark's command line.
+        evaluator: Trains and evaluates one design on one seed (default: the product's).
+        cache_dir: The data cache.
+        split: The split every design is evaluated on.
+        dry_run: Print the plan and run nothing.
+
+    Returns:
+        The results (None for a dry run).
+    """
+    sources = designs(design)
+    seeds = profile.fresh_seeds
+    print(f"baselines suite, profile {profile.name}: {', '.join(sources)} x training seeds "
+          f"{seeds} = {len(sources) * len(seeds)} evaluations ({split} split, no budgets, "
+          f"{profile.epochs} epochs, {profile.image_size} px, training limit "
+          f"{profile.baseline_timeout_s:g} s); ours = {design_label} ({design})", flush=True)
+    if dry_run:
+        return None
+    evaluator = evaluator or ProductEvaluator(profile, cache_dir, split)
+    reports: dict[str, list[EvaluationReport]] = {}
+    for name, code in sources.items():
+        reports[name] = []
+        for seed in seeds:
+            rep = evaluator(name, code, seed)
+            reports[name].append(rep)
+            print(f"{name} seed {seed}: "
+                  + (f"bal.acc {rep.metrics.balanced_accuracy:.3f}" if rep.ok and rep.metrics
+                     else f"failed ({rep.failure_stage}: {rep.failure_reason})"), flush=True)
+    result = headline(reports, seeds)
+    result.update(profile=profile.model_dump(mode="json"), split=split,
+                  design={"label": design_label, "path": str(design)})
+    write_baselines(out, result, command)
+    return result

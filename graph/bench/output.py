@@ -1,0 +1,86 @@
+"""What every suite writes: the machine line, Markdown tables, CSV and JSON files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tasks.io import atomic_write
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Return the CPU model name from ``/proc/cpuinfo`` and the logical core count."""
+    try:
+        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "unknown CPU"
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return f"{names[0]} x {len(names)}" if names else "unknown CPU"
+
+
+def machine() -> dict[str, Any]:
+    """Return the machine the figures come from: CPU, bf16 or fp32 on CPU, torch threads, GPU."""
+    import torch
+
+    from tools.train import resolve_amp
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu_model(), "cpu_bf16_native": resolve_amp("auto", "cpu") == "bf16",
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu}
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """One line of :func:`machine` for the Markdown files."""
+    amp = "native bf16 (bf16 autocast)" if m["cpu_bf16_native"] else "no native bf16 (fp32)"
+    return (f"Machine: {m['cpu']}, {amp}, {m['torch_threads']} torch threads, "
+            f"torch {m['torch']}, GPU: {m['gpu'] or 'none'}.")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """Return the exact command that is running (``python -m graph.bench ...``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "python -m graph.bench " + shlex.join(args)
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Return a Markdown table (cells as text; ``|`` escaped)."""
+    def cell(v: Any) -> str:
+        return str("" if v is None else v).replace("|", "\\|")
+
+    out = ["| " + " | ".join(map(cell, headers)) + " |",
+           "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts; the union of their keys, in first-seen order) as CSV."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (non-JSON values as text)."""
+    atomic_write(path, json.dumps(data, indent=1, default=str))
+
+
+def header(title: str, command: str, mach: dict[str, Any]) -> str:
+    """Return the top of every ``<suite>.md``: title, exact command and machine line."""
+    return f"# {title}\n\nCommand: `{command}`\n\n{machine_line(mach)}\n"
+
+
+def verdict(ok: bool | None) -> str:
+    """``PASS`` / ``FAIL`` / ``n/a`` (undefined)."""
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")

@@ -1,0 +1,145 @@
+"""Read one finished search's run folder into the figures the search suite compares.
+
+From ``candidates/*/report.json`` (``agents.records.Candidate`` without code),
+``summary.json``, ``settings.json`` and ``trace.jsonl``: the hypervolume of the
+normalised objectives after each evaluation, the best feasible design
+(:func:`agents.records.select_best`), evaluations, wall time and LLM tokens.
+
+Normalised objectives of a design: ``(1 - balanced accuracy, unfairness, latency_ms / L)``
+(unfairness: mean ``max_gap`` over sex and age, :func:`evaluation.pareto.objectives`).
+The hypervolume counts the feasible (no budget violation), successfully evaluated,
+non-baseline designs, against the profile's fixed reference point.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agents.records import Candidate, as_candidate, select_best
+from evaluation.pareto import hypervolume, objectives
+from evaluation.report import EvaluationReport
+from graph.trace import load_trace, token_ledger
+
+
+class Remeasure(BaseModel):
+    """The best design re-trained with one fresh training seed (product evaluation)."""
+
+    seed: int
+    ok: bool
+    balanced_accuracy: float | None = None
+    unfairness: float | None = None
+    failure: str | None = None
+
+
+class SearchRun(BaseModel):
+    """One search (strategy x search seed) as the suite compares it."""
+
+    strategy: str
+    seed: int
+    run_dir: str
+    evaluations: int = 0
+    """Designs that reached training (the Template included; gate failures excluded)."""
+    proposals: int = 0
+    """Designer rounds run (``summary.json`` ``rounds``)."""
+    hv_curve: list[float] = Field(default_factory=list)
+    """Hypervolume after each evaluation, in evaluation order."""
+    hv: float = 0.0
+    best_id: str | None = None
+    """Best feasible design (None when no design was feasible)."""
+    best_code_file: str | None = None
+    search_wall_s: float | None = None
+    process_wall_s: float | None = None
+    tokens: int = 0
+    stop_reason: str | None = None
+    remeasured: list[Remeasure] = Field(default_factory=list)
+
+    def remeasured_mean(self, key: str) -> float | None:
+        """Mean of ``balanced_accuracy`` or ``unfairness`` over the successful re-measures."""
+        vals = [getattr(r, key) for r in self.remeasured if r.ok and getattr(r, key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+
+def normalised(report: EvaluationReport | dict[str, Any],
+               latency_ref_ms: float) -> tuple[float, float, float]:
+    """``(1 - balanced accuracy, unfairness, latency_ms / L)`` of one successful report.
+
+    Raises:
+        ValueError: The report failed or lacks metrics, hardware or fairness.
+    """
+    err, unfair, latency = objectives(report)
+    return err, unfair, latency / latency_ref_ms
+
+
+def load_records(run_dir: Path) -> list[Candidate]:
+    """Return the run's candidate records in evaluation order (round, then id: fixes follow).
+
+    Unreadable or torn ``report.json`` files are skipped.
+    """
+    out = []
+    for path in (run_dir / "candidates").glob("*/report.json"):
+        try:
+            out.append(as_candidate(json.loads(path.read_text(encoding="utf-8")) | {"code": ""}))
+        except (OSError, ValueError, ValidationError):
+            continue
+    return sorted(out, key=lambda r: (r.round, r.id))
+
+
+def trained(rec: Candidate) -> bool:
+    """Whether a non-baseline record reached training (an evaluation was spent on it)."""
+    return (rec.origin != "baseline" and rec.report is not None
+            and rec.report.failure_stage != "gate")
+
+
+def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
+             reference: Sequence[float]) -> list[float]:
+    """Hypervolume of the normalised objectives after each evaluation (see module doc)."""
+    points: list[tuple[float, float, float]] = []
+    curve = []
+    for rec in records:
+        if not trained(rec):
+            continue
+        if rec.ok and rec.report is not None and not rec.report.violations:
+            try:
+                points.append(normalised(rec.report, latency_ref_ms))
+            except ValueError:
+                pass  # no defined unfairness: not a point of the front
+        curve.append(hypervolume(points, reference) if points else 0.0)
+    return curve
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
+             reference: Sequence[float], process_wall_s: float | None = None) -> SearchRun:
+    """Read a finished run folder into a :class:`SearchRun` (re-measures left empty)."""
+    records = load_records(run_dir)
+    settings = _read_json(run_dir / "settings.json")
+    summary = _read_json(run_dir / "summary.json")
+    curve = hv_curve(records, latency_ref_ms, reference)
+    by_id = {r.id: r for r in records}
+    best = select_best(by_id, float(settings.get("unfairness_weight", 1.0)))
+    best_report = by_id[best].report if best is not None else None
+    if best_report is None or best_report.violations:
+        best = None  # select_best falls back to infeasible designs: none was feasible
+    tokens = token_ledger(load_trace(run_dir)).get("total", {})
+    return SearchRun(
+        strategy=strategy, seed=seed, run_dir=str(run_dir),
+        evaluations=sum(trained(r) for r in records),
+        proposals=int(summary.get("rounds") or max((r.round for r in records), default=0)),
+        hv_curve=curve, hv=curve[-1] if curve else 0.0, best_id=best,
+        best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,
+        search_wall_s=(summary.get("timings") or {}).get("search_wall_s"),
+        process_wall_s=process_wall_s,
+        tokens=int(tokens.get("input_tokens", 0)) + int(tokens.get("output_tokens", 0)),
+        stop_reason=summary.get("stop_reason"))

@@ -1,0 +1,255 @@
+"""The search suite: each strategy x search seed as a real ``graph.run`` child process.
+
+Every search gets the profile's data, recipe, budgets and ``--iter-max`` (the evaluation
+budget), ``--patience`` above it (no search stops early on patience, so all spend the
+same budget), its ``--strategy`` and ``--search-seed``, and one shared data cache
+(``FLNAS_CACHE_DIR``). The reference point and ``L`` are written to ``search_plan.json``
+before the first search starts. Each run folder is read (:mod:`graph.bench.runfolder`),
+its best feasible design re-trained on the profile's fresh training seeds with the
+product evaluation (:func:`tools.evaluate.evaluate_candidate`, sandboxed), and the
+figures aggregated and written (:mod:`graph.bench.search_report`).
+
+The run step (:data:`Runner`) and the re-measurement (:data:`Remeasurer`) are injectable,
+so the machinery is testable without training. A run folder that already holds a
+``summary.json`` is reused (a killed benchmark continues where it stopped); an
+unfinished one is removed and run again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.settings import Settings
+from graph.bench.output import write_json
+from graph.bench.profiles import Profile, strategy_args
+from graph.bench.runfolder import Remeasure, SearchRun, read_run
+from graph.bench.search_report import aggregate, write_search
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SearchFailed(RuntimeError):
+    """A search's child process exited with an error."""
+
+
+class RunSpec(BaseModel):
+    """One planned search: its label, seed, folder and exact command."""
+
+    strategy: str
+    seed: int
+    run_id: str
+    run_dir: str
+    argv: list[str]
+    """Arguments after ``python`` (``-m graph.run ...``)."""
+
+    def command(self) -> str:
+        """Return the command as a user would type it."""
+        return " ".join(["python", *self.argv])
+
+
+#: Runs one search; returns the process wall time in seconds (raises SearchFailed).
+Runner = Callable[[RunSpec, dict[str, str]], float]
+#: Re-trains ``code`` of the run in ``run_dir`` with one training seed.
+Remeasurer = Callable[[str, Path, int], Remeasure]
+
+
+def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
+    """Return the searches of ``profile``, strategy-major, with their ``graph.run`` commands."""
+    runs_root = out / "runs"
+    specs = []
+    for spec in profile.strategies:
+        label, flags = strategy_args(spec)
+        for seed in profile.search_seeds:
+            run_id = f"{label.replace('[', '-').replace(']', '').replace(':', '-')}-s{seed}"
+            argv = ["-m", "graph.run", *profile.data_args(), *profile.recipe_args(), *flags,
+                    "--search-seed", str(seed), "--train-seed", str(profile.search_train_seed),
+                    "--iter-max", str(profile.proposals),
+                    "--patience", str(profile.proposals + 1), "--quiet",
+                    "--run-dir", str(runs_root), "--run-id", run_id]
+            specs.append(RunSpec(strategy=label, seed=seed, run_id=run_id,
+                                 run_dir=str(runs_root / run_id), argv=argv))
+    return specs
+
+
+def child_env(cache_dir: Path) -> dict[str, str]:
+    """Return the searches' environment: no ``FLNAS_<SETTING>`` of the caller, one shared cache.
+
+    A setting left in the environment would change every search behind the profile's back.
+    """
+    fields = {f"FLNAS_{name.upper()}" for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in fields}
+    env["FLNAS_CACHE_DIR"] = str(cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_cli(spec: RunSpec, env: dict[str, str]) -> float:
+    """Run one search as a child process; its output goes to ``<run_dir>.log``.
+
+    Raises:
+        SearchFailed: The process exited with an error (the log's tail is in the message).
+    """
+    log = Path(spec.run_dir + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.run([sys.executable, *spec.argv], cwd=REPO, env=env, stdout=fh,
+                              stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise SearchFailed(f"{spec.run_id} exited with {proc.returncode} (log {log}):\n{tail}")
+    return time.monotonic() - t0
+
+
+class ProductRemeasure:
+    """The product evaluation of a design on a fresh training seed, sandboxed.
+
+    The run's own settings give the data, recipe (its seed replaced) and budgets; the
+    prepared data and the results are shared by every run (same code and seed: same job).
+    """
+
+    def __init__(self) -> None:
+        """Start with no data prepared and nothing measured."""
+        self.data: dict[str, Any] = {}
+        self.done: dict[tuple[str, str, int], Remeasure] = {}
+
+    def __call__(self, code: str, run_dir: Path, seed: int) -> Remeasure:
+        """Re-train ``code`` with training seed ``seed`` under ``run_dir``'s settings."""
+        from agents.records import code_hash
+        from evaluation.pareto import objectives
+        from graph.run_data import RunData
+        from tools.evaluate import evaluate_candidate
+
+        ctx = Settings.load(run_dir / "settings.json")
+        data_key = ctx.model_dump_json(include={"task", "data_dir", "synthetic", "synthetic_n",
+                                                "image_size", "seed", "cache_dir"})
+        key = (data_key + ctx.model_dump_json(include={"epochs", "batch_size", "lr"}),
+               code_hash(code), seed)
+        if key in self.done:
+            return self.done[key]
+        run_data = RunData(ctx, self.data.get(data_key))
+        self.data[data_key] = run_data.data()
+        recipe = run_data.recipe().model_copy(update={"seed": seed})
+        rep = evaluate_candidate(code, self.data[data_key], recipe=recipe, budgets=ctx.budgets,
+                                 split="val", timeout_s=ctx.eval_timeout_s)
+        if rep.ok and rep.metrics is not None:
+            result = Remeasure(seed=seed, ok=True,
+                               balanced_accuracy=rep.metrics.balanced_accuracy,
+                               unfairness=objectives(rep)[1])
+        else:
+            result = Remeasure(seed=seed, ok=False,
+                               failure=f"{rep.failure_stage}: {rep.failure_reason}")
+        self.done[key] = result
+        return result
+
+
+#: Settings a reused run folder must share with its planned command.
+COMPARED = ("task", "data_dir", "synthetic", "synthetic_n", "image_size", "seed", "epochs",
+            "batch_size", "max_params", "max_latency_ms", "max_memory_mb", "strategy", "llm",
+            "search_seed", "train_seed", "iter_max", "eval_timeout_s")
+
+
+def changed_settings(spec: RunSpec) -> list[str]:
+    """Return the settings in which a finished run folder differs from ``spec``'s command."""
+    from graph import config
+    from graph.run import build_parser
+
+    planned = config.resolve(config.flag_layer(build_parser().parse_args(spec.argv[2:])))
+    saved = Settings.load(Path(spec.run_dir) / "settings.json")
+    return [f"{k}: {getattr(saved, k)!r} instead of {getattr(planned, k)!r}" for k in COMPARED
+            if getattr(saved, k) != getattr(planned, k)]
+
+
+def _run_one(spec: RunSpec, profile: Profile, env: dict[str, str], runner: Runner,
+             remeasure: Remeasurer) -> SearchRun:
+    """Run (or reuse) one search, read it and re-measure its best design."""
+    run_dir = Path(spec.run_dir)
+    wall: float | None = None
+    if (run_dir / "summary.json").is_file():
+        stale = changed_settings(spec)
+        if stale:
+            raise SearchFailed(f"{run_dir} holds a finished run with other settings "
+                               f"({', '.join(stale)}); choose another --out or remove it")
+        print(f"{spec.run_id}: reusing the finished run in {run_dir}", flush=True)
+    else:
+        if run_dir.exists():
+            print(f"{spec.run_id}: removing an unfinished run folder", flush=True)
+            shutil.rmtree(run_dir)
+        print(f"{spec.run_id}: {spec.command()}", flush=True)
+        wall = runner(spec, env)
+    run = read_run(run_dir, strategy=spec.strategy, seed=spec.seed,
+                   latency_ref_ms=profile.latency_ref_ms, reference=profile.hv_reference,
+                   process_wall_s=wall)
+    if run.best_code_file:
+        code = Path(run.best_code_file).read_text(encoding="utf-8")
+        run.remeasured = [remeasure(code, run_dir, s) for s in profile.fresh_seeds]
+    print(f"{spec.run_id}: HV {run.hv:.4f} after {run.evaluations} evaluations; best "
+          f"{run.best_id}; re-measured bal.acc {run.remeasured_mean('balanced_accuracy')}",
+          flush=True)
+    return run
+
+
+def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
+    """Return the dry-run plan: setup, commands, evaluations and a rough time estimate."""
+    n_eval = len(specs) * profile.evaluations_per_search
+    n_re = len(specs) * len(profile.fresh_seeds)
+    # Each search also tests its final choice once; gate jobs are not counted.
+    est = (n_eval + len(specs) + n_re) * profile.eval_s_estimate
+    lines = [f"search suite, profile {profile.name}: {profile.description}",
+             f"  strategies {', '.join(profile.strategies)}; search seeds {profile.search_seeds}; "
+             f"training seed {profile.search_train_seed}; fresh seeds {profile.fresh_seeds}",
+             f"  budgets: max_params={profile.max_params} max_latency_ms={profile.max_latency_ms}"
+             f" max_memory_mb={profile.max_memory_mb}; proposals per search "
+             f"{profile.proposals}",
+             f"  hypervolume: reference {list(profile.hv_reference)} on (1 - bal. acc, "
+             f"unfairness, latency / L), L = {profile.latency_ref_ms:g} ms",
+             f"  data cache (FLNAS_CACHE_DIR): {cache_dir}",
+             f"  evaluations: {len(specs)} searches x {profile.evaluations_per_search} = "
+             f"{n_eval}, {len(specs)} final test evaluations and at most {n_re} "
+             f"re-measurements; estimate ~{est / 60:.0f} min at {profile.eval_s_estimate:g} s "
+             "per evaluation (profile's guess)",
+             "commands:"]
+    return "\n".join(lines + [f"  {s.command()}" for s in specs])
+
+
+def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
+               runner: Runner = run_cli, remeasure: Remeasurer | None = None,
+               dry_run: bool = False) -> dict[str, Any] | None:
+    """Run the search suite and write ``search.{md,csv,json}`` and ``search_hv.png``.
+
+    Args:
+        profile: The profile (data, recipe, budgets, seeds, strategies, HV setup).
+        out: The results folder (run folders go to ``out/runs``).
+        cache_dir: The data cache shared by every search.
+        command: The benchmark's command line (written into the results).
+        runner: Runs one search (default: ``graph.run`` in a child process).
+        remeasure: Re-trains a design on a fresh seed (default: :class:`ProductRemeasure`).
+        dry_run: Print the plan and run nothing.
+
+    Returns:
+        The aggregated results (None for a dry run).
+    """
+    specs = plan_search(profile, out)
+    print(plan_text(profile, specs, cache_dir), flush=True)
+    if dry_run:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "search_plan.json", {  # fixed before any search runs
+        "profile": profile.model_dump(mode="json"), "reference": list(profile.hv_reference),
+        "latency_ref_ms": profile.latency_ref_ms, "command": command,
+        "runs": [s.model_dump() for s in specs]})
+    env = child_env(cache_dir)
+    remeasure = remeasure or ProductRemeasure()
+    runs = [_run_one(s, profile, env, runner, remeasure) for s in specs]
+    result = aggregate(profile, runs)
+    write_search(out, result, command)
+    return result

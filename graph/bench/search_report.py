@@ -1,0 +1,175 @@
+"""Aggregate the search suite's runs and write ``search.{md,csv,json}`` and the HV plot.
+
+Per strategy: means with 95 % t intervals over search seeds (:mod:`graph.bench.stats`)
+of the final hypervolume, the best feasible design's re-measured balanced accuracy and
+unfairness (each run's mean over the fresh seeds), search wall time, evaluations and
+tokens. Ratios of mean hypervolume agents / random and agents / evolution carry a 95 %
+percentile bootstrap interval over seeds. Targets (issue 9): agents' HV at least 1.2x
+random's with non-overlapping 95 % intervals, and at least evolution's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graph.bench.output import header, machine, md_table, verdict, write_csv, write_json
+from graph.bench.profiles import Profile
+from graph.bench.runfolder import SearchRun
+from graph.bench.stats import Interval, ratio_interval, spread, t_interval
+
+#: Per-strategy figures: (key, column title, value of one run).
+FIGURES: list[tuple[str, str, Any]] = [
+    ("hv", "hypervolume", lambda r: r.hv),
+    ("balanced_accuracy", "best: re-measured bal. acc.",
+     lambda r: r.remeasured_mean("balanced_accuracy")),
+    ("unfairness", "best: re-measured unfairness", lambda r: r.remeasured_mean("unfairness")),
+    ("search_wall_s", "search wall (s)", lambda r: r.search_wall_s),
+    ("evaluations", "evaluations", lambda r: r.evaluations),
+    ("tokens", "LLM tokens", lambda r: r.tokens),
+]
+HV_RATIO_TARGET = 1.2
+HV_PLOT = "search_hv.png"
+
+
+def aggregate(profile: Profile, runs: list[SearchRun]) -> dict[str, Any]:
+    """Per-strategy intervals, HV ratios and the targets' verdicts of ``runs``."""
+    labels = list(dict.fromkeys(r.strategy for r in runs))
+    by = {s: [r for r in runs if r.strategy == s] for s in labels}
+    strategies = {s: {key: t_interval([fn(r) for r in rs]).model_dump()
+                      for key, _, fn in FIGURES} for s, rs in by.items()}
+    hv = {s: [r.hv for r in rs] for s, rs in by.items()}
+    ratios = {f"agents/{o}": ratio_interval(hv["agents"], hv[o]).model_dump()
+              for o in ("random", "evolution") if "agents" in hv and o in hv}
+    return {"profile": profile.model_dump(mode="json"),
+            "reference": list(profile.hv_reference), "latency_ref_ms": profile.latency_ref_ms,
+            "machine": machine(), "strategies": strategies, "ratios": ratios,
+            "targets": targets(strategies, ratios),
+            "runs": [r.model_dump() for r in runs]}
+
+
+def targets(strategies: dict[str, dict[str, Any]],
+            ratios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the issue's search targets as verdicts (``ok`` None when a strategy is missing)."""
+    out = []
+    vs_random = ratios.get("agents/random")
+    ok: bool | None = None
+    if vs_random and vs_random["value"] is not None:
+        a = Interval(**strategies["agents"]["hv"])
+        r = Interval(**strategies["random"]["hv"])
+        apart = None if None in (a.lo, r.lo) else not a.overlaps(r)  # n < 2: no interval
+        ok = False if vs_random["value"] < HV_RATIO_TARGET else apart
+    out.append({"target": f"agents HV >= {HV_RATIO_TARGET:g}x random, 95 % intervals apart",
+                "ok": ok, "measured": Interval(**vs_random).text(2) if vs_random else "n/a"})
+    vs_evo = ratios.get("agents/evolution")
+    ok = None if not vs_evo or vs_evo["value"] is None else vs_evo["value"] >= 1.0
+    out.append({"target": "agents HV >= evolution HV", "ok": ok,
+                "measured": Interval(**vs_evo).text(2) if vs_evo else "n/a"})
+    return out
+
+
+def run_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One CSV row per search."""
+    rows = []
+    for r in result["runs"]:
+        run = SearchRun.model_validate(r)
+        bal = spread([m.balanced_accuracy for m in run.remeasured if m.ok])
+        unf = spread([m.unfairness for m in run.remeasured if m.ok])
+        rows.append({"strategy": run.strategy, "search_seed": run.seed, "hv": run.hv,
+                     "evaluations": run.evaluations, "proposals": run.proposals,
+                     "best": run.best_id, "remeasured_seeds": sum(m.ok for m in run.remeasured),
+                     "balanced_accuracy_mean": bal.value, "balanced_accuracy_sd": bal.sd,
+                     "unfairness_mean": unf.value, "unfairness_sd": unf.sd,
+                     "search_wall_s": run.search_wall_s, "process_wall_s": run.process_wall_s,
+                     "tokens": run.tokens, "stop_reason": run.stop_reason,
+                     "run_dir": run.run_dir})
+    return rows
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    """Return the ``search.md`` text: setup, strategy table, ratios, targets, per-run table."""
+    p = result["profile"]
+    digits = {"hv": 4, "search_wall_s": 0, "evaluations": 1, "tokens": 0}
+    table = md_table(["strategy", *(title for _, title, _ in FIGURES)],
+                     [[s, *(Interval(**v[key]).text(digits.get(key, 3)) for key, _, _ in FIGURES)]
+                      for s, v in result["strategies"].items()])
+    ratio_rows = [[k, Interval(**v).text(2)] for k, v in result["ratios"].items()]
+    per_run = md_table(["strategy", "seed", "HV", "evals", "best", "re-measured bal. acc. "
+                        "(mean +- sd)", "unfairness (mean +- sd)", "wall (s)", "tokens"],
+                       [[r["strategy"], r["search_seed"], _fmt(r["hv"], 4), r["evaluations"],
+                         r["best"], f"{_fmt(r['balanced_accuracy_mean'])} +- "
+                         f"{_fmt(r['balanced_accuracy_sd'])}",
+                         f"{_fmt(r['unfairness_mean'])} +- {_fmt(r['unfairness_sd'])}",
+                         _fmt(r["search_wall_s"], 0), r["tokens"]] for r in run_rows(result)])
+    lines = [header("Search suite", command, result["machine"]),
+             f"Profile `{p['name']}`: {p['description']}. Data: "
+             + (f"synthetic n={p['synthetic_n']}" if p["synthetic"] else "ISIC 2019")
+             + f", {p['image_size']} px; recipe: {p['epochs']} epochs, batch {p['batch_size']}; "
+             f"budgets: max_params={p['max_params']}, max_latency_ms={p['max_latency_ms']}, "
+             f"max_memory_mb={p['max_memory_mb']}; {p['proposals']} proposals per search "
+             f"(+ the Template); search seeds {p['search_seeds']}, training seed "
+             f"{p['search_train_seed']}; re-measured on fresh training seeds "
+             f"{p['fresh_seeds']}.",
+             "",
+             "Hypervolume of the feasible designs' normalised objectives (1 - balanced "
+             f"accuracy, unfairness = mean max_gap over sex and age, latency / "
+             f"{result['latency_ref_ms']:g} ms), reference point {result['reference']}, "
+             "fixed before the runs. Cells: mean [95 % t interval over search seeds].",
+             "", table, "",
+             "Ratio of mean hypervolume (95 % percentile bootstrap over search seeds, "
+             "10,000 draws, each strategy resampled independently):", "",
+             md_table(["ratio", "value [95 % interval]"], ratio_rows) if ratio_rows else "n/a",
+             "", "Targets:", "",
+             *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"
+               for t in result["targets"]],
+             "", f"![hypervolume versus evaluations]({HV_PLOT})", "", "Runs:", "", per_run, ""]
+    return "\n".join(lines)
+
+
+def hv_plot(result: dict[str, Any], path: Path) -> None:
+    """Hypervolume versus evaluations: mean and 95 % t band per strategy (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label in result["strategies"]:
+        curves = [r["hv_curve"] for r in result["runs"] if r["strategy"] == label and r["hv_curve"]]
+        if not curves:
+            continue
+        width = max(map(len, curves))  # a shorter search holds its last value
+        arr = np.array([c + [c[-1]] * (width - len(c)) for c in curves])
+        x = np.arange(1, width + 1)
+        bands = [t_interval(list(col)) for col in arr.T]
+        ax.plot(x, arr.mean(axis=0), drawstyle="steps-post", label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            lo = [b.value if b.lo is None else b.lo for b in bands]
+            hi = [b.value if b.hi is None else b.hi for b in bands]
+            ax.fill_between(x, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float),
+                            step="post", alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("evaluations (Template = 1)")
+    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.set_title("mean and 95 % t band over search seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_search(out: Path, result: dict[str, Any], command: str) -> None:
+    """Write ``search.md``, ``search.csv``, ``search.json`` and ``search_hv.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = {**result, "command": command}
+    write_json(out / "search.json", result)
+    write_csv(out / "search.csv", run_rows(result))
+    hv_plot(result, out / HV_PLOT)
+    (out / "search.md").write_text(markdown(result, command), encoding="utf-8")
