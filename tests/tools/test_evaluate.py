@@ -462,9 +462,10 @@ def test_resnet18_limit_at_the_quick_fidelity_exceeds_its_training_time():
     # The quick fidelity: 1200 images (840 train, 180 val), 32 px, 2 epochs.
     limit = default_limits(Recipe(epochs=2), 840, train_s_per_image=cost, n_eval=180).timeout_s
     # Training time from the gate figure: the training job's seconds per image came out at
-    # up to 1.6x the gate's for ResNet-18 on this shared 2-core machine (docs/security.md,
-    # "Limits of a job"); start, prediction and export fit in FIXED_SECONDS.
-    expected = 2 * 840 * cost * 1.6
+    # 2.2x the gate's for ResNet-18 and at most 4.7x for any shipped network on this busy
+    # 2-core machine (docs/security.md, "Limits of a job"); start, prediction and export
+    # fit in FIXED_SECONDS.
+    expected = 2 * 840 * cost * 4.7
     assert limit > FIXED_SECONDS + expected, (limit, cost)
 
 
