@@ -227,17 +227,13 @@ def evaluate_candidate(
         split: "val" during the search, "test" once at the end.
         candidate_id: Recorded in the report.
         out_dir: Receives model.py, report.json, and on success weights.pt and model.onnx.
-        limits: Sandbox limits; the default scales the timeout with the training work
-            and the gate's measured training cost per image
-            (:func:`tools.payloads.default_limits`).
+        limits: Sandbox limits (default: :func:`tools.payloads.default_limits`).
         on_event: Called with each worker progress event.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
-        gate_report: A passing report the caller got for this very code, budgets and
-            image size: the sandboxed build check is not repeated (the policy check is);
-            its ``train_s_per_image`` sizes the default timeout.
+        gate_report: A passing report for this very code, budgets and image size: only the
+            policy check runs again; its ``train_s_per_image`` sizes the default timeout.
         n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
-        timeout_s: Training job's wall-clock limit (s), replacing the one of ``limits``
-            and the computed one.
+        timeout_s: Training job's wall-clock limit (s), replacing the one of ``limits``.
 
     Returns:
         The report; ``status == "failed"`` carries ``failure_stage`` and
@@ -258,8 +254,7 @@ def evaluate_candidate(
         workdir = make_temp_dir("flnas-eval-") / "work"
         train_and_measure(code, data, report, workdir, recipe=recipe, budgets=budgets,
                           split=split, limits=limits, on_event=on_event, device=device,
-                          n_boot=n_boot, timeout_s=timeout_s,
-                          train_s_per_image=g.train_s_per_image)
+                          n_boot=n_boot, timeout_s=timeout_s, train_s_per_image=g.train_s_per_image)
         report.status = "ok"
     except EvaluationFailed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]

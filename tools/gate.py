@@ -247,10 +247,11 @@ def train_seconds_per_image(code: str, image_size: int, num_classes: int, *,
     A step is what the recipe's step costs apart from the optimiser update: a train-mode
     forward of a random ``(batch, 3, S, S)`` channels-last batch (the recipe's default
     layout), cross-entropy and backward, in float32 on the CPU with the process's threads
-    (one in the gate job). One untimed warm-up step, then up to ``steps`` timed steps
-    while less than ``budget_s`` has passed; the median step over ``batch``. When the
-    warm-up alone took ``budget_s`` or more, its time is used (an overestimate: it also
-    carries kernel selection and first allocations), so a huge model costs one step.
+    (one in the gate job). First an untimed step of two images: when ``batch`` images
+    would take ``budget_s`` or more at its pace, its time per image is the answer (an
+    overestimate: a small batch, first allocations), so a huge model costs the gate two
+    images, not eight. Otherwise one warm-up step of ``batch``, then up to ``steps``
+    timed steps while less than ``budget_s`` has passed; the median step over ``batch``.
 
     Args:
         code: Candidate source (it passed the gate's other stages).
@@ -278,18 +279,19 @@ def train_seconds_per_image(code: str, image_size: int, num_classes: int, *,
     y = torch.randint(num_classes, (batch,), generator=gen)
     params = list(torch.nn.Module.parameters(model))  # unbound: overrides cannot hide any
 
-    def step() -> float:
+    def step(n: int) -> float:
         t0 = time.perf_counter()
         for p in params:
             p.grad = None
-        F.cross_entropy(model(x).float(), y).backward()
+        F.cross_entropy(model(x[:n]).float(), y[:n]).backward()
         return time.perf_counter() - t0
 
-    warm = step()
-    if warm >= budget_s:
-        return warm / batch
+    small = step(2) / 2
+    if small * batch >= budget_s:
+        return small
+    step(batch)  # warm-up at the timed shape: kernel selection, allocations
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < steps and (not times or time.perf_counter() - start < budget_s):
-        times.append(step())
+        times.append(step(batch))
     return statistics.median(times) / batch

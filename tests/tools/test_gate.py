@@ -244,11 +244,14 @@ def test_cost_probe_separates_a_linear_model_from_a_conv_net() -> None:
     try:
         linear = train_seconds_per_image(LINEAR_CODE, 32, 8)
         conv = train_seconds_per_image(CONV_CODE, 32, 8)
+        # Past the time budget, the first step of two images gives the figure.
+        quick = train_seconds_per_image(CONV_CODE, 32, 8, budget_s=0.0)
     finally:
         torch.set_num_threads(saved)
     # ~0.35 GMAC per image for the conv net against ~100 for the linear model: two
     # orders of magnitude apart, so a 10x margin holds on a busy machine too.
     assert 0 < linear and conv > 10 * linear, (linear, conv)
+    assert quick > 10 * linear, (linear, quick)
 
 
 def test_probe_failure_is_a_shape_failure_for_the_fixer(tmp_path: Path) -> None:
