@@ -115,7 +115,8 @@ def _train_job(payload: dict, report: EvaluationReport, workdir: Path, limits: S
 
 
 def _measure_job(payload: dict, onnx_path: Path, report: EvaluationReport,
-                 limits: SandboxLimits, denied: list[str], num_classes: int) -> np.ndarray:
+                 limits: SandboxLimits, denied: list[str], num_classes: int,
+                 train_s_per_image: float | None = None) -> np.ndarray:
     """Measure the exported graph in a fresh worker that never loads candidate code.
 
     Fills ``report.hardware`` and returns the ONNX Runtime predictions (the scored ones).
@@ -124,7 +125,7 @@ def _measure_job(payload: dict, onnx_path: Path, report: EvaluationReport,
 
     n_eval = len(payload["eval_indices"])
     measured = run_job(MEASURE_JOB, measure_payload(payload, onnx_path, limits.threads),
-                       limits=measure_limits(limits, n_eval),
+                       limits=measure_limits(limits, n_eval, train_s_per_image),
                        read_only=[payload["images_path"], str(onnx_path)], deny_read=denied)
     report.isolation = sorted(set(report.isolation) | set(measured.isolation))
     if not measured.ok:
@@ -141,26 +142,30 @@ def _measure_job(payload: dict, onnx_path: Path, report: EvaluationReport,
 def train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
                       workdir: Path, *, recipe: Recipe, budgets: Budgets, split: str,
                       limits: SandboxLimits | None, on_event: Callable[[dict], None] | None,
-                      device: str, n_boot: int, timeout_s: float | None = None) -> None:
+                      device: str, n_boot: int, timeout_s: float | None = None,
+                      train_s_per_image: float | None = None) -> None:
     """Everything after the gate: evaluate job, measure job, agreement check, metrics.
 
     Fills ``report`` (all but ``status``) and raises :class:`tools.checks.EvaluationFailed`
     on a failure. Tests call it directly to reach the measurement layer with code the
     static gate would refuse. Arguments are those of :func:`evaluate_candidate`;
     ``workdir`` receives the evaluate job's files; ``timeout_s`` replaces the wall-clock
-    limit of the training job only.
+    limit of the training job only; ``train_s_per_image`` (the gate's measured training
+    cost) scales the default limits (:func:`tools.payloads.default_limits`).
     """
     num_classes = len(data.class_names)
     arrays = load_arrays(data)
     payload, train_idx, eval_idx = build_payload(code, data, recipe, split, device, arrays)
     limits = limits if limits is not None else default_limits(
-        recipe, len(train_idx), payload["device"])
+        recipe, len(train_idx), payload["device"], train_s_per_image=train_s_per_image,
+        n_eval=len(eval_idx))
     denied = label_files(data)
     train_limits = limits if timeout_s is None else \
         limits.model_copy(update={"timeout_s": timeout_s})
     torch_preds, onnx_path = _train_job(payload, report, workdir, train_limits, denied,
                                         on_event, num_classes)
-    preds = _measure_job(payload, onnx_path, report, limits, denied, num_classes)
+    preds = _measure_job(payload, onnx_path, report, limits, denied, num_classes,
+                         train_s_per_image)
     report.prediction_agreement = float(np.mean(preds == torch_preds)) if len(preds) else 1.0
     if report.prediction_agreement < MIN_AGREEMENT:
         raise EvaluationFailed(
@@ -181,13 +186,17 @@ def train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
 
 def _gate(code: str, data: PreparedData, budgets: Budgets,
           gate_report: GateReport | None) -> GateReport:
-    """Gate ``code``; with a passing ``gate_report`` only the static policy runs again."""
+    """Gate ``code``; with a passing ``gate_report`` only the static policy runs again.
+
+    The earlier report's isolation layers and measured training cost carry over.
+    """
     from tools.gate import gate, static_check  # looked up at call time: tests replace them
 
     if gate_report is not None and gate_report.ok:
         # Cheap and in-process: a stale or mismatched report can't smuggle code past it.
         g = static_check(code)
         g.isolation = list(gate_report.isolation)
+        g.train_s_per_image = gate_report.train_s_per_image
         return g
     return gate(code, budgets=budgets, image_size=data.image_size,
                 num_classes=len(data.class_names))
@@ -218,11 +227,11 @@ def evaluate_candidate(
         split: "val" during the search, "test" once at the end.
         candidate_id: Recorded in the report.
         out_dir: Receives model.py, report.json, and on success weights.pt and model.onnx.
-        limits: Sandbox limits; the default scales the timeout with the training set.
+        limits: Sandbox limits (default: :func:`tools.payloads.default_limits`).
         on_event: Called with each worker progress event.
         device: "auto" (CUDA when available), "cpu" or "cuda[:i]".
-        gate_report: A passing report the caller got for this very code, budgets and
-            image size: the sandboxed build check is not repeated (the policy check is).
+        gate_report: A passing report for this very code, budgets and image size: only the
+            policy check runs again; its ``train_s_per_image`` sizes the default timeout.
         n_boot: Bootstrap resamples for per-group confidence intervals (0: none).
         timeout_s: Training job's wall-clock limit (s), replacing the one of ``limits``.
 
@@ -245,7 +254,7 @@ def evaluate_candidate(
         workdir = make_temp_dir("flnas-eval-") / "work"
         train_and_measure(code, data, report, workdir, recipe=recipe, budgets=budgets,
                           split=split, limits=limits, on_event=on_event, device=device,
-                          n_boot=n_boot, timeout_s=timeout_s)
+                          n_boot=n_boot, timeout_s=timeout_s, train_s_per_image=g.train_s_per_image)
         report.status = "ok"
     except EvaluationFailed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]

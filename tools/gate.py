@@ -39,12 +39,17 @@ Rules that close ways of reaching attributes or code by name:
 The gate is a first filter in front of the OS sandbox, not the boundary.
 
 ``gate`` adds the dynamic stages in a sandboxed worker (job kind ``"gate"``, handled by
-:func:`gate_job`): build the model, run dummy forwards, count parameters and FLOPs.
+:func:`gate_job`): build the model, run dummy forwards, count parameters and FLOPs, and
+time a few training steps (``GateReport.train_s_per_image``), from which
+``tools.payloads.default_limits`` sizes the evaluation's timeout.
 """
 
 from __future__ import annotations
 
 import ast
+import math
+import statistics
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -55,6 +60,13 @@ from evaluation.report import Budgets
 from tools.policy import Policy
 
 MAX_SOURCE_BYTES = 64 * 1024
+# The training-cost probe (:func:`train_seconds_per_image`): a small batch keeps it cheap
+# for ResNet-sized models (per image, a small batch is at least as slow as the recipe's,
+# so the figure errs towards a longer limit); one warm-up step (kernel selection,
+# allocation), then up to COST_STEPS timed steps or COST_BUDGET_S seconds, the median.
+COST_BATCH = 8
+COST_STEPS = 3
+COST_BUDGET_S = 5.0
 
 
 class GateCheck(BaseModel):
@@ -74,6 +86,10 @@ class GateReport(BaseModel):
     flops: int | None = None
     message: str = ""
     isolation: list[str] = Field(default_factory=list)
+    train_s_per_image: float | None = Field(
+        default=None, description="Seconds per image of a training forward + backward at "
+        "the run's image size (one CPU thread, fp32, batch COST_BATCH); None when the "
+        "sandboxed stages did not run.")
 
 
 
@@ -175,22 +191,107 @@ def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: in
     message = "" if failed is None else _fixer_message(
         failed.name, out.get("problem", failed.detail), out.get("hints", [failed.detail]))
     return GateReport(ok=failed is None, checks=checks, params=out.get("params"),
-                      flops=out.get("flops"), message=message, isolation=res.isolation)
+                      flops=out.get("flops"), message=message, isolation=res.isolation,
+                      train_s_per_image=_cost_figure(out.get("train_s_per_image"), timeout_s))
+
+
+def _cost_figure(value: object, timeout_s: float) -> float | None:
+    """Return the worker's training-cost figure, bounded by what its run could measure.
+
+    Candidate code ran in that worker, so the figure is not trusted: only a positive
+    finite number is kept, and at most the gate's whole wall-clock limit per probe image
+    (a forged huge figure would otherwise buy the candidate an endless evaluation).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return min(float(value), timeout_s / COST_BATCH)
 
 
 def gate_job(payload: dict, workdir: Path) -> dict:
-    """Worker-side gate handler: build, shape and budget checks (see ``check_candidate``).
+    """Worker-side gate handler: build, shape and budget checks, then the cost probe.
 
     Args:
         payload: ``code``, ``image_size``, ``num_classes``, ``budgets`` (a Budgets dict).
         workdir: The job's scratch directory (unused).
 
     Returns:
-        ``{"checks": [...], "params", "flops"}`` plus ``problem``/``hints`` on a failure.
+        ``{"checks": [...], "params", "flops", "train_s_per_image"}``, plus
+        ``problem``/``hints`` on a failure (then without ``train_s_per_image``).
     """
     from tools.candidate import check_candidate
 
     budgets = Budgets(**payload.get("budgets", {}))
-    return check_candidate(payload["code"], image_size=int(payload["image_size"]),
-                           num_classes=int(payload["num_classes"]),
-                           max_params=budgets.max_params, max_flops=budgets.max_flops)
+    size, n_cls = int(payload["image_size"]), int(payload["num_classes"])
+    out = check_candidate(payload["code"], image_size=size, num_classes=n_cls,
+                          max_params=budgets.max_params, max_flops=budgets.max_flops)
+    if not all(c["ok"] for c in out["checks"]):
+        return out
+    try:
+        out["train_s_per_image"] = train_seconds_per_image(payload["code"], size, n_cls)
+    except Exception as e:  # noqa: BLE001 - the candidate's failure, reported to the fixer
+        problem = (f"a training step on a batch of {COST_BATCH} images raised "
+                   f"{type(e).__name__}: {e}")
+        hints = ["the model must train on batches of any size >= 2 (the recipe uses 64)"]
+        out["checks"].append({"name": "shape", "ok": False, "detail": problem})
+        out.update(problem=problem, hints=hints)
+    return out
+
+
+def train_seconds_per_image(code: str, image_size: int, num_classes: int, *,
+                            batch: int = COST_BATCH, steps: int = COST_STEPS,
+                            budget_s: float = COST_BUDGET_S) -> float:
+    """Time training steps of a freshly built candidate; seconds per image.
+
+    A step is what the recipe's step costs apart from the optimiser update: a train-mode
+    forward of a random ``(batch, 3, S, S)`` channels-last batch (the recipe's default
+    layout), cross-entropy and backward, in float32 on the CPU with the process's threads
+    (one in the gate job). First an untimed step of two images: when ``batch`` images
+    would take ``budget_s`` or more at its pace, its time per image is the answer (an
+    overestimate: a small batch, first allocations), so a huge model costs the gate two
+    images, not eight. Otherwise one warm-up step of ``batch``, then up to ``steps``
+    timed steps while less than ``budget_s`` has passed; the median step over ``batch``.
+
+    Args:
+        code: Candidate source (it passed the gate's other stages).
+        image_size: Side of the square input (the run's image size).
+        num_classes: Number of outputs (labels are drawn in ``[0, num_classes)``).
+        batch: Images per step (>= 2: BatchNorm needs two in train mode).
+        steps: Most timed steps.
+        budget_s: Seconds after which no further step is started.
+
+    Returns:
+        Seconds per training image (> 0).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from tools.candidate import build_candidate
+
+    torch.manual_seed(0)
+    model = build_candidate(code, num_classes)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, image_size, image_size, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(num_classes, (batch,), generator=gen)
+    params = list(torch.nn.Module.parameters(model))  # unbound: overrides cannot hide any
+
+    def step(n: int) -> float:
+        t0 = time.perf_counter()
+        for p in params:
+            p.grad = None
+        F.cross_entropy(model(x[:n]).float(), y[:n]).backward()
+        return time.perf_counter() - t0
+
+    small = step(2) / 2
+    if small * batch >= budget_s:
+        return small
+    step(batch)  # warm-up at the timed shape: kernel selection, allocations
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < steps and (not times or time.perf_counter() - start < budget_s):
+        times.append(step(batch))
+    return statistics.median(times) / batch

@@ -20,11 +20,20 @@ from tools.sandbox import SandboxLimits
 from tools.train import Recipe
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-# Each training image costs at most this long before the watchdog kills the job (a
-# generous bound: the Template trains at ~1500 img/s here), plus fixed start/export time;
-# the measure job gets the same per evaluation image.
+# The floor of the limits: each training image may cost this long before the watchdog
+# kills the job (generous for small candidates: the Template trains at ~1500 img/s here),
+# plus fixed start/export time; the measure job gets the same per evaluation image.
 SECONDS_PER_IMAGE = 0.05
 FIXED_SECONDS = 180.0
+# Above the floor the limit follows the gate's measured training cost per image
+# (GateReport.train_s_per_image), times SAFETY_FACTOR: see default_limits for the why.
+SAFETY_FACTOR = 6.0
+# A forward-only image (prediction, ONNX Runtime) costs about a third of a training
+# forward + backward; counted as half, to be safe.
+FORWARD_SHARE = 0.5
+# Forward passes of the measure job beyond the evaluation images: the batch check's
+# single images, latency warm-up and timed runs, the peak-memory run (tools/measure.py).
+MEASURE_EXTRA_IMAGES = 80
 BATCH_CHECK_IMAGES = 16  # images run one by one and compared with their batched logits
 PROFILE_THREADS = 1  # batch-1 latency threads (an edge CPU)
 
@@ -36,14 +45,48 @@ def auto_device(device: str) -> str:
     return device
 
 
-def default_limits(recipe: Recipe, n_train: int, device: str = "cpu") -> SandboxLimits:
-    """Sandbox limits of an evaluation: timeout scaled to the work, all threads.
+def default_limits(recipe: Recipe, n_train: int, device: str = "cpu", *,
+                   train_s_per_image: float | None = None, n_eval: int = 0) -> SandboxLimits:
+    """Sandbox limits of an evaluation's training job: timeout scaled to the work.
 
-    RLIMIT_AS is dropped on CUDA (the driver reserves huge virtual ranges).
+    Timeout = ``FIXED_SECONDS`` + training share + prediction share, where
+
+    - training share = ``epochs * n_train * max(SECONDS_PER_IMAGE, SAFETY_FACTOR * c)``
+      (at most ``recipe.max_train_seconds`` when set), ``c`` being the measured
+      ``train_s_per_image``; without a measurement, ``c = 0``: the old formula, which
+      stays the floor of the new one;
+    - prediction share = ``SAFETY_FACTOR * c * FORWARD_SHARE * n_eval`` (the job
+      predicts the evaluation images before it exports).
+
+    ``SAFETY_FACTOR`` 6: the gate times batches of 8 on one thread, while the training
+    job runs the recipe's batch with the data pipeline, the optimiser and all threads. On
+    this 2-core machine at load average 8-10, the training job's seconds per image came
+    out at 2.2x (ResNet-18), 2.8x (Template) and 3.9x (MobileNetV2) the median of three
+    gate figures, 4.7x against the lowest one (the probe varies by up to 1.5x between
+    runs there, and two OpenMP threads on oversubscribed cores are slower than one).
+    6 covers the worst ratio with a quarter to spare; on cores that are not
+    oversubscribed the ratio should be lower (not measured: this machine was never
+    idle). The first epoch's one-off costs (start, data copy, kernel selection) and the
+    export sit in ``FIXED_SECONDS``. Measurements: docs/security.md, "Limits of a job".
+
+    All threads are used; RLIMIT_AS is dropped on CUDA (the driver reserves huge virtual
+    ranges).
+
+    Args:
+        recipe: The training recipe (epochs, threads, ``max_train_seconds``).
+        n_train: Training images.
+        device: "cpu" or a CUDA device string.
+        train_s_per_image: The gate's measured training seconds per image, or None.
+        n_eval: Images the job predicts after training.
+
+    Returns:
+        The limits.
     """
-    budget = recipe.epochs * n_train * SECONDS_PER_IMAGE
+    cost = SAFETY_FACTOR * (train_s_per_image or 0.0)
+    budget = recipe.epochs * n_train * max(SECONDS_PER_IMAGE, cost)
     if recipe.max_train_seconds is not None:
         budget = min(budget, recipe.max_train_seconds)
+    budget += cost * FORWARD_SHARE * n_eval
     update: dict[str, Any] = {"timeout_s": FIXED_SECONDS + budget,
                               "threads": recipe.threads or torch.get_num_threads()}
     if device.startswith("cuda"):
@@ -133,8 +176,15 @@ def measure_payload(payload: dict, onnx_path: Path, threads: int) -> dict:
             "profile_threads": PROFILE_THREADS}
 
 
-def measure_limits(limits: SandboxLimits, n_eval: int) -> SandboxLimits:
-    """Limits of the measure job: the evaluation's memory and threads, time by images."""
-    return limits.model_copy(update={"timeout_s": FIXED_SECONDS + n_eval * SECONDS_PER_IMAGE,
-                                     "cpu_seconds": None})
+def measure_limits(limits: SandboxLimits, n_eval: int,
+                   train_s_per_image: float | None = None) -> SandboxLimits:
+    """Limits of the measure job: the evaluation's memory and threads, time by images.
 
+    ``FIXED_SECONDS`` plus the larger of the floor ``n_eval * SECONDS_PER_IMAGE`` and the
+    measured cost ``SAFETY_FACTOR * FORWARD_SHARE * train_s_per_image`` per forward image
+    (the evaluation images and ``MEASURE_EXTRA_IMAGES``; see :func:`default_limits`).
+    """
+    measured = SAFETY_FACTOR * FORWARD_SHARE * (train_s_per_image or 0.0) * (
+        n_eval + MEASURE_EXTRA_IMAGES)
+    budget = max(n_eval * SECONDS_PER_IMAGE, measured)
+    return limits.model_copy(update={"timeout_s": FIXED_SECONDS + budget, "cpu_seconds": None})

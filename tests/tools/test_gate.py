@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from evaluation.report import Budgets
-from tools.gate import gate, static_check
+from tests.fakes.code import LINEAR_CODE
+from tools.gate import COST_BATCH, gate, gate_job, static_check, train_seconds_per_image
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
@@ -203,10 +204,14 @@ def test_gate_dynamic_failures_and_success() -> None:
         assert failed[0].name == stage, (name, report.checks)
         assert text in report.message, (name, report.message)
         assert "audit-hook" in report.isolation
+        assert report.train_s_per_image is None, name  # no cost probe for a failed model
     report = gate(GOOD, budgets=budgets)
     assert report.ok, report.message
     assert [c.name for c in report.checks] == ["syntax", "policy", "build", "shape", "budget"]
     assert 0 < report.params < 50_000 and report.flops > 0
+    # The cost probe ran on the small model: a positive figure, well under the gate's limit.
+    assert report.train_s_per_image is not None
+    assert 0 < report.train_s_per_image < 60 / COST_BATCH
 
 
 @pytest.mark.parametrize("name", ["template", "resnet18", "mobilenetv2"])
@@ -218,6 +223,81 @@ def test_shipped_candidates_pass(name: str) -> None:
     if name == "template":
         report = gate(source, budgets=Budgets(max_params=50_000_000))
         assert report.ok, report.message
+
+
+# --- issue 9: the training-cost probe that sizes the evaluation's timeout ----------------
+
+CONV_CODE = HEAD + """
+def build_model(num_classes):
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, num_classes))
+"""
+
+
+def test_cost_probe_separates_a_linear_model_from_a_conv_net() -> None:
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the gate job
+    try:
+        linear = train_seconds_per_image(LINEAR_CODE, 32, 8)
+        conv = train_seconds_per_image(CONV_CODE, 32, 8)
+        # Past the time budget, the first step of two images gives the figure.
+        quick = train_seconds_per_image(CONV_CODE, 32, 8, budget_s=0.0)
+    finally:
+        torch.set_num_threads(saved)
+    # ~0.35 GMAC per image for the conv net against ~100 for the linear model: two
+    # orders of magnitude apart, so a 10x margin holds on a busy machine too.
+    assert 0 < linear and conv > 10 * linear, (linear, conv)
+    assert quick > 10 * linear, (linear, quick)
+
+
+def test_probe_failure_is_a_shape_failure_for_the_fixer(tmp_path: Path) -> None:
+    # Trains on the gate's batch of 2 but not on more: the recipe's batches would fail.
+    code = HEAD + """
+class M(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.fc = nn.Linear(3, n)
+
+    def forward(self, x):
+        x = x.mean((2, 3))
+        if self.training:
+            x = x.reshape(2, -1)[:, :3]
+        return self.fc(x)
+
+
+def build_model(num_classes):
+    return M(num_classes)
+"""
+    out = gate_job({"code": code, "image_size": 32, "num_classes": 8, "budgets": {}}, tmp_path)
+    assert [(c["name"], c["ok"]) for c in out["checks"]] == [
+        ("build", True), ("shape", True), ("budget", True), ("shape", False)]
+    assert f"batch of {COST_BATCH} images raised" in out["problem"]
+    assert "train_s_per_image" not in out
+    ok = gate_job({"code": LINEAR_CODE, "image_size": 32, "num_classes": 8, "budgets": {}},
+                  tmp_path)
+    assert all(c["ok"] for c in ok["checks"]) and ok["train_s_per_image"] > 0
+
+
+@pytest.mark.parametrize(("forged", "kept"), [
+    (0.01, 0.01), (1e9, 60 / COST_BATCH), (-1.0, None), (0, None), (float("nan"), None),
+    (float("inf"), None), ("0.5", None), (True, None), (None, None),
+])
+def test_cost_figure_from_the_worker_is_not_trusted(monkeypatch, forged, kept) -> None:
+    import tools.sandbox
+    from tools.sandbox import SandboxResult
+
+    def fake_run_job(kind, payload, **kw):
+        checks = [{"name": n, "ok": True} for n in ("build", "shape", "budget")]
+        return SandboxResult(ok=True, result={"checks": checks, "params": 10, "flops": 10,
+                                              "train_s_per_image": forged})
+
+    monkeypatch.setattr(tools.sandbox, "run_job", fake_run_job)
+    report = gate(LINEAR_CODE, budgets=Budgets(), timeout_s=60)
+    assert report.ok and report.train_s_per_image == kept
 
 
 # --- issue 6: code execution past the gate ------------------------------------------------
