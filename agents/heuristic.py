@@ -98,6 +98,11 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
                        f"{str(latest.get('failure_reason'))[:200]}")
         priorities.append("produce a design that builds and trains")
         suggestions.append("stay close to the best design; change one Choice at a time")
+    if latest.get("collapsed"):
+        summary.append(f"{latest.get('id')} collapsed to chance (one predicted class): "
+                       "it is not ranked")
+        priorities.append("produce a design that trains")
+        suggestions.append("revert to a design that trained; avoid the move that collapsed")
     for name in violated_names(violated):
         priorities.append(f"meet the {name} budget")
         suggestions.append(f"{name} over budget: try {', '.join(COST_MOVES[name][:3])}")

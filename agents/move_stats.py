@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 
 from agents.records import Candidate, score
 from evaluation.pareto import objectives
+from evaluation.report import COLLAPSE_TOL
 from tasks.genome import Genome, parse_genome
 from tasks.mutations import classify_moves
 
 #: Std of the selection score over training seeds when the run has not measured it.
 DEFAULT_NOISE_SD = 0.03
-#: Chance balanced accuracy (8 classes) and how close to it counts as a collapse.
+#: Chance balanced accuracy of the 8 ISIC classes.
 CHANCE = 1 / 8
-COLLAPSE_TOL = 0.01
 #: Objectives whose effect is kept, in table order.
 EFFECTS = ("balanced_accuracy", "unfairness", "latency_ms", "params", "score")
 #: Origins whose candidates are proposals (the Template and baselines are not).
@@ -73,20 +73,13 @@ class MoveStat:
 def collapsed(rec: Candidate) -> bool:
     """Tell whether an evaluated candidate's training collapsed to chance.
 
-    Collapsed: balanced accuracy within :data:`COLLAPSE_TOL` of chance (1/8, or 1 over
-    the classes present when the confusion matrix says fewer are), or every prediction
-    in one class.
+    Collapsed: balanced accuracy within ``COLLAPSE_TOL`` of 1/8 or of 1 over the classes
+    present, or every prediction in one class (``ClassificationMetrics.collapsed``).
     """
     rep = rec.report
     if rep is None or rep.metrics is None:
         return False
-    bal, confusion = rep.metrics.balanced_accuracy, rep.metrics.confusion
-    present = sum(1 for row in confusion if sum(row))
-    chances = {CHANCE} | ({1 / present} if present else set())
-    if any(abs(bal - c) <= COLLAPSE_TOL for c in chances):
-        return True
-    predicted = [sum(col) for col in zip(*confusion, strict=True)] if confusion else []
-    return sum(1 for n in predicted if n) == 1
+    return rep.metrics.collapsed or abs(rep.metrics.balanced_accuracy - CHANCE) <= COLLAPSE_TOL
 
 
 def failed(rec: Candidate) -> bool:

@@ -119,6 +119,16 @@ class Candidate(BaseModel):
         """Whether the candidate was evaluated successfully."""
         return self.status == "evaluated" and self.report is not None and self.report.ok
 
+    @property
+    def usable(self) -> bool:
+        """Whether it is a design to rank: evaluated, and its training did not collapse.
+
+        A collapsed training (one predicted class, chance balanced accuracy) has no group
+        gap, so it would rank above every design that learned something.
+        """
+        return self.ok and self.report is not None and self.report.metrics is not None \
+            and not self.report.metrics.collapsed
+
     def needs_fix(self, max_attempts: int) -> bool:
         """Whether a failed candidate goes to the Code-Fixer (attempts remain)."""
         return self.status == "failed" and self.attempt < max_attempts
@@ -189,6 +199,7 @@ def headline(rec: Candidate | None) -> dict[str, Any] | None:
     out.update(
         balanced_accuracy=round(m.balanced_accuracy, 4), accuracy=round(m.accuracy, 4),
         violations=list(rep.violations), params=hw.params, flops=hw.flops,
+        collapsed=m.collapsed,
         latency_ms=round(hw.latency_ms_median, 3),
         memory_mb=round(hw.size_mb + hw.peak_activation_mb, 3),
         groups=_groups(rep),
@@ -222,12 +233,12 @@ def seed_scores(rec: Candidate, unfairness_weight: float) -> list[float]:
     The search's own report counts as one seed when its epochs equal the confirmations'
     (the rungs differ only in the training seed); failed re-evaluations are left out.
     """
-    runs = [(e.fidelity, e.report) for e in rec.confirmations]
-    if rec.report is not None and (rec.fidelity is None or
-                                   all(f.epochs == rec.fidelity.epochs for f, _ in runs)):
-        runs.insert(0, (rec.fidelity, rec.report))
+    runs = [e.report for e in rec.confirmations]
+    if rec.report is not None and (rec.fidelity is None or all(
+            e.fidelity.epochs == rec.fidelity.epochs for e in rec.confirmations)):
+        runs.insert(0, rec.report)
     out = []
-    for _, rep in runs:
+    for rep in runs:
         if rep.ok and rep.metrics is not None:
             out.append(rep.metrics.balanced_accuracy
                        - unfairness_weight * objectives(rep)[1])
@@ -243,8 +254,10 @@ def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
     come first; within a class the highest ``balanced_accuracy - w * unfairness`` wins
     (unfairness = mean over sex and age of the max group-accuracy gap); ties go to fewer
     parameters, then the earlier candidate. Infeasible candidates rank by fewer
-    violations first. Baselines are references, not designs, unless included.
-    Records read back from ``report.json`` (dicts) are accepted too.
+    violations first. Collapsed trainings (``Candidate.usable``) rank after every design
+    that learned something: their zero group gap says nothing. Baselines are references,
+    not designs, unless included. Records read back from ``report.json`` (dicts) are
+    accepted too.
     """
     ranked = []
     for i, (cid, raw) in enumerate(candidates.items()):
@@ -260,7 +273,8 @@ def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
             continue
         assert rec.report is not None and rec.report.hardware is not None  # ok implies both
         n_viol = len(rec.report.violations)
-        ranked.append(((n_viol > 0, n_viol, -s, rec.report.hardware.params, i), cid))
+        ranked.append(((not rec.usable, n_viol > 0, n_viol, -s, rec.report.hardware.params, i),
+                       cid))
     return min(ranked)[1] if ranked else None
 
 

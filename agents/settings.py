@@ -110,7 +110,7 @@ class Settings(BaseSettings, DataOptions):
 
     # --- recipe --------------------------------------------------------------------
     epochs: Annotated[int, Flag("recipe")] = Field(
-        default=3, ge=1, description="training epochs of the fixed recipe")
+        default=5, ge=1, description="training epochs of the fixed recipe")
     batch_size: Annotated[int, Flag("recipe")] = Field(
         default=64, ge=1, description="training batch size")
     train_seed: Annotated[int | None, Flag("recipe")] = Field(
@@ -120,7 +120,8 @@ class Settings(BaseSettings, DataOptions):
         default=None, gt=0, description="learning rate (none: the recipe's default)")
     eval_timeout_s: Annotated[float | None, Flag("recipe", aliases=("--eval-timeout",))] = Field(
         default=None, gt=0, description="wall-clock limit in seconds of one evaluation's training "
-        "job (none: scaled with the epochs and the training-set size)")
+        "job (none: scaled with the epochs, the training-set size and the gate's measured "
+        "training cost per image)")
 
     # --- LLM -----------------------------------------------------------------------
     llm: Annotated[str, Flag("llm", resume=True)] = Field(

@@ -70,6 +70,10 @@ class AttributeFairness(BaseModel):
     )
 
 
+#: How close to chance balanced accuracy counts as a collapsed training.
+COLLAPSE_TOL = 0.01
+
+
 class ClassificationMetrics(BaseModel):
     """Overall classification quality on one split."""
 
@@ -78,6 +82,21 @@ class ClassificationMetrics(BaseModel):
     balanced_accuracy: float = Field(description="Mean per-class recall (ISIC metric).")
     per_class_recall: dict[str, float]
     confusion: list[list[int]]
+
+    @property
+    def collapsed(self) -> bool:
+        """Tell whether the model learned nothing: chance balanced accuracy or one class.
+
+        Chance is 1 over the classes present in the split (within
+        :data:`COLLAPSE_TOL`); a model that predicts one class for every image has exactly
+        that. Such a run says nothing about its architecture (docs/metrics.md#noise).
+        """
+        present = sum(1 for row in self.confusion if sum(row))
+        if present and abs(self.balanced_accuracy - 1 / present) <= COLLAPSE_TOL:
+            return True
+        predicted = [sum(col) for col in zip(*self.confusion, strict=True)] \
+            if self.confusion else []
+        return sum(1 for n in predicted if n) == 1
 
 
 class HardwareReport(BaseModel):

@@ -33,7 +33,7 @@ TEMPLATE_ID = "c000"
 
 def finalists(cands: Mapping[str, Candidate], ctx: Settings) -> list[str]:
     """Return the ids to confirm: the top ``confirm_top`` by the selection rule, then c000."""
-    pool = {cid: rec for cid, rec in cands.items() if rec.ok and rec.origin != "baseline"}
+    pool = {cid: rec for cid, rec in cands.items() if rec.usable and rec.origin != "baseline"}
     out: list[str] = []
     while len(out) < ctx.confirm_top and pool:
         best = select_best(pool, ctx.unfairness_weight)

@@ -101,8 +101,7 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
             "objectives": list(objective_names()),
             # The archive holds the search evaluations, all at the run's one fidelity.
             "front": [{"id": cid, "objectives": list(objectives(rep)),
-                       "fidelity": cands[cid].fidelity.model_dump() if cands[cid].fidelity
-                       else None}
+                       "fidelity": fid.model_dump() if (fid := cands[cid].fidelity) else None}
                       for cid in state.get("archive") or []
                       if cid in cands and (rep := cands[cid].report) is not None],
             "hv_history": state.get("hv_history") or [],

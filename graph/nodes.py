@@ -60,7 +60,7 @@ def pareto_archive(cands: Mapping[str, Candidate], ctx: Settings) -> ParetoArchi
     """Build the Pareto archive of the evaluated designs (baselines are left out)."""
     archive = ParetoArchive(reference=list(reference_point(ctx.budgets)))
     for cid, rec in cands.items():
-        if rec.ok and rec.origin != "baseline" and rec.report is not None:
+        if rec.usable and rec.origin != "baseline" and rec.report is not None:
             try:
                 archive.add(cid, objectives(rec.report), feasible=not rec.report.violations)
             except ValueError:

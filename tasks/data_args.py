@@ -162,7 +162,9 @@ class DataOptions(BaseModel):
         default=4000, ge=8, description="number of synthetic images (the calibrated size of "
         "tasks.synthetic)")
     image_size: Annotated[int, Flag("data")] = Field(
-        default=64, ge=8, description="side of the square training images in pixels")
+        default=32, ge=8, description="side of the square training images in pixels (32 suits "
+        "the synthetic default on a CPU: docs/metrics.md#noise; use 128 or more for real "
+        "ISIC 2019)")
     seed: Annotated[int, Flag("data")] = Field(
         default=0, ge=0, description="seed of the data and split (default of the other seeds)")
     cache_dir: Annotated[str | None, Flag("data")] = Field(

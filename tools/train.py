@@ -53,7 +53,7 @@ class Recipe(BaseModel):
     permutation.
     """
 
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=2)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)

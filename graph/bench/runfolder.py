@@ -2,13 +2,14 @@
 
 From ``candidates/*/report.json`` (``agents.records.Candidate`` without code),
 ``summary.json``, ``settings.json`` and ``trace.jsonl``: the hypervolume of the
-normalised objectives after each evaluation, the best feasible design
-(:func:`agents.records.select_best`), evaluations, wall time and LLM tokens.
+normalised objectives after each evaluation, the run's chosen design (confirmed on several
+training seeds; :func:`agents.records.select_best` for runs without a summary), evaluations
+(the confirmation rung's included), wall time and LLM tokens.
 
 Normalised objectives of a design: ``(1 - balanced accuracy, unfairness, latency_ms / L)``
 (unfairness: mean ``max_gap`` over sex and age, :func:`evaluation.pareto.objectives`).
 The hypervolume counts the feasible (no budget violation), successfully evaluated,
-non-baseline designs, against the profile's fixed reference point.
+non-collapsed, non-baseline designs, against the profile's fixed reference point.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class SearchRun(BaseModel):
     seed: int
     run_dir: str
     evaluations: int = 0
-    """Designs that reached training (the Template included; gate failures excluded)."""
+    """Training runs: designs that reached training (the Template included; gate failures
+    excluded) plus the confirmation rung's re-evaluations."""
     proposals: int = 0
     """Designer rounds run (``summary.json`` ``rounds``)."""
     hv_curve: list[float] = Field(default_factory=list)
@@ -103,7 +105,7 @@ def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
     for rec in records:
         if not trained(rec):
             continue
-        if rec.ok and rec.report is not None and not rec.report.violations:
+        if rec.usable and rec.report is not None and not rec.report.violations:
             try:
                 points.append(normalised(rec.report, latency_ref_ms))
             except ValueError:
@@ -128,14 +130,18 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
     summary = _read_json(run_dir / "summary.json")
     curve = hv_curve(records, latency_ref_ms, reference)
     by_id = {r.id: r for r in records}
-    best = select_best(by_id, float(settings.get("unfairness_weight", 1.0)))
+    # The run's own choice (confirmed on several training seeds), else the selection rule.
+    best = (summary.get("best") or {}).get("id") or \
+        select_best(by_id, float(settings.get("unfairness_weight", 1.0)))
+    if best not in by_id:
+        best = None
     best_report = by_id[best].report if best is not None else None
     if best_report is None or best_report.violations:
         best = None  # select_best falls back to infeasible designs: none was feasible
     tokens = token_ledger(load_trace(run_dir)).get("total", {})
     return SearchRun(
         strategy=strategy, seed=seed, run_dir=str(run_dir),
-        evaluations=sum(trained(r) for r in records),
+        evaluations=sum(trained(r) + len(r.confirmations) for r in records),
         proposals=int(summary.get("rounds") or max((r.round for r in records), default=0)),
         hv_curve=curve, hv=curve[-1] if curve else 0.0, best_id=best,
         best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,

@@ -17,14 +17,16 @@ def heuristic_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[s
     The parameter budget sits just above the Template's 147k parameters, so the
     Designer's first widening fails the gate and the Code-Fixer repairs it: the run has
     a failure and a fix to show. The best design and the Template are confirmed on one
-    more training seed. Tests must not modify it (copy it first).
+    more training seed. Three epochs at batch 16 (about 25 steps) make the Template learn
+    (balanced accuracy about 0.25 against 1/7 for a collapsed model), so the run has a
+    Pareto front. Tests must not modify it (copy it first).
     """
     root = tmp_path_factory.mktemp("e2e")
     env = cli_env(root / "cache")
     proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--max-params", "150000",
                     "--run-dir", str(root / "runs"), "--run-id", "h1",
                     "--roles", "tests.agents.extra_role", "--confirm-top", "1",
-                    "--confirm-seeds", "1"], env,
+                    "--confirm-seeds", "1", "--epochs", "3", "--batch-size", "16"], env,
                    timeout=600)  # ~1 min alone; shared CI cores can make it several
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "runs" / "h1", proc

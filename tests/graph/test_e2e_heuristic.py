@@ -41,7 +41,7 @@ def test_run_directory_contents(run):
     template = json.loads((run_dir / "candidates" / "c000" / "report.json").read_text())
     assert template["origin"] == "template" and template["status"] == "evaluated"
     # The record says what its report was measured at.
-    assert template["fidelity"] == {"epochs": 1, "batch_size": 64, "seed": 0, "image_size": 32,
+    assert template["fidelity"] == {"epochs": 3, "batch_size": 16, "seed": 0, "image_size": 32,
                                     "n_images": 200}
 
 
@@ -57,6 +57,10 @@ def test_summary_has_test_split_metrics(run):
     assert (run_dir / "best_model.py").read_text() == \
         (run_dir / "candidates" / s["best"]["id"] / "model.py").read_text()
     assert s["pareto"]["front"] and len(s["pareto"]["hv_history"]) >= 3
+    for entry in s["pareto"]["front"]:  # collapsed trainings never enter the archive
+        rec = json.loads((run_dir / "candidates" / entry["id"] / "report.json").read_text())
+        recalls = rec["report"]["metrics"]["per_class_recall"].values()
+        assert sum(1 for r in recalls if r > 0) > 1
     assert "test: bal.acc" in proc.stdout
     # The delivered graph is the one the test split was scored with, checked sandboxed.
     assert s["export"]["onnx"] == "best_model.onnx" and s["export"]["trained_for"] == "test"
@@ -70,8 +74,10 @@ def test_the_best_and_the_template_are_confirmed_on_another_training_seed(run):
     s = json.loads((run_dir / "summary.json").read_text())
     conf = s["confirmation"]
     assert conf["train_seeds"] == [0, 1]
-    assert "c000" in conf["finalists"] and len(conf["finalists"]) == 2
-    assert s["best"]["id"] in conf["finalists"]
+    # The top design by the search's evaluations and the Template (one and the same when
+    # nothing beat the Template).
+    assert "c000" in conf["finalists"] and s["best"]["id"] in conf["finalists"]
+    assert len(conf["finalists"]) <= 2
     for cid, summary in conf["finalists"].items():
         assert summary["seeds"] + summary["failed"] == 2
         rec = json.loads((run_dir / "candidates" / cid / "report.json").read_text())
@@ -105,7 +111,7 @@ def test_extension_role_ran_in_the_loop(run):
     evs = events(run_dir)
     audits = [e for e in evs if e["event"] == "role_event" and e["role"] == "auditor"]
     assert len(audits) == 2  # once after each designer round's evaluation
-    assert {a["candidate"] for a in audits} >= {"c002"}
+    assert {a["candidate"].split("-")[0] for a in audits} == {"c001", "c002"}  # or their fixes
     nodes = [e["node"] for e in evs if e["event"] == "node_end"]
     i = nodes.index("auditor")
     assert nodes[i - 1] == "evaluate" and nodes[i + 1] == "critic"
