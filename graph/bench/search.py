@@ -63,12 +63,17 @@ Remeasurer = Callable[[str, Path, int], Remeasure]
 
 
 def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
-    """Return the searches of ``profile``, strategy-major, with their ``graph.run`` commands."""
+    """Return the searches of ``profile``, seed-major, with their ``graph.run`` commands.
+
+    Seed-major (every strategy's seed 1, then seed 2, ...): a drift of the machine's speed
+    during the suite (other load, thermal) then touches every strategy alike, and a suite
+    stopped early has compared the strategies on the same seeds.
+    """
     runs_root = out / "runs"
     specs = []
-    for spec in profile.strategies:
-        label, flags = strategy_args(spec)
-        for seed in profile.search_seeds:
+    for seed in profile.search_seeds:
+        for spec in profile.strategies:
+            label, flags = strategy_args(spec)
             run_id = f"{label.replace('[', '-').replace(']', '').replace(':', '-')}-s{seed}"
             argv = ["-m", "graph.run", *profile.data_args(), *profile.recipe_args(), *flags,
                     "--search-seed", str(seed), "--train-seed", str(profile.search_train_seed),

@@ -57,7 +57,7 @@ def test_profiles_hold_the_briefed_numbers_and_overrides_validate(monkeypatch):
 def test_the_planned_commands_are_what_graph_run_reads(tmp_path, monkeypatch, capsys):
     specs = plan_search(TINY, tmp_path)
     assert [(s.strategy, s.seed) for s in specs] == [
-        ("agents", 1), ("agents", 2), ("random", 1), ("random", 2)]
+        ("agents", 1), ("random", 1), ("agents", 2), ("random", 2)]  # seed-major
     assert len({s.run_dir for s in specs}) == 4
     for spec in specs:
         assert spec.argv[:2] == ["-m", "graph.run"]
