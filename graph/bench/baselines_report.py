@@ -23,7 +23,7 @@ import numpy as np
 
 from evaluation.pareto import objectives
 from evaluation.report import EvaluationReport
-from graph.bench.output import header, machine, md_table, verdict, write_csv, write_json
+from graph.bench.output import header, machine, md_table, verdict, write_suite
 from graph.bench.stats import Interval, paired_difference, spread
 
 ATTRIBUTES = ("sex", "age")
@@ -203,9 +203,5 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def write_baselines(out: Path, result: dict[str, Any], command: str) -> None:
     """Write ``baselines.md``, ``.csv``, ``.json`` and ``baselines.png`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": command}
-    write_json(out / "baselines.json", result)
-    write_csv(out / "baselines.csv", csv_rows(result))
-    plot(result, out / PLOT)
-    (out / "baselines.md").write_text(markdown(result, command), encoding="utf-8")
+    write_suite(out, "baselines", result, command, rows=csv_rows, plot=plot, plot_name=PLOT,
+                markdown=markdown)

@@ -7,7 +7,7 @@ import io
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +84,20 @@ def header(title: str, command: str, mach: dict[str, Any]) -> str:
 def verdict(ok: bool | None) -> str:
     """``PASS`` / ``FAIL`` / ``n/a`` (undefined)."""
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def write_suite(out: Path, suite: str, result: dict[str, Any], command: str, *,
+                rows: Callable[[dict[str, Any]], Sequence[dict[str, Any]]],
+                plot: Callable[[dict[str, Any], Path], None], plot_name: str,
+                markdown: Callable[[dict[str, Any], str], str]) -> None:
+    """Write a suite's ``<suite>.json``, ``.csv``, ``.md`` and its plot into ``out``.
+
+    The JSON holds the result with the command that made it; the CSV one row per
+    ``rows(result)`` entry.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    result = {**result, "command": command}
+    write_json(out / f"{suite}.json", result)
+    write_csv(out / f"{suite}.csv", rows(result))
+    plot(result, out / plot_name)
+    atomic_write(out / f"{suite}.md", markdown(result, command))

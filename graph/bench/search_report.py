@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from graph.bench.output import header, machine, md_table, verdict, write_csv, write_json
+from graph.bench.output import header, machine, md_table, verdict, write_suite
 from graph.bench.profiles import Profile
 from graph.bench.runfolder import SearchRun
 from graph.bench.stats import Interval, ratio_interval, spread, t_interval
@@ -167,9 +167,5 @@ def hv_plot(result: dict[str, Any], path: Path) -> None:
 
 def write_search(out: Path, result: dict[str, Any], command: str) -> None:
     """Write ``search.md``, ``search.csv``, ``search.json`` and ``search_hv.png`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": command}
-    write_json(out / "search.json", result)
-    write_csv(out / "search.csv", run_rows(result))
-    hv_plot(result, out / HV_PLOT)
-    (out / "search.md").write_text(markdown(result, command), encoding="utf-8")
+    write_suite(out, "search", result, command, rows=run_rows, plot=hv_plot, plot_name=HV_PLOT,
+                markdown=markdown)

@@ -38,3 +38,23 @@ class StubServices(Services):
 
     def export(self, candidate: str) -> dict[str, Any]:
         return {"code": "best_model.py", "onnx_error": "stubbed"}
+
+
+def run_stubbed(services: type[StubServices], ctx: Any, run_dir: Any
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the real graph on ``services`` (a StubServices class); return summary and trace."""
+    import json
+    import time
+
+    from graph.builder import build_graph
+    from graph.display import PlainDisplay
+    from graph.trace import Tracer, load_trace
+
+    svc = services(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", ctx.run_id),
+                   display=PlainDisplay(quiet=True))
+    app = build_graph(services=svc)
+    app.invoke({"round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},
+                "notes": [], "stale_rounds": 0, "hv_history": [], "current": None,
+                "started_at": time.time()}, {"recursion_limit": 200}, context=ctx)
+    svc.close()
+    return json.loads((run_dir / "summary.json").read_text()), load_trace(run_dir)

@@ -7,7 +7,6 @@ design and training seed), so a run takes seconds.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,9 @@ from agents.records import Candidate, Evaluation, Fidelity, seed_scores
 from agents.settings import Settings
 from evaluation.intervals import mean_interval
 from evaluation.report import EvaluationReport
-from graph.builder import build_graph
 from graph.confirm import finalists, select_confirmed
-from graph.display import PlainDisplay
-from graph.trace import Tracer, load_trace
 from tests.fakes.reports import make_record, make_report
-from tests.fakes.services import StubServices
+from tests.fakes.services import StubServices, run_stubbed
 
 SEARCH_SEED_SCORES = {"c000": 0.50, "c001": 0.70, "c002": 0.60, "c003": 0.40}
 # c001 was lucky on the search's seed; c002 is better on every other seed.
@@ -36,14 +32,7 @@ class SeededServices(StubServices):
 
 
 def _run(ctx: Settings, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    svc = SeededServices(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", ctx.run_id),
-                         display=PlainDisplay(quiet=True))
-    app = build_graph(services=svc)
-    app.invoke({"round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},
-                "notes": [], "stale_rounds": 0, "hv_history": [], "current": None,
-                "started_at": time.time()}, {"recursion_limit": 200}, context=ctx)
-    svc.close()
-    return json.loads((run_dir / "summary.json").read_text()), load_trace(run_dir)
+    return run_stubbed(SeededServices, ctx, run_dir)
 
 
 def test_the_final_choice_is_the_best_mean_over_seeds_not_the_lucky_single_run(tmp_path):

@@ -9,20 +9,16 @@ something to rank), so each run takes seconds. The evolution run uses an LLM bac
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.settings import Settings
-from graph.builder import build_graph
-from graph.display import PlainDisplay
 from graph.run_data import RunData
-from graph.trace import Tracer, load_trace
 from tasks.genome import parse_genome
 from tests.fakes.openai_server import ChatRequest, FakeOpenAIServer, Reply
-from tests.fakes.services import StubServices
+from tests.fakes.services import StubServices, run_stubbed
 
 CRITIQUE = {"summary": "fine", "violated_budgets": [], "lagging_groups": [],
             "priorities": ["raise balanced accuracy"], "suggestions": [], "converged": False}
@@ -36,14 +32,7 @@ class ScoredServices(StubServices):
 
 
 def _run(ctx: Settings, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    svc = ScoredServices(ctx=ctx, tracer=Tracer(run_dir / "trace.jsonl", ctx.run_id),
-                       display=PlainDisplay(quiet=True))
-    app = build_graph(services=svc)
-    app.invoke({"round": 0, "candidates": {}, "order": [], "critiques": [], "tokens": {},
-                "notes": [], "stale_rounds": 0, "hv_history": [], "current": None,
-                "started_at": time.time()}, {"recursion_limit": 200}, context=ctx)
-    svc.close()
-    return json.loads((run_dir / "summary.json").read_text()), load_trace(run_dir)
+    return run_stubbed(ScoredServices, ctx, run_dir)
 
 
 def _designs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
