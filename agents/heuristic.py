@@ -98,11 +98,7 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
                        f"{str(latest.get('failure_reason'))[:200]}")
         priorities.append("produce a design that builds and trains")
         suggestions.append("stay close to the best design; change one Choice at a time")
-    if latest.get("collapsed"):
-        summary.append(f"{latest.get('id')} collapsed to chance (one predicted class): "
-                       "it is not ranked")
-        priorities.append("produce a design that trains")
-        suggestions.append("revert to a design that trained; avoid the move that collapsed")
+    _collapsed(latest, summary, priorities, suggestions)
     for name in violated_names(violated):
         priorities.append(f"meet the {name} budget")
         suggestions.append(f"{name} over budget: try {', '.join(COST_MOVES[name][:3])}")
@@ -137,6 +133,16 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
         "suggestions": suggestions,
         "converged": converged,
     }
+
+
+def _collapsed(latest: dict[str, Any], summary: list[str], priorities: list[str],
+               suggestions: list[str]) -> None:
+    """Say so when the newest design's training collapsed to one predicted class."""
+    if latest.get("collapsed"):
+        summary.append(f"{latest.get('id')} collapsed to chance (one predicted class): "
+                       "it is not ranked")
+        priorities.append("produce a design that trains")
+        suggestions.append("revert to a design that trained; avoid the move that collapsed")
 
 
 def _below_best(latest: dict[str, Any], best: dict[str, Any]) -> list[str]:

@@ -89,11 +89,7 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
                           f"{ctx.unfairness_weight:g} * mean(max_gap sex, age) on val"
                           + (f", mean over {1 + ctx.confirm_seeds} training seeds of the "
                              "finalists" if finalists else "") + "; ties: fewer params",
-        "confirmation": {
-            "train_seeds": [ctx.resolved_train_seed, *ctx.confirm_train_seeds],
-            "finalists": {cid: seed_summary(cands[cid], ctx.unfairness_weight)
-                          for cid in finalists},
-        } if finalists else None,
+        "confirmation": _confirmation(cands, finalists, ctx),
         "best": _summary_best(cands[best_id]) if best_id else None,
         "test": _test_headline(test_report) if test_report else None,
         "export": exported,
@@ -128,6 +124,16 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     return {"stop_reason": reason, "summary": {k: summary[k] for k in
                                                ("stop_reason", "best", "test", "rounds")},
             "best_id": best_id}
+
+
+def _confirmation(cands: Mapping[str, Candidate], finalists: list[str],
+                  ctx: Settings) -> dict[str, Any] | None:
+    """Return the finalists' seeds and their means with intervals (``confirm``), or None."""
+    if not finalists:
+        return None
+    return {"train_seeds": [ctx.resolved_train_seed, *ctx.confirm_train_seeds],
+            "finalists": {cid: seed_summary(cands[cid], ctx.unfairness_weight)
+                          for cid in finalists}}
 
 
 def _llm_roles(state: Mapping[str, Any]) -> list[str]:

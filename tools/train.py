@@ -73,42 +73,6 @@ class Recipe(BaseModel):
         default=None, gt=0, description="Stop training after this long and record stopped_early."
     )
     eval_batch_size: int = Field(default=256, ge=1)
-    ema_decay: float | None = Field(
-        default=None, ge=0, lt=1,
-        description="Evaluate an exponential moving average of the weights (decay per step, "
-                    "warmed up as min(decay, (1+t)/(10+t))); None = the last weights.")
-    clip_grad_norm: float | None = Field(
-        default=None, gt=0, description="Clip the global gradient norm to this; None = off.")
-
-
-class WeightAverage:
-    """Exponential moving average of a model's floating-point state (weights and BN stats).
-
-    Averaging the last steps' weights removes most of the step-to-step jitter of a short
-    run, so two training seeds of one design end closer together (docs/metrics.md#noise).
-    The decay is warmed up, ``min(decay, (1+t)/(10+t))`` at update ``t``, so the random
-    initial weights do not linger in the average of a run of a few hundred steps.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        """Start the average at the model's current state."""
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()
-                      if v.is_floating_point()}
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, decay: float) -> None:
-        """Fold the model's current state into the average."""
-        d = min(decay, (1 + self.updates) / (10 + self.updates))
-        self.updates += 1
-        current = model.state_dict()
-        for k, avg in self.state.items():
-            avg.lerp_(current[k].detach(), 1.0 - d)
-
-    @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
-        """Load the average into ``model`` (integer buffers keep the model's values)."""
-        model.load_state_dict({**model.state_dict(), **self.state})
 
 
 class Diverged(RuntimeError):
@@ -239,7 +203,6 @@ class _Run:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         model.train()
         self.opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
-        self.ema = WeightAverage(model) if recipe.ema_decay is not None else None
         self.bs = min(recipe.batch_size, n)
         self.steps_per_epoch = max(1, n // self.bs)  # drop the ragged tail: BatchNorm fails on 1
         self.total = self.steps_per_epoch * recipe.epochs
@@ -298,12 +261,8 @@ class _Run:
                 self.check(epoch)  # before the step: never apply a non-finite update
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            if self.recipe.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad_norm)
             self.opt.step()
             self.sched.step()
-            if self.ema is not None and self.recipe.ema_decay is not None:
-                self.ema.update(self.model, self.recipe.ema_decay)
             if self.step == 1:  # first step = one-off kernel selection / allocation warm-up
                 if self.is_cuda:
                     torch.cuda.synchronize()
@@ -346,8 +305,6 @@ def _train(run: _Run, on_epoch: Callable[[dict], None] | None) -> TrainingStats:
                       "seconds": dt})
         if stopped:
             break
-    if run.ema is not None:
-        run.ema.copy_to(run.model)  # the report, weights and graph are the averaged model's
     return run.stats(epochs_run, stopped)
 
 

@@ -252,8 +252,10 @@ def test_every_decision_of_a_heuristic_run_is_in_the_trace(heuristic_run):
     assert failed and failed[0]["stage"] == "budget" and "150,000" in failed[0]["message"]
     evals = [e for e in evs if e["event"] == "tool_call" and e["tool"] == "evaluate"]
     assert {e["split"] for e in evals} == {"val", "test"}
-    assert all(e["fidelity"]["epochs"] == 1 and e["fidelity"]["image_size"] == 32
+    assert all(e["fidelity"]["epochs"] == 3 and e["fidelity"]["image_size"] == 32
                and e["fidelity"]["n_images"] == 200 for e in evals)
+    # The confirmation rung differs from the search's only in the training seed.
+    assert {e["fidelity"]["seed"] for e in evals} == {0, 1}
     rounds = [e for e in evs if e["event"] == "round_end"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["duration_s"] > 0 and r["hv"] > 0 and r["best"] for r in rounds)

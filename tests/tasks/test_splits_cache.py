@@ -227,7 +227,7 @@ def _args(*argv):
 def test_data_args_defaults_and_env(isic_dir, tmp_path, monkeypatch):
     a = _args()
     assert (a.task, a.data_dir, a.synthetic, a.synthetic_n, a.image_size, a.seed,
-            a.cache_dir, a.strict) == ("isic", None, False, 4000, 64, 0, None, False)
+            a.cache_dir, a.strict) == ("isic", None, False, 4000, 32, 0, None, False)
     monkeypatch.delenv("FLNAS_ISIC_DIR", raising=False)
     with pytest.raises(DatasetError) as e:
         prepare_from_args(_args("--cache-dir", str(tmp_path / "c")), progress=False)
