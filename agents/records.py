@@ -227,22 +227,23 @@ def score(rec: Candidate, unfairness_weight: float) -> float:
     return rep.metrics.balanced_accuracy - unfairness_weight * unfair
 
 
-def seed_scores(rec: Candidate, unfairness_weight: float) -> list[float]:
-    """Return the selection scores of every successful run at the confirmation fidelity.
+def seed_reports(rec: Candidate) -> list[EvaluationReport]:
+    """Return every evaluation at the confirmation fidelity, failed ones included.
 
     The search's own report counts as one seed when its epochs equal the confirmations'
-    (the rungs differ only in the training seed); failed re-evaluations are left out.
+    (the rungs then differ only in the training seed).
     """
     runs = [e.report for e in rec.confirmations]
     if rec.report is not None and (rec.fidelity is None or all(
             e.fidelity.epochs == rec.fidelity.epochs for e in rec.confirmations)):
         runs.insert(0, rec.report)
-    out = []
-    for rep in runs:
-        if rep.ok and rep.metrics is not None:
-            out.append(rep.metrics.balanced_accuracy
-                       - unfairness_weight * objectives(rep)[1])
-    return out
+    return runs
+
+
+def seed_scores(rec: Candidate, unfairness_weight: float) -> list[float]:
+    """Return the selection scores of the successful runs of :func:`seed_reports`."""
+    return [rep.metrics.balanced_accuracy - unfairness_weight * objectives(rep)[1]
+            for rep in seed_reports(rec) if rep.ok and rep.metrics is not None]
 
 
 def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],

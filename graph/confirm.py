@@ -23,9 +23,17 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from agents.records import Candidate, Evaluation, Fidelity, seed_scores, select_best
+from agents.records import (
+    Candidate,
+    Evaluation,
+    Fidelity,
+    seed_reports,
+    seed_scores,
+    select_best,
+)
 from agents.settings import Settings
 from evaluation.intervals import mean_interval
+from evaluation.pareto import objectives
 from graph.services import Services
 
 TEMPLATE_ID = "c000"
@@ -66,15 +74,8 @@ def select_confirmed(cands: Mapping[str, Candidate], ids: list[str],
 
 def seed_summary(rec: Candidate, unfairness_weight: float) -> dict[str, Any]:
     """Mean, spread and 95 % t-interval of the score and its parts over the seeds."""
-    runs = [rec.report] if rec.report is not None else []
-    if rec.fidelity is None or all(e.fidelity.epochs == rec.fidelity.epochs
-                                   for e in rec.confirmations):
-        runs = runs + [e.report for e in rec.confirmations]
-    else:
-        runs = [e.report for e in rec.confirmations]
-    ok = [r for r in runs if r is not None and r.ok and r.metrics is not None]
-    from evaluation.pareto import objectives
-
+    runs = seed_reports(rec)
+    ok = [r for r in runs if r.ok and r.metrics is not None]
     parts = {"balanced_accuracy": [r.metrics.balanced_accuracy for r in ok if r.metrics],
              "unfairness": [objectives(r)[1] for r in ok],
              "score": seed_scores(rec, unfairness_weight)}
