@@ -25,10 +25,9 @@ from agents.records import (
 )
 from agents.settings import Settings
 from evaluation.pareto import ParetoArchive, objectives, reference_point
-from graph.confirm import seed_runs
+from graph.confirm import TEMPLATE_ID, seed_runs
 from graph.services import Services
 
-TEMPLATE_ID = "c000"
 #: A round counts as progress only when the archive's hypervolume grows by more than this
 #: share. One design's latency varies by about 10 % between measurements, which moves the
 #: volume by well under 1 % (docs/metrics.md#noise): such gains must not reset patience.
