@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quick: 2-core CPU, synthetic set; full: GPU, real ISIC 2019")
     p.add_argument("--out", type=Path, help="results folder (default results/<profile>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at the same time, each with its share of the cores (default 1); "
+                        "results do not depend on it, wall times do")
     p.add_argument("--cache-dir", type=Path,
                    help="data cache shared by every run (default $FLNAS_CACHE_DIR or "
                         "~/.cache/flnas)")
@@ -98,7 +101,8 @@ def _baselines(args: argparse.Namespace, profile: Profile, out: Path, command: s
     else:
         label, design = design_from_search(args.from_search or out)
     run_baselines(profile, out, design=design, design_label=label, command=command,
-                  cache_dir=_cache_dir(args), split=args.split, dry_run=args.dry_run)
+                  cache_dir=_cache_dir(args), split=args.split, dry_run=args.dry_run,
+                  jobs=args.jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     command = command_line(argv)
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         profile = resolve_profile(args)
         out = (args.out or Path("results") / profile.name).resolve()
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             from graph.bench.search import run_search
 
             run_search(profile, out, cache_dir=_cache_dir(args), command=command,
-                       dry_run=args.dry_run)
+                       dry_run=args.dry_run, jobs=args.jobs)
         elif args.suite == "baselines":
             _baselines(args, profile, out, command)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.bench.baselines_report import headline, write_baselines
 from graph.bench.profiles import Profile, ProfileError
+from graph.bench.search import threads_per_job
 from tasks.models import baseline_sources, template_source
 
 #: Trains and evaluates ``code`` (named ``name``) with one training seed.
@@ -44,19 +46,29 @@ class ProductEvaluator:
     """The product evaluation under the profile's recipe, unbudgeted, on one split."""
 
     def __init__(self, profile: Profile, cache_dir: Path,
-                 split: Literal["val", "test"] = "test") -> None:
-        """Keep the settings; the data is prepared on the first evaluation."""
+                 split: Literal["val", "test"] = "test", threads: int | None = None) -> None:
+        """Keep the settings; the data is prepared now, once for every evaluation.
+
+        Args:
+            profile: The profile (data, recipe, timeout).
+            cache_dir: The data cache.
+            split: The split every design is evaluated on.
+            threads: Torch threads per evaluation (None: torch's default); set it when
+                several evaluations run at once.
+        """
         from graph.run_data import RunData
 
         self.profile = profile
+        self.threads = threads
         self.split: Literal["val", "test"] = split
         self.run_data = RunData(profile_settings(profile, cache_dir))
+        self.run_data.data()
 
     def __call__(self, name: str, code: str, seed: int) -> EvaluationReport:
         """Train ``code`` with training seed ``seed`` and evaluate it (sandboxed)."""
         from tools.evaluate import evaluate_candidate
 
-        recipe = self.run_data.recipe().model_copy(update={"seed": seed})
+        recipe = self.run_data.recipe().model_copy(update={"seed": seed, "threads": self.threads})
         return evaluate_candidate(code, self.run_data.data(), recipe=recipe, budgets=Budgets(),
                                   split=self.split, candidate_id=f"{name}-s{seed}",
                                   timeout_s=self.profile.baseline_timeout_s)
@@ -107,7 +119,7 @@ def designs(design: Path) -> dict[str, str]:
 def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: str,
                   command: str, evaluator: Evaluator | None = None, cache_dir: Path,
                   split: Literal["val", "test"] = "test",
-                  dry_run: bool = False) -> dict[str, Any] | None:
+                  dry_run: bool = False, jobs: int = 1) -> dict[str, Any] | None:
     """Run the baselines suite and write ``baselines.{md,csv,json}`` and its plot.
 
     Args:
@@ -120,6 +132,7 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
         cache_dir: The data cache.
         split: The split every design is evaluated on.
         dry_run: Print the plan and run nothing.
+        jobs: Evaluations run at the same time, each with its share of the cores.
 
     Returns:
         The results (None for a dry run).
@@ -132,16 +145,25 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
           f"{profile.baseline_timeout_s:g} s); ours = {design_label} ({design})", flush=True)
     if dry_run:
         return None
-    evaluator = evaluator or ProductEvaluator(profile, cache_dir, split)
-    reports: dict[str, list[EvaluationReport]] = {}
-    for name, code in sources.items():
-        reports[name] = []
-        for seed in seeds:
-            rep = evaluator(name, code, seed)
-            reports[name].append(rep)
-            print(f"{name} seed {seed}: "
-                  + (f"bal.acc {rep.metrics.balanced_accuracy:.3f}" if rep.ok and rep.metrics
-                     else f"failed ({rep.failure_stage}: {rep.failure_reason})"), flush=True)
+    evaluator = evaluator or ProductEvaluator(
+        profile, cache_dir, split, threads_per_job(jobs) if jobs > 1 else None)
+    todo = [(name, code, seed) for name, code in sources.items() for seed in seeds]
+
+    def one(item: tuple[str, str, int]) -> EvaluationReport:
+        name, code, seed = item
+        rep = evaluator(name, code, seed)
+        print(f"{name} seed {seed}: "
+              + (f"bal.acc {rep.metrics.balanced_accuracy:.3f}" if rep.ok and rep.metrics
+                 else f"failed ({rep.failure_stage}: {rep.failure_reason})"), flush=True)
+        return rep
+
+    # The slowest designs (the standard networks) go first so the pool ends together.
+    order = sorted(range(len(todo)), key=lambda i: todo[i][0] in (OURS, "template"))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        done = dict(zip(order, pool.map(one, [todo[i] for i in order]), strict=True))
+    reports: dict[str, list[EvaluationReport]] = {name: [] for name in sources}
+    for i, (name, _, _) in enumerate(todo):
+        reports[name].append(done[i])
     result = headline(reports, seeds)
     result.update(profile=profile.model_dump(mode="json"), split=split,
                   design={"label": design_label, "path": str(design)})

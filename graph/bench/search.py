@@ -21,8 +21,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +87,26 @@ def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
     return specs
 
 
-def child_env(cache_dir: Path) -> dict[str, str]:
+def threads_per_job(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` concurrent runs: the cores shared out, at least 1.
+
+    Two OpenMP pools on the same cores are slower than one each (docs/metrics.md#noise).
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def child_env(cache_dir: Path, jobs: int = 1) -> dict[str, str]:
     """Return the searches' environment: no ``FLNAS_<SETTING>`` of the caller, one shared cache.
 
     A setting left in the environment would change every search behind the profile's back.
+    With ``jobs`` > 1 concurrent searches, each one's torch threads are capped
+    (``OMP_NUM_THREADS``, :func:`threads_per_job`); torch reads it for its default.
     """
     fields = {f"FLNAS_{name.upper()}" for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k not in fields}
     env["FLNAS_CACHE_DIR"] = str(cache_dir)
+    if jobs > 1:
+        env["OMP_NUM_THREADS"] = str(threads_per_job(jobs))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -122,39 +136,56 @@ class ProductRemeasure:
     prepared data and the results are shared by every run (same code and seed: same job).
     """
 
-    def __init__(self) -> None:
-        """Start with no data prepared and nothing measured."""
+    def __init__(self, threads: int | None = None) -> None:
+        """Start with no data prepared and nothing measured.
+
+        Args:
+            threads: Torch threads of each evaluation (None: torch's default); set it when
+                several re-measurements run at once.
+        """
+        self.threads = threads
         self.data: dict[str, Any] = {}
         self.done: dict[tuple[str, str, int], Remeasure] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: Any) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def __call__(self, code: str, run_dir: Path, seed: int) -> Remeasure:
-        """Re-train ``code`` with training seed ``seed`` under ``run_dir``'s settings."""
+        """Re-train ``code`` with training seed ``seed`` under ``run_dir``'s settings.
+
+        Thread-safe: the same (settings, code, seed) is trained once even when asked for
+        by several threads at the same time; the data is prepared once per data setting.
+        """
         from agents.records import code_hash
-        from evaluation.pareto import objectives
         from graph.run_data import RunData
-        from tools.evaluate import evaluate_candidate
 
         ctx = Settings.load(run_dir / "settings.json")
         data_key = ctx.model_dump_json(include={"task", "data_dir", "synthetic", "synthetic_n",
                                                 "image_size", "seed", "cache_dir"})
         key = (data_key + ctx.model_dump_json(include={"epochs", "batch_size", "lr"}),
                code_hash(code), seed)
-        if key in self.done:
-            return self.done[key]
-        run_data = RunData(ctx, self.data.get(data_key))
-        self.data[data_key] = run_data.data()
-        recipe = run_data.recipe().model_copy(update={"seed": seed})
-        rep = evaluate_candidate(code, self.data[data_key], recipe=recipe, budgets=ctx.budgets,
+        with self._lock(key):
+            if key not in self.done:
+                with self._lock(data_key):
+                    run_data = RunData(ctx, self.data.get(data_key))
+                    self.data[data_key] = run_data.data()
+                self.done[key] = self._measure(code, run_data, ctx, seed)
+        return self.done[key]
+
+    def _measure(self, code: str, run_data: Any, ctx: Settings, seed: int) -> Remeasure:
+        from evaluation.pareto import objectives
+        from tools.evaluate import evaluate_candidate
+
+        recipe = run_data.recipe().model_copy(update={"seed": seed, "threads": self.threads})
+        rep = evaluate_candidate(code, run_data.data(), recipe=recipe, budgets=ctx.budgets,
                                  split="val", timeout_s=ctx.eval_timeout_s)
         if rep.ok and rep.metrics is not None:
-            result = Remeasure(seed=seed, ok=True,
-                               balanced_accuracy=rep.metrics.balanced_accuracy,
-                               unfairness=objectives(rep)[1])
-        else:
-            result = Remeasure(seed=seed, ok=False,
-                               failure=f"{rep.failure_stage}: {rep.failure_reason}")
-        self.done[key] = result
-        return result
+            return Remeasure(seed=seed, ok=True, balanced_accuracy=rep.metrics.balanced_accuracy,
+                             unfairness=objectives(rep)[1])
+        return Remeasure(seed=seed, ok=False, failure=f"{rep.failure_stage}: {rep.failure_reason}")
 
 
 #: Settings a reused run folder must share with its planned command.
@@ -174,9 +205,9 @@ def changed_settings(spec: RunSpec) -> list[str]:
             if getattr(saved, k) != getattr(planned, k)]
 
 
-def _run_one(spec: RunSpec, profile: Profile, env: dict[str, str], runner: Runner,
-             remeasure: Remeasurer) -> SearchRun:
-    """Run (or reuse) one search, read it and re-measure its best design."""
+def _search_one(spec: RunSpec, profile: Profile, env: dict[str, str],
+                runner: Runner) -> SearchRun:
+    """Run (or reuse) one search and read its folder."""
     run_dir = Path(spec.run_dir)
     wall: float | None = None
     if (run_dir / "summary.json").is_file():
@@ -191,12 +222,17 @@ def _run_one(spec: RunSpec, profile: Profile, env: dict[str, str], runner: Runne
             shutil.rmtree(run_dir)
         print(f"{spec.run_id}: {spec.command()}", flush=True)
         wall = runner(spec, env)
-    run = read_run(run_dir, strategy=spec.strategy, seed=spec.seed,
-                   latency_ref_ms=profile.latency_ref_ms, reference=profile.hv_reference,
-                   process_wall_s=wall)
+    return read_run(run_dir, strategy=spec.strategy, seed=spec.seed,
+                    latency_ref_ms=profile.latency_ref_ms, reference=profile.hv_reference,
+                    process_wall_s=wall)
+
+
+def _remeasure_one(run: SearchRun, spec: RunSpec, profile: Profile,
+                   remeasure: Remeasurer) -> SearchRun:
+    """Re-train the run's best feasible design on the profile's fresh seeds."""
     if run.best_code_file:
         code = Path(run.best_code_file).read_text(encoding="utf-8")
-        run.remeasured = [remeasure(code, run_dir, s) for s in profile.fresh_seeds]
+        run.remeasured = [remeasure(code, Path(spec.run_dir), s) for s in profile.fresh_seeds]
     print(f"{spec.run_id}: HV {run.hv:.4f} after {run.evaluations} evaluations; best "
           f"{run.best_id}; re-measured bal.acc {run.remeasured_mean('balanced_accuracy')}",
           flush=True)
@@ -228,7 +264,7 @@ def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
 
 def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
                runner: Runner = run_cli, remeasure: Remeasurer | None = None,
-               dry_run: bool = False) -> dict[str, Any] | None:
+               dry_run: bool = False, jobs: int = 1) -> dict[str, Any] | None:
     """Run the search suite and write ``search.{md,csv,json}`` and ``search_hv.png``.
 
     Args:
@@ -239,6 +275,9 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         runner: Runs one search (default: ``graph.run`` in a child process).
         remeasure: Re-trains a design on a fresh seed (default: :class:`ProductRemeasure`).
         dry_run: Print the plan and run nothing.
+        jobs: Searches (then re-measurements) run at the same time, each with its share
+            of the cores (:func:`threads_per_job`). Each search is its own process with
+            its own seeds, so the results do not depend on ``jobs``; wall times do.
 
     Returns:
         The aggregated results (None for a dry run).
@@ -252,9 +291,16 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         "profile": profile.model_dump(mode="json"), "reference": list(profile.hv_reference),
         "latency_ref_ms": profile.latency_ref_ms, "command": command,
         "runs": [s.model_dump() for s in specs]})
-    env = child_env(cache_dir)
-    remeasure = remeasure or ProductRemeasure()
-    runs = [_run_one(s, profile, env, runner, remeasure) for s in specs]
+    env = child_env(cache_dir, jobs)
+    remeasure = remeasure or ProductRemeasure(threads_per_job(jobs) if jobs > 1 else None)
+    t0 = time.monotonic()
+    # Seed-major order is kept: the pool starts the searches in plan order.
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        runs = list(pool.map(lambda s: _search_one(s, profile, env, runner), specs))
+        runs = list(pool.map(lambda rs: _remeasure_one(rs[0], rs[1], profile, remeasure),
+                             zip(runs, specs, strict=True)))
+    print(f"search suite: {len(specs)} searches and their re-measurements in "
+          f"{(time.monotonic() - t0) / 60:.1f} min with {jobs} job(s) at a time", flush=True)
     result = aggregate(profile, runs)
     write_search(out, result, command)
     return result

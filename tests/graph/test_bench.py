@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,26 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     assert label == "agents s1 c001" and path.name == "model.py"
 
 
+def test_concurrent_searches_give_the_same_results_with_capped_threads(tmp_path):
+    envs: list[dict[str, str]] = []
+
+    def runner(spec: RunSpec, env: dict[str, str]) -> float:
+        envs.append(env)
+        return fake_runner(spec, env)
+
+    one = run_search(TINY, tmp_path / "one", cache_dir=tmp_path, command="cmd",
+                     runner=fake_runner, remeasure=fake_remeasure)
+    two = run_search(TINY, tmp_path / "two", cache_dir=tmp_path, command="cmd",
+                     runner=runner, remeasure=fake_remeasure, jobs=2)
+    assert one is not None and two is not None
+    assert [(r["strategy"], r["seed"]) for r in two["runs"]] == \
+        [(r["strategy"], r["seed"]) for r in one["runs"]]
+    assert two["strategies"] == one["strategies"] and two["ratios"] == one["ratios"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert "OMP_NUM_THREADS" not in child_env(tmp_path) or \
+        os.environ.get("OMP_NUM_THREADS") == child_env(tmp_path)["OMP_NUM_THREADS"]
+
+
 def test_search_targets_fail_on_overlapping_intervals():
     strat = {"agents": {"hv": {"value": 0.3, "lo": 0.1, "hi": 0.5}},
              "random": {"hv": {"value": 0.2, "lo": 0.1, "hi": 0.3}}}
@@ -224,8 +245,9 @@ def test_the_baselines_suite_reports_the_paper_headline(tmp_path):
         return _report(bal + seed / 1000, unfair, int(params), lat)
 
     result = run_baselines(QUICK, tmp_path, design=design, design_label="mine", command="c",
-                           evaluator=evaluator, cache_dir=tmp_path)
-    assert result is not None and len(calls) == 4 * 3
+                           evaluator=evaluator, cache_dir=tmp_path, jobs=2)
+    assert result is not None and sorted(calls) == sorted(
+        (n, s) for n in table for s in QUICK.fresh_seeds)
     tpl = result["comparisons"]["template"]
     assert tpl["balanced_accuracy_diff"]["value"] == pytest.approx(0.05)
     assert tpl["fairness_ratio"]["unfairness"]["value"] == pytest.approx(1.5)
