@@ -34,9 +34,19 @@ class Design(BaseModel):
                                "was derived from (default: the current best design)")
 
 
-def candidate_id(round_: int) -> str:
-    """Id of the Designer's candidate of a round (stable, so a rerun node is idempotent)."""
-    return f"c{round_:03d}"
+def candidate_id(round_: int, index: int = 0, per_round: int = 1) -> str:
+    """Id of the ``index``-th of ``per_round`` candidates of a round (``c001``, ``c002``, ...).
+
+    Numbered on across rounds, so one proposal per round gives ``c<round>``; stable, so a
+    rerun node is idempotent.
+    """
+    return f"c{(round_ - 1) * per_round + index + 1:03d}"
+
+
+def round_rng(settings: Settings, what: str, round_: int, index: int) -> random.Random:
+    """Return the generator of a round's ``index``-th proposal (index 0: as before K > 1)."""
+    parts: tuple[object, ...] = (round_,) if index == 0 else (round_, index)
+    return seeded_rng(settings.resolved_search_seed, what, *parts)
 
 
 def seeded_rng(seed: int, *parts: object) -> random.Random:
@@ -54,23 +64,26 @@ def view(state: Mapping[str, Any], settings: Settings) -> View:
     """Read the new round's candidate id, best design, critique, notes and move statistics.
 
     The per-move statistics (:func:`agents.move_stats.move_stats`) are judged against the
-    run's measured score noise (``state["noise_sd"]``, else 0.03).
+    run's measured score noise (``state["noise_sd"]``, else 0.03). With ``--proposals K``
+    the round's node asks K times; ``state["opening"]`` then holds the ids it opened so
+    far this round (their designs are in ``candidates``, so none is proposed twice).
 
     Under a search strategy other than ``agents`` the view also holds that strategy's
     proposal and marks the step ``offline`` (agents/step.py then asks no LLM).
     """
     round_ = state.get("round", 0) + 1
-    cid = candidate_id(round_)
+    index = len(state.get("opening") or [])
+    cid = candidate_id(round_, index, settings.proposals)
     cands = state.get("candidates") or {}
     best_id = select_best(cands, settings.unfairness_weight) or "c000"
     data: dict[str, Any] = {"best_id": best_id, "best": cands.get(best_id),
                             "critique": (state.get("critiques") or [None])[-1],
                             "notes": recent_notes(state.get("notes")),
                             "noise_sd": noise_sd(state),
-                            "archive": list(state.get("archive") or [])}
+                            "archive": list(state.get("archive") or []), "index": index}
     data["move_stats"] = move_stats(cands, settings.unfairness_weight, data["noise_sd"])
     if settings.strategy != "agents":
-        rng = seeded_rng(settings.resolved_search_seed, settings.strategy, round_)
+        rng = round_rng(settings, settings.strategy, round_, index)
         data.update(proposal=strategies.propose(state, settings, rng), offline=True)
     return View(state=state, round=round_, candidate=cid, data=data,
                 show=[("round", (round_, settings.iter_max)),
@@ -109,16 +122,17 @@ def fallback(v: View, settings: Settings) -> dict[str, Any]:
                        "tried": tried_keys(cands), "history": cands,
                        "archive": v.data["archive"], "noise_sd": v.data["noise_sd"],
                        "unfairness_weight": settings.unfairness_weight}
-    return heuristic.design(heuristic_brief, seeded_rng(settings.resolved_search_seed, "design",
-                                                       v.round))
+    return heuristic.design(heuristic_brief,
+                            round_rng(settings, "design", v.round, v.data.get("index", 0)))
 
 
 def apply(answer: Design, brain: str, v: View, settings: Settings) -> Outcome:
-    """Open the round with the new candidate.
+    """Open the round's next candidate (``batch``: the round's ids so far).
 
     Its parent is the candidate the answer names when it exists, else the best design.
     """
     cid, crit = v.candidate or candidate_id(v.round), v.data["critique"] or {}
+    batch = [*(v.state.get("opening") or []), cid]
     proposal: strategies.Proposal | None = v.data.get("proposal")
     named = answer.parent if answer.parent in (v.state.get("candidates") or {}) else None
     parent = proposal.parent if proposal is not None else named or v.data["best_id"]
@@ -131,8 +145,8 @@ def apply(answer: Design, brain: str, v: View, settings: Settings) -> Outcome:
              "design": genome_summary(g) if g else "custom", "code_hash": rec.code_hash,
              "critique": crit.get("summary"), "critique_about": crit.get("about"),
              "notes": v.data["notes"]}
-    return Outcome(update={"round": v.round, "current": cid, "candidates": {cid: rec},
-                           "order": [cid]}, events=[("design", event)])
+    return Outcome(update={"round": v.round, "current": cid, "batch": batch,
+                           "candidates": {cid: rec}, "order": [cid]}, events=[("design", event)])
 
 
 SPEC = register_role("designer", schema=Design, prompt="../prompts/designer.md",

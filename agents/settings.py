@@ -94,9 +94,30 @@ class Settings(BaseSettings, DataOptions):
     confirm_seeds: Annotated[int, Flag("search")] = Field(
         default=2, ge=1, description="extra training seeds per finalist: the final choice is on "
         "the mean over 1 + this many seeds")
+    proposals: Annotated[int, Flag("search")] = Field(
+        default=1, ge=1, description="designs proposed per round, each gated, fixed and "
+        "evaluated concurrently (the evaluation budget is iter_max x proposals)")
     search_seed: Annotated[int | None, Flag("search")] = Field(
         default=None, ge=0, description="seed of the search policy's randomness (heuristic, "
         "strategy, Code-Fixer); none: --seed")
+
+    # --- execution (scale-out, docs/scale-out.md) --------------------------------------
+    executor: Annotated[Literal["local", "ray"], Flag("execution", resume=True)] = Field(
+        default="local", description="where evaluations run: local (a pool of sandboxed worker "
+        "processes on this machine) or ray (Ray tasks; pip install -e '.[ray]')")
+    workers: Annotated[int, Flag("execution", resume=True)] = Field(
+        default=1, ge=1, description="evaluations running at the same time")
+    ray_address: Annotated[str | None, Flag("execution", resume=True)] = Field(
+        default=None, description="Ray cluster to join (auto: the running one); none: start a "
+        "local Ray instance")
+    cpus_per_eval: Annotated[float | None, Flag("execution", resume=True)] = Field(
+        default=None, gt=0, description="CPU cores (torch threads) per evaluation; none: the "
+        "machine's cores shared out over the workers")
+    gpus_per_eval: Annotated[float, Flag("execution", resume=True)] = Field(
+        default=0.0, ge=0, description="GPUs per evaluation (0: CPU only)")
+    eval_retries: Annotated[int, Flag("execution", resume=True)] = Field(
+        default=1, ge=0, description="retries of an evaluation whose worker or node was lost "
+        "(not of a candidate's own crash)")
 
     # --- budgets (device) ----------------------------------------------------------
     max_latency_ms: Annotated[float | None, Flag("budgets")] = Field(

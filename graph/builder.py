@@ -1,13 +1,18 @@
 """The FL-NAS graph: every node made from its spec, and all the wiring (docs/architecture.md).
 
-    START -> prepare -> critic -> designer -> gate -> evaluate -> critic -> ...
-                                                       -> confirm -> finalize
-                                               |  ^
-                                               v  |
-                                            code_fixer
+    START -> prepare -> critic -> designer =Send x K=> candidate -> merge -> critic -> ...
+                                -> confirm -> finalize
 
-``prepare``, ``gate`` and ``evaluate`` are tool nodes (graph/nodes.py); ``confirm``
-re-evaluates the finalists on more training seeds (graph/confirm.py);
+    candidate (one branch per proposal):  gate -> evaluate -> end
+                                           |  ^       |
+                                           v  |       v
+                                          code_fixer <-
+
+``prepare``, ``gate``, ``evaluate`` and ``merge`` are tool nodes (graph/nodes.py); the
+Designer opens ``--proposals`` K candidates a round and each runs its gate / fix /
+evaluate loop in its own concurrent branch (graph/fanout.py), merged in a deterministic
+order before the round closes; ``confirm`` re-evaluates the finalists on more training
+seeds (graph/confirm.py);
 ``critic``/``designer``/``code_fixer`` and every extension role are made from their
 registered spec by one generic node (:func:`agents.step.run_role`: view -> think ->
 trace -> update). Extension roles declare a hook (``after_prepare``, ``before_design``,
@@ -34,8 +39,9 @@ from agents.registry import CORE_ROLES, HOOKS, RoleSpec, create_role, list_roles
 from agents.settings import Settings
 from agents.step import run_role
 from graph.confirm import confirm_node
+from graph.fanout import candidate_branch, design_round, fan_out
 from graph.finalize import finalize_node
-from graph.nodes import evaluate_node, gate_node, prepare_node
+from graph.nodes import evaluate_node, gate_node, merge_node, prepare_node
 from graph.services import Services, ServicesFor
 from graph.state import State
 from graph.stop import stop_reason
@@ -76,12 +82,13 @@ def route_after_evaluate(state: State, runtime: Runtime[Settings]) -> Literal["c
 # --------------------------------------------------------------------------- nodes
 
 
-def node_subject(name: str, state: Mapping[str, Any]) -> tuple[int, str | None]:
-    """(round, candidate) a node works on: the designer opens the next round's candidate."""
+def node_subject(name: str, state: Mapping[str, Any],
+                 per_round: int = 1) -> tuple[int, str | None]:
+    """(round, candidate) a node works on: the designer opens the next round's (first) one."""
     if name == "designer":
         from agents.designer import candidate_id
 
-        return state.get("round", 0) + 1, candidate_id(state.get("round", 0) + 1)
+        return state.get("round", 0) + 1, candidate_id(state.get("round", 0) + 1, 0, per_round)
     return state.get("round", 0), state.get("current")
 
 
@@ -107,7 +114,7 @@ def traced(name: str, fn: NodeBody, services: ServicesFor) -> Callable[..., dict
         ctx = Settings.of(runtime.context)
         svc = services(runtime.context)
         t0 = time.monotonic()
-        round_, cand = node_subject(name, state)
+        round_, cand = node_subject(name, state, ctx.proposals)
         svc.tracer.event("node_start", node=name, round=round_, candidate=cand)
         try:
             out = langsmith_scope(name, lambda: fn(state, ctx, svc), run_id=ctx.run_id,
@@ -168,13 +175,19 @@ def build_graph(checkpointer: Any = None, roles: Iterable[str] = (),
     ext = extension_roles(roles)
     provider = ServicesFor(services)
     g = StateGraph(State, context_schema=Settings)
-    bodies: dict[str, NodeBody] = {"prepare": prepare_node, "gate": gate_node,
-                                   "evaluate": evaluate_node, "confirm": confirm_node,
-                                   "finalize": finalize_node}
+    bodies: dict[str, NodeBody] = {"prepare": prepare_node, "merge": merge_node,
+                                   "confirm": confirm_node, "finalize": finalize_node}
     bodies.update({r: role_node(create_role(r)) for r in CORE_ROLES})
+    bodies["designer"] = design_round(create_role("designer"))
     bodies.update({s.name: role_node(s) for specs in ext.values() for s in specs})
+    branch = {name: traced(name, body, provider) for name, body in
+              (("gate", gate_node), ("evaluate", evaluate_node),
+               ("code_fixer", bodies.pop("code_fixer")))}
     for name, body in bodies.items():
         g.add_node(name, traced(name, body, provider))
+    g.add_node("candidate", candidate_branch(branch, {
+        "gate": route_after_gate, "evaluate": route_after_evaluate,
+        "code_fixer": lambda state, runtime: "gate"}))
 
     def chain(hook: str, then: str) -> str:
         """Wire the hook's roles one after another into ``then``; return the entry node."""
@@ -192,13 +205,9 @@ def build_graph(checkpointer: Any = None, roles: Iterable[str] = (),
                             {"designer": chain("before_design", "designer"),
                              "confirm": "confirm"})
     g.add_edge("confirm", chain("before_finalize", "finalize"))
-    g.add_edge("designer", "gate")
-    g.add_conditional_edges("gate", route_after_gate,
-                            {"evaluate": "evaluate", "code_fixer": "code_fixer",
-                             "critic": to_critic})
-    g.add_edge("code_fixer", "gate")
-    g.add_conditional_edges("evaluate", route_after_evaluate,
-                            {"code_fixer": "code_fixer", "critic": to_critic})
+    g.add_conditional_edges("designer", fan_out, ["candidate"])
+    g.add_edge("candidate", "merge")
+    g.add_edge("merge", to_critic)
     g.add_edge("finalize", END)
     return g.compile(checkpointer=checkpointer, name="fl-nas")
 

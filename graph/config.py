@@ -37,7 +37,9 @@ from tasks.data_args import add_flags, flag_name, flag_of
 #: ``--help`` group titles by ``Flag.group`` key, in display order.
 GROUPS = {"data": "data", "search": "search",
           "budgets": "device budgets (priority order; 'none' disables)",
-          "recipe": "training recipe", "llm": "LLM backend", "run": "run"}
+          "recipe": "training recipe",
+          "execution": "evaluation executor (scale-out, docs/scale-out.md)",
+          "llm": "LLM backend", "run": "run"}
 #: Plain aliases of ``--models ROLE=MODEL`` for the core roles.
 ROLE_MODEL_ALIASES = {"designer": "--designer-model", "critic": "--critic-model",
                       "code_fixer": "--fixer-model"}

@@ -92,18 +92,24 @@ def _r(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 4)
 
 
-def seed_runs(rec: Candidate, ctx: Settings, svc: Services) -> Candidate:
-    """Return ``rec`` with its evaluations on every confirmation seed (cached, traced)."""
-    runs = []
-    for seed in ctx.confirm_train_seeds:
+def seed_runs(recs: list[Candidate], ctx: Settings, svc: Services) -> list[Candidate]:
+    """Return ``recs`` with their evaluations on every confirmation seed (cached, traced).
+
+    All of them are submitted at once, so ``--workers`` evaluations run concurrently;
+    the records and trace events come out in the order of ``recs`` and the seeds.
+    """
+    jobs = [(rec, seed) for rec in recs for seed in ctx.confirm_train_seeds]
+    for rec, seed in jobs:
         svc.display.stage(rec.id, "confirming", f"training seed {seed}")
-        report = svc.evaluate(rec.code, rec.id, seed=seed)
-        runs.append(Evaluation(fidelity=Fidelity.model_validate(svc.fidelity(seed)),
-                               report=report))
+    reports = svc.evaluate_many([(rec.code, rec.id, seed) for rec, seed in jobs])
+    runs: dict[str, list[Evaluation]] = {rec.id: [] for rec in recs}
+    for (rec, seed), report in zip(jobs, reports, strict=True):
+        runs[rec.id].append(Evaluation(fidelity=Fidelity.model_validate(svc.fidelity(seed)),
+                                       report=report))
         svc.tracer.event("confirm", candidate=rec.id, seed=seed, ok=report.ok,
                          balanced_accuracy=report.metrics.balanced_accuracy
                          if report.metrics else None, failure=report.failure_reason)
-    return rec.model_copy(update={"confirmations": runs})
+    return [rec.model_copy(update={"confirmations": runs[rec.id]}) for rec in recs]
 
 
 def confirm_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:
@@ -112,10 +118,9 @@ def confirm_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict
     if ctx.confirm_top <= 0:
         return {}
     ids = finalists(cands, ctx)
-    updated: dict[str, Candidate] = {}
-    for cid in ids:
-        updated[cid] = seed_runs(cands[cid], ctx, svc)
-        svc.persist(updated[cid])
+    updated = {rec.id: rec for rec in seed_runs([cands[cid] for cid in ids], ctx, svc)}
+    for rec in updated.values():
+        svc.persist(rec)
     merged = {**cands, **updated}
     best = select_confirmed(merged, ids, ctx.unfairness_weight)
     svc.tracer.event("confirmed", finalists=ids, best=best,

@@ -121,7 +121,7 @@ def prepare_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict
                                "check the installation with `python -m tools.evaluate`")
         if cid == TEMPLATE_ID and ctx.confirm_top > 0:
             # Measured early, for the run's noise level; confirm finds them in the cache.
-            rec = seed_runs(rec, ctx, svc)
+            rec = seed_runs([rec], ctx, svc)[0]
         updated[cid] = rec
     out = conclude(state, ctx, svc, updated, count_round=False)
     scores = seed_scores(updated[TEMPLATE_ID], ctx.unfairness_weight)
@@ -153,9 +153,9 @@ def gate_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[st
                                  "failure": f"gate {summary.stage}: {summary.message}"})
     if rec.needs_fix(ctx.max_fix_attempts):
         svc.persist(rec)
-        return {"candidates": {rec.id: rec}}
-    finish(svc, rec)  # out of fix attempts: the round ends with this failure
-    return conclude(state, ctx, svc, {rec.id: rec})
+    else:
+        finish(svc, rec)  # out of fix attempts: the branch ends with this failure
+    return {"candidates": {rec.id: rec}}
 
 
 def evaluate_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:
@@ -165,6 +165,32 @@ def evaluate_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     rec = _evaluated(rec, svc.evaluate(rec.code, rec.id), svc)
     if rec.needs_fix(ctx.max_fix_attempts):
         svc.persist(rec)
-        return {"candidates": {rec.id: rec}}
-    finish(svc, rec)
-    return conclude(state, ctx, svc, {rec.id: rec})
+    else:
+        finish(svc, rec)
+    return {"candidates": {rec.id: rec}}
+
+
+def round_pick(state: Mapping[str, Any], ctx: Settings) -> str | None:
+    """Return the round's candidate the Critic reads as the latest: its best final one.
+
+    Each proposal ends as itself or as its last fix (``c004-fix1``); a round whose every
+    branch failed gives its last one.
+    """
+    cands, order = state.get("candidates") or {}, state.get("order") or []
+    finals = [next((c for c in reversed(order) if c == cid or c.startswith(f"{cid}-fix")), cid)
+              for cid in state.get("batch") or []]
+    finals = [cid for cid in finals if cid in cands]
+    best = select_best({cid: cands[cid] for cid in finals}, ctx.unfairness_weight)
+    return best or (finals[-1] if finals else state.get("current"))
+
+
+def merge_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:
+    """Close a round once every branch is merged: archive, hypervolume, patience, best.
+
+    Runs after all of the round's candidate branches, on the merged state, so the result
+    does not depend on which branch finished first.
+    """
+    pick = round_pick(state, ctx)
+    out = conclude({**state, "current": pick}, ctx, svc, {})
+    out["current"] = pick
+    return out

@@ -10,6 +10,7 @@ lazily from a node's runtime context when none were given (LangGraph Studio).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,14 @@ class Services:
     """``time.monotonic()`` when the current round's first node started (round timing)."""
     _run_data: RunData = field(init=False, repr=False)
     _llms: RoleLLMs = field(init=False, repr=False)
+    _slots: threading.BoundedSemaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         """Build the parts; nothing expensive happens before first use."""
         self._run_data = RunData(self.ctx, self.data_)
         self._llms = RoleLLMs(self.ctx)
+        # Concurrent branches gate at most ``workers`` candidates at once.
+        self._slots = threading.BoundedSemaphore(self.ctx.workers)
 
     @property
     def run_dir(self) -> Path:
@@ -115,8 +119,9 @@ class Services:
         report = cache.get(key)
         cached = report is not None
         if report is None:
-            report = gate(code, budgets=self.ctx.budgets, image_size=self.ctx.image_size,
-                          num_classes=len(self.data().class_names))
+            with self._slots:
+                report = gate(code, budgets=self.ctx.budgets, image_size=self.ctx.image_size,
+                              num_classes=len(self.data().class_names))
             cache.put(key, report)
         self.tracer.event("tool_call", tool="gate", candidate=candidate, key=key, cached=cached,
                           ok=report.ok, duration_s=round(time.monotonic() - t0, 4))
@@ -146,7 +151,8 @@ class Services:
             # The gate node already built this code under these budgets: don't redo it.
             earlier = None if baseline else self.result_cache("gate", GateReport).get(
                 self.gate_key(code))
-            report = evaluate_candidate(
+            with self._slots:
+              report = evaluate_candidate(
                 code, data, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
                 out_dir=self.run_dir / "candidates" / candidate / (
                     split if seed is None else f"{split}-seed{seed}"),
@@ -163,6 +169,17 @@ class Services:
                           failure_stage=report.failure_stage,
                           duration_s=round(time.monotonic() - t0, 4))
         return report
+
+    def evaluate_many(self, calls: list[tuple[str, str, int | None]]) -> list[EvaluationReport]:
+        """Evaluate ``(code, candidate, training seed)`` calls concurrently, reports in order.
+
+        At most ``workers`` run at once (the executor bounds them); used by the fidelity
+        schedule (the Template's noise seeds, the finalists' confirmations).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(self.ctx.workers, len(calls) or 1))) as pool:
+            return list(pool.map(lambda c: self.evaluate(c[0], c[1], seed=c[2]), calls))
 
     def export(self, candidate: str) -> dict[str, Any]:
         """Deliver the candidate's scored ONNX graph as ``best_model.onnx`` (graph/export.py)."""

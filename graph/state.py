@@ -9,6 +9,8 @@ bookkeeping. The checkpointer revives them as typed objects (graph/checkpoint.py
 from __future__ import annotations
 
 import operator
+import typing
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from typing_extensions import TypedDict
@@ -41,7 +43,9 @@ class State(TypedDict, total=False):
     order: Annotated[list[str], operator.add]
     """Candidate ids in creation order."""
     current: str | None
-    """Id of the candidate in flight (being gated, fixed or evaluated)."""
+    """Id of the candidate in flight; after a round, the round's pick (the Critic's latest)."""
+    batch: list[str]
+    """Ids the Designer opened this round (``--proposals``), each evaluated in its branch."""
     critiques: Annotated[list[dict[str, Any]], operator.add]
     """Every Critique so far (newest last), each with its round and brain."""
     archive: list[str]
@@ -66,3 +70,32 @@ class State(TypedDict, total=False):
     """Wall-clock time (epoch seconds) the search started, for the wall-time budget."""
     summary: dict[str, Any]
     """Final run summary written by finalize (best design, test metrics, ...)."""
+
+
+def _reducers() -> dict[str, Callable[[Any, Any], Any]]:
+    hints = typing.get_type_hints(State, include_extras=True)
+    return {key: hint.__metadata__[0] for key, hint in hints.items()
+            if typing.get_origin(hint) is Annotated and callable(hint.__metadata__[0])}
+
+
+#: The reducer of every State key that has one (the others keep the last value written).
+REDUCERS = _reducers()
+
+
+def apply_update(state: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``state`` with ``update`` applied as LangGraph applies it (key reducers).
+
+    A node that runs several steps inside itself (the Designer's K proposals, a
+    candidate's gate / fix / evaluate branch) shows each step the state so far with this,
+    and returns the steps' combined update (:func:`combine`).
+    """
+    out = dict(state)
+    for key, value in update.items():
+        known = key in REDUCERS and out.get(key) is not None
+        out[key] = REDUCERS[key](out[key], value) if known else value
+    return out
+
+
+def combine(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
+    """Return one update equal to applying ``first`` then ``then`` (the reducers associate)."""
+    return apply_update(first, then)

@@ -6,6 +6,7 @@ line being written.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,10 +46,12 @@ class Tracer:
             ],
         ).bind(run_id=run_id)
         self._t0 = time.monotonic()
+        self._lock = threading.Lock()  # concurrent candidate branches share the file
 
     def event(self, name: str, **fields: Any) -> None:
         """Write one event line (``t`` = seconds since this tracer opened)."""
-        self._log.msg(name, t=round(time.monotonic() - self._t0, 4), **fields)
+        with self._lock:
+            self._log.msg(name, t=round(time.monotonic() - self._t0, 4), **fields)
 
     def close(self) -> None:
         """Close the file."""

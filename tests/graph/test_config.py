@@ -169,7 +169,9 @@ def test_resume_overridable_is_field_metadata() -> None:
     assert resume_overridable() == {
         "iter_max", "patience", "quiet", "max_wall_s", "max_llm_tokens", "llm_timeout_s",
         "llm", "base_url", "model", "models", "target_balanced_accuracy", "target_max_gap",
-        "require_isolation", "llm_breaker_after", "llm_breaker_action"}
+        "require_isolation", "llm_breaker_after", "llm_breaker_action",
+        # Where evaluations run changes no result already recorded.
+        "executor", "workers", "ray_address", "cpus_per_eval", "gpus_per_eval", "eval_retries"}
 
 
 def test_resume_keeps_settings_but_takes_overridable_ones(

@@ -114,7 +114,7 @@ def test_extension_role_ran_in_the_loop(run):
     assert {a["candidate"].split("-")[0] for a in audits} == {"c001", "c002"}  # or their fixes
     nodes = [e["node"] for e in evs if e["event"] == "node_end"]
     i = nodes.index("auditor")
-    assert nodes[i - 1] == "evaluate" and nodes[i + 1] == "critic"
+    assert nodes[i - 1] == "merge" and nodes[i + 1] == "critic"  # after the round's branches
 
 
 def test_trace_inspection_cli(run):

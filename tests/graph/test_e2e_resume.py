@@ -1,5 +1,8 @@
 """Kill the CLI (SIGKILL) mid-search, resume it, and check nothing finished is redone.
 
+The killed run proposes two designs a round, evaluated by two workers at once, and is
+killed while round 2's branches train: a finished branch's writes survive the kill.
+
 One killed run (module fixture) serves three checks: the resume redoes nothing and
 removes the temporary folders the kill left (but not a live process's); a copy of the
 finished run, rewound to the window where a node's writes are saved but the next
@@ -50,8 +53,8 @@ def killed(tmp_path_factory):
     tmp.mkdir()
     env = cli_env(root / "cache", TMPDIR=str(tmp))
     runs = root / "runs"
-    args = [*TINY, "--iter-max", "2", "--patience", "9", "--run-dir", str(runs),
-            "--run-id", "k1"]
+    args = [*TINY, "--iter-max", "2", "--patience", "9", "--proposals", "2", "--workers", "2",
+            "--run-dir", str(runs), "--run-id", "k1"]
     trace = runs / "k1" / "trace.jsonl"
 
     def evaluating_round_2() -> bool:
@@ -62,7 +65,7 @@ def killed(tmp_path_factory):
         started = [e for e in evs if e["event"] == "node_start" and e["node"] == "evaluate"
                    and e.get("round") == 2]
         jobs = [p for p in tmp.glob("flnas-job-*")]
-        return len(done) >= 2 and bool(started) and bool(jobs)
+        return len(done) >= 3 and bool(started) and bool(jobs)  # c000, c001, c002
 
     proc = subprocess.Popen([sys.executable, "-m", "graph.run", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -138,10 +141,13 @@ def test_resume_removes_the_temp_folders_the_kill_left(resumed):
 
 
 def _rewind_to_saved_writes(run_dir: Path, thread: str) -> str:
-    """Drop every checkpoint after the last one whose next task is ``evaluate``.
+    """Drop every checkpoint after round 2's fan-out, and the writes of one of its branches.
 
-    What a kill leaves when it lands after that node's writes were saved but before the
-    next checkpoint: the checkpoint, plus the finished task's writes.
+    What a kill leaves when it lands while round 2's two candidate branches run, after
+    the first one's writes were saved: the checkpoint, plus that branch's writes.
+
+    Returns:
+        The id of the branch's candidate whose writes were dropped.
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -150,18 +156,22 @@ def _rewind_to_saved_writes(run_dir: Path, thread: str) -> str:
     config = {"configurable": {"thread_id": thread}}
     with sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False) as conn:
         app = build_graph(checkpointer=SqliteSaver(conn))
-        target = next(s for s in app.get_state_history(config) if s.next == ("evaluate",))
+        target = next(s for s in app.get_state_history(config)
+                      if s.next == ("candidate", "candidate"))
         cid = target.config["configurable"]["checkpoint_id"]
         conn.execute("delete from checkpoints where thread_id = ? and checkpoint_id > ?",
                      (thread, cid))
         conn.execute("delete from writes where thread_id = ? and checkpoint_id > ?",
                      (thread, cid))
+        lost = app.get_state(config).tasks[1]
+        conn.execute("delete from writes where thread_id = ? and checkpoint_id = ? and "
+                     "task_id = ?", (thread, cid, lost.id))
         conn.commit()
         snap = app.get_state(config)
-        assert snap.next == () and [t.name for t in snap.tasks] == ["evaluate"]
-        assert snap.tasks[0].result is not None  # its writes were saved
+        assert snap.next == ("candidate",) and [t.name for t in snap.tasks] == ["candidate"] * 2
+        assert [t.result is not None for t in snap.tasks] == [True, False]
     conn.close()
-    return cid
+    return str(lost.id)
 
 
 def test_saved_writes_resume_in_a_copied_folder(resumed):
@@ -181,15 +191,20 @@ def test_saved_writes_resume_in_a_copied_folder(resumed):
     assert (runs / "k1" / "trace.jsonl").read_text() == original_trace  # old place untouched
     summary = json.loads((copy / "summary.json").read_text())
     assert summary["stop_reason"] == "iter_max" and summary["test"]["status"] == "ok"
+    assert summary["candidates"]["total"] >= 5  # c000 + 2 rounds x 2 proposals
     settings = json.loads((copy / "settings.json").read_text())
     assert Path(settings["run_dir"]) == copy and settings["run_id"] == "k1"
     after = events(copy)[n_before:]
     start = next(e for e in after if e["event"] == "run_resume")
-    assert start["next"] == ["evaluate"] and start["done_not_checkpointed"] == ["evaluate"]
-    # The evaluate whose writes were saved is not run again; nothing is retrained.
-    assert not [e for e in after if e["event"] == "node_start" and e["node"] == "evaluate"]
-    evaluations = [e for e in after if e["event"] == "tool_call" and e["tool"] == "evaluate"]
-    assert evaluations and all(e["cached"] for e in evaluations)
+    assert start["next"] == ["candidate", "candidate"]
+    assert start["done_not_checkpointed"] == ["candidate"]
+    # The branch whose writes were saved is not run again; the other one runs again, but
+    # finds its evaluation in the cache: nothing is retrained.
+    rerun = {e["candidate"].split("-")[0] for e in after
+             if e["event"] == "node_start" and e["node"] == "gate"}
+    assert len(rerun) == 1 and rerun <= {"c003", "c004"}, rerun
+    tools = [e for e in after if e["event"] == "tool_call" and e["tool"] in ("gate", "evaluate")]
+    assert tools and all(e["cached"] for e in tools)
 
 
 def test_recover_after_a_damaged_checkpoint_reuses_evaluations(resumed):
