@@ -170,7 +170,7 @@ def failed_report(job: EvalJob, data: PreparedData, stage: str, reason: str,
 
     report = EvaluationReport(
         candidate_id=job.candidate_id, code_hash=code_hash(job.code), status="failed",
-        failure_stage=stage, failure_reason=reason,  # type: ignore[arg-type]
+        failure_stage=stage, failure_reason=reason,
         split=job.split, budgets=job.budgets, recipe=job.recipe.model_dump(mode="json"),
         data_fingerprint=data.fingerprint, wall_s=wall_s, attempts=attempts)
     if job.out_dir is not None:
@@ -257,7 +257,8 @@ class RayExecutor(PoolExecutor):
         import time
 
         ray = self._ray
-        refs, limit, lost = self._shipped(data), self.wall_limit(job, data), []
+        refs, limit = self._shipped(data), self.wall_limit(job, data)
+        lost: list[str] = []
         copy = self.ship_data is True
         while True:
             t0 = time.monotonic()

@@ -106,6 +106,8 @@ class Executor(Protocol):
 
     name: str
     workers: int
+    threads: int
+    """Torch threads of an evaluation whose recipe sets none."""
 
     def submit(self, job: EvalJob, data: PreparedData,
                on_event: OnEvent | None = None) -> Future[EvaluationReport]:

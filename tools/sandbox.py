@@ -229,8 +229,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
         kind: A key of ``tools.worker.JOBS`` ("gate", "evaluate") or a
             ``"package.module:function"`` handler path inside the project's packages.
         payload: JSON-serialisable job input, passed to the handler. ``payload["device"]``
-            starting with "cuda" binds the GPU device nodes; ``"cuda:i"`` shows the job
-            only that GPU (:func:`visible_gpu`).
+            "cuda..." binds the GPU device nodes; "cuda:i" shows only that one (visible_gpu).
         limits: Resource limits and isolation policy (defaults: :class:`SandboxLimits`).
         read_only: Input files or folders of the job, bound read-only at the same path.
             Nothing else of the host's data is visible inside.
@@ -265,8 +264,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
     stderr_path = base / "stderr.log"
     res = SandboxResult(ok=False)
     try:
-        returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event,
-                                                 gpu)
+        returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event, gpu)
         res = SandboxResult(ok=False, returncode=returncode, isolation=layers + _verified(first),
                             wall_s=time.perf_counter() - t0, stderr_tail=tail(stderr_path))
         if stopped is not None:
