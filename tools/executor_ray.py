@@ -204,13 +204,18 @@ class RayExecutor(PoolExecutor):
             margin_s: Seconds a task may run past its evaluation's own limits.
 
         Raises:
-            ExecutorError: Ray is not installed.
+            ExecutorError: Ray is not installed, or cannot start or join the cluster.
         """
         ray = import_ray()
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(**ray_init_args(workers, cpus_per_eval, address))
+            try:
+                ray.init(**ray_init_args(workers, cpus_per_eval, address))
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"join the Ray cluster at {address}" if address else "start Ray here"
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ExecutorError(f"--executor ray: cannot {where}: {first}") from e
         super().__init__(workers, cpus_per_eval=cpus_per_eval, retries=retries)
         self.ship_data, self.margin_s = ship_data, margin_s
         self._driver_node = ray.get_runtime_context().get_node_id()

@@ -270,6 +270,17 @@ def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
 
 # ------------------------------------------------------------------------------- Ray
 
+@pytest.mark.ray
+def test_no_ray_cluster_at_the_address_is_one_clear_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance runs in this process already")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ExecutorError, match=r"^--executor ray: cannot join the Ray cluster at "
+                       r"auto: .*running Ray instance"):
+        make_executor("ray", ray_address="auto")
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
