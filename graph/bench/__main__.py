@@ -13,7 +13,7 @@ from pathlib import Path
 
 from graph.bench.profiles import PROFILES, Profile, ProfileError, get_profile
 
-SUITES = ("pipeline", "search", "baselines")
+SUITES = ("pipeline", "search", "baselines", "executors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--split", choices=["val", "test"], default="test",
                    help="split every design is evaluated on (default test)")
     p.add_argument("--repeat", type=int, default=2,
-                   help="pipeline: alternating worker / bare-loop runs (default 2)")
+                   help="pipeline: alternating worker / bare-loop runs; executors: "
+                        "interleaved repeats (default 2)")
     return p
 
 
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                        dry_run=args.dry_run, jobs=args.jobs)
         elif args.suite == "baselines":
             _baselines(args, profile, out, command)
+        elif args.suite == "executors":
+            from graph.bench.executors import run_executors
+
+            run_executors(profile, out, command=command, cache_dir=_cache_dir(args),
+                          repeat=args.repeat, dry_run=args.dry_run)
         else:
             from graph.bench.pipeline import run_pipeline
 
