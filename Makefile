@@ -7,13 +7,14 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,onnx]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,onnx,ray]"
 	touch $@
 
 setup: $(BIN)/.installed
 
+# Two proposals a round, evaluated by two workers at once (one core each on this 2-core CPU).
 demo: setup
-	$(BIN)/python -m graph.run --task isic --synthetic
+	$(BIN)/python -m graph.run --task isic --synthetic --proposals 2 --workers 2
 
 # The type check first (about a minute cold, seconds with its cache), then the tests.
 test: setup

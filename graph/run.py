@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sqlite3
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 from agents.settings import Settings
 from graph import config
 from graph.config import ConfigError
+from graph.run_report import print_report
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -263,6 +263,7 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
     from graph.builder import build_graph
     from graph.checkpoint import make_checkpointer
     from graph.services import Services
+    from tools.executors import ExecutorError
 
     run_dir = Path(ctx.run_dir)
     tracer, display = _open(ctx, resuming)
@@ -287,9 +288,15 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
         conn.close()
         display.message(f"run {ctx.run_id} already finished")
         tracer.event("run_resume", finished=True)
-        rc = _report(run_dir, display)
+        rc = print_report(run_dir)
         svc.close()
         return rc
+    try:  # Ray missing, no cluster, a bad resource setting: one line, before any work
+        svc.executor()
+    except ExecutorError as exc:
+        conn.close()
+        svc.close()
+        return _fail(str(exc))
     tracer.event("run_resume" if started else "run_start", settings=ctx.to_json(),
                  data_fingerprint=data.fingerprint, n_images=data.n,
                  next=pending if started else ["prepare"],
@@ -309,7 +316,7 @@ def _run(ctx: Settings, data: Any, resuming: bool) -> int:
         return _fail(f"interrupted; continue with --resume {ctx.run_id}", code)
     if code == EXIT_OK:
         tracer.event("run_end")
-        code = _report(run_dir, display)
+        code = print_report(run_dir)
     svc.close()
     return code
 
@@ -338,58 +345,6 @@ def _invoke(app: Any, initial: dict[str, Any] | None, config: dict[str, Any], ct
     finally:
         display.stop()
     return EXIT_OK
-
-
-def _report(run_dir: Path, display: Any) -> int:
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return _fail(f"{path} missing", EXIT_ERROR)
-    s = json.loads(path.read_text())
-    best, test = s.get("best") or {}, s.get("test") or {}
-    lines = [f"stop: {s['stop_reason']} after {s['rounds']} rounds, "
-             f"{s['candidates']['total']} candidates"]
-    if best:
-        v = best.get("val") or {}
-        lines.append(f"best {best['id']} ({best['origin']}): val bal.acc "
-                     f"{v.get('balanced_accuracy')} gap {v.get('max_gap')} "
-                     f"{v.get('params')} params {v.get('latency_ms')} ms")
-    if test.get("status") == "ok":
-        fair = test.get("fairness") or {}
-        gaps = ", ".join(f"{a} gap {_gap_text(f)}" for a, f in fair.items())
-        lines.append(f"test: bal.acc {test['balanced_accuracy']:.3f} acc "
-                     f"{test['accuracy']:.3f}; {gaps}")
-    skipped = s.get("data") or {}
-    if skipped.get("n_skipped") or skipped.get("n_duplicates"):
-        lines.append(f"data: {skipped.get('n_skipped', 0)} image(s) skipped, "
-                     f"{skipped.get('n_duplicates', 0)} in two formats; list: "
-                     f"{skipped.get('list')}")
-    tokens, llm = s.get("tokens") or {}, s.get("llm") or {}
-    if tokens.get("calls") or tokens.get("fallbacks"):
-        lines.append(f"llm: {tokens.get('calls', 0)} requests, "
-                     f"{tokens.get('input', 0) + tokens.get('output', 0)} tokens, "
-                     f"{tokens.get('fallbacks', 0)} steps on the heuristic fallback")
-    breaker = llm.get("breaker") or {}
-    if breaker.get("opened_in_run") or breaker.get("open"):
-        lines.append("warning: " + (breaker.get("message") or
-                                    "the LLM circuit breaker opened during this run "
-                                    "(see llm_breaker_open in the trace)"))
-    lines.append(f"results in {run_dir} (inspect: python -m graph.trace {run_dir})")
-    print("\n".join(lines), flush=True)
-    return EXIT_OK
-
-
-def _gap_text(fair: dict[str, Any]) -> str:
-    """``0.120 [0.05, 0.21] (n 40/12)``: a gap with its interval and the group sizes."""
-    gap = fair.get("max_gap")
-    if gap is None:
-        return "n/a (one group)"
-    text = f"{gap:.3f}"
-    if fair.get("max_gap_interval"):
-        lo, hi = fair["max_gap_interval"]
-        text += f" [{lo:.2f}, {hi:.2f}]"
-    if fair.get("group_sizes"):
-        text += f" (n {'/'.join(str(n) for n in fair['group_sizes'].values())})"
-    return text
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class Services:
     _run_data: RunData = field(init=False, repr=False)
     _llms: RoleLLMs = field(init=False, repr=False)
     _slots: threading.BoundedSemaphore = field(init=False, repr=False)
+    _executor: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         """Build the parts; nothing expensive happens before first use."""
@@ -97,6 +99,24 @@ class Services:
         atomic_write(folder / "report.json", rec.record_json())
 
     # ----------------------------------------------------------------------- tools
+    def executor(self) -> Any:
+        """Return the run's evaluation executor (``tools.executors``), built on first use.
+
+        Raises:
+            tools.executors.ExecutorError: It cannot be set up as the settings ask (Ray
+                missing, no cluster at ``--ray-address``, a bad resource setting).
+        """
+        with self._lock:
+            if self._executor is None:
+                from tools.executors import make_executor
+
+                c = self.ctx
+                self._executor = make_executor(
+                    c.executor, workers=c.workers, ray_address=c.ray_address,
+                    cpus_per_eval=c.cpus_per_eval, gpus_per_eval=c.gpus_per_eval,
+                    retries=c.eval_retries)
+            return self._executor
+
     def result_cache(self, kind: str, model: Any) -> JsonCache[Any]:
         """Return the run's JSON result cache of one kind of tool call (``cache/<kind>/``)."""
         return JsonCache(self.run_dir / "cache", kind, model)
@@ -138,7 +158,8 @@ class Services:
         trains with another training seed (the confirmation rung); its outputs go to
         ``candidates/<id>/<split>-seed<seed>/``.
         """
-        from tools.evaluate import evaluate_candidate, evaluation_key
+        from tools.evaluate import evaluation_key
+        from tools.executors import EvalJob
         from tools.gate import GateReport
 
         data, recipe = self.data(), self.recipe(seed)
@@ -151,14 +172,15 @@ class Services:
             # The gate node already built this code under these budgets: don't redo it.
             earlier = None if baseline else self.result_cache("gate", GateReport).get(
                 self.gate_key(code))
-            with self._slots:
-              report = evaluate_candidate(
-                code, data, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
-                out_dir=self.run_dir / "candidates" / candidate / (
-                    split if seed is None else f"{split}-seed{seed}"),
-                on_event=lambda ev: self.display.progress(candidate, ev),
+            job = EvalJob(
+                code=code, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
+                out_dir=str(self.run_dir / "candidates" / candidate / (
+                    split if seed is None else f"{split}-seed{seed}")),
                 gate_report=earlier if earlier is not None and earlier.ok else None,
                 timeout_s=self.ctx.eval_timeout_s)
+            # The key above is the recipe's own: the job's copy records the threads used.
+            report = self.executor().run(job, data, on_event=lambda ev: self.display.progress(
+                candidate, ev))
             if report.candidate_id is None:
                 report.candidate_id = candidate
             if baseline:
@@ -192,7 +214,11 @@ class Services:
         return out
 
     def close(self) -> None:
-        """Close the trace file (end of a run)."""
+        """Close the executor and the trace file (end of a run)."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.close()
+                self._executor = None
         self.tracer.close()
 
 

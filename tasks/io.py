@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
@@ -10,8 +11,8 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename, so no reader sees a torn file.
 
     The temp file sits in the same folder (a rename across file systems is not atomic) and
-    carries the process id, so two processes writing the same path never share it. Parent
-    folders are created.
+    carries the process and thread ids, so two processes or threads (concurrent candidate
+    branches) writing the same path never share it. Parent folders are created.
 
     Args:
         path: Destination file.
@@ -22,7 +23,7 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         if isinstance(data, bytes):
             tmp.write_bytes(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -19,11 +20,15 @@ def heuristic_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[s
     a failure and a fix to show. The best design and the Template are confirmed on one
     more training seed. Three epochs at batch 16 (about 25 steps) make the Template learn
     (balanced accuracy about 0.25 against 1/7 for a collapsed model), so the run has a
-    Pareto front. Tests must not modify it (copy it first).
+    Pareto front. Its evaluations run on a local Ray instance, two at a
+    time, when Ray is installed (``make setup`` installs it), else on the local pool.
+    Tests must not modify it (copy it first).
     """
     root = tmp_path_factory.mktemp("e2e")
     env = cli_env(root / "cache")
-    proc = run_cli([*TINY, "--iter-max", "2", "--patience", "5", "--max-params", "150000",
+    executor = "ray" if importlib.util.find_spec("ray") else "local"
+    proc = run_cli([*TINY, "--executor", executor, "--workers", "2",
+                    "--iter-max", "2", "--patience", "5", "--max-params", "150000",
                     "--run-dir", str(root / "runs"), "--run-id", "h1",
                     "--roles", "tests.agents.extra_role", "--confirm-top", "1",
                     "--confirm-seeds", "1", "--epochs", "3", "--batch-size", "16"], env,

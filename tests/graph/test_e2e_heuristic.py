@@ -7,6 +7,7 @@ trace events, candidate count, an extension role loaded with --roles, and the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -115,6 +116,17 @@ def test_extension_role_ran_in_the_loop(run):
     nodes = [e["node"] for e in evs if e["event"] == "node_end"]
     i = nodes.index("auditor")
     assert nodes[i - 1] == "merge" and nodes[i + 1] == "critic"  # after the round's branches
+
+
+def test_the_run_evaluated_through_its_executor(run):
+    run_dir, _ = run
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["workers"] == 2 and settings["executor"] in ("ray", "local")
+    if importlib.util.find_spec("ray"):  # make setup installs it: then the run used Ray
+        assert settings["executor"] == "ray"
+    report = json.loads((run_dir / "candidates" / "c000" / "val" / "report.json").read_text())
+    assert report["status"] == "ok" and report["attempts"] == 1
+    assert report["recipe"]["threads"] >= 1  # set by the executor: the workers share the cores
 
 
 def test_trace_inspection_cli(run):

@@ -159,8 +159,7 @@ def test_stale_temp_dirs_of_dead_owners_are_removed(tmp_path: Path) -> None:
 # -- closing lines ---------------------------------------------------------------------------
 def test_closing_lines_say_breaker_fallbacks_skips_and_gap_intervals(tmp_path: Path,
                                                                      capsys) -> None:
-    from graph.display import PlainDisplay
-    from graph.run import _report
+    from graph.run_report import print_report
 
     summary = {
         "stop_reason": "llm_unavailable", "rounds": 2, "candidates": {"total": 3},
@@ -175,7 +174,7 @@ def test_closing_lines_say_breaker_fallbacks_skips_and_gap_intervals(tmp_path: P
         "data": {"n_skipped": 7, "n_duplicates": 1, "list": "/c/skipped.json"},
     }
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    assert _report(tmp_path, PlainDisplay(quiet=True)) == 0
+    assert print_report(tmp_path) == 0
     out = capsys.readouterr().out
     assert "sex gap 0.120 [0.03, 0.25] (n 40/12), age gap n/a (one group)" in out
     assert "llm: 4 requests, 120 tokens, 3 steps on the heuristic fallback" in out
