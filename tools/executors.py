@@ -211,11 +211,17 @@ def gave_up(lost: list[str], retries: int, last: str) -> str:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    """Return the CPUs this process may run on (affinity mask, else ``os.cpu_count()``).
+
+    Capped by ``OMP_NUM_THREADS`` when the caller set it: ``graph.bench --jobs`` shares
+    the cores between concurrent searches that way.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cpus, int(omp))) if omp.isdigit() and int(omp) > 0 else cpus
 
 
 def threads_per_eval(workers: int, cpus_per_eval: float | None) -> int:

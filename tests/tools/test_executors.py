@@ -159,6 +159,15 @@ def test_two_workers_evaluate_concurrently_and_write_their_outputs(data, tmp_pat
     assert wall < a.wall_s + b.wall_s, (wall, a.wall_s, b.wall_s)
 
 
+def test_threads_share_the_cores_and_follow_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [threads_per_eval(w, None) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert threads_per_eval(2, 3.0) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # e.g. one of graph.bench --jobs 4's searches
+    assert [threads_per_eval(w, None) for w in (1, 2, 4)] == [2, 1, 1]
+
+
 def test_a_worker_killed_from_outside_is_retried(data, tmp_path):
     on_event, killed = kill_on_build(signal.SIGKILL)
     with LocalExecutor(1, cpus_per_eval=1, retries=1) as ex:
