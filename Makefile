@@ -12,9 +12,9 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Two proposals a round, evaluated by two workers at once (one core each on this 2-core CPU).
+# Five rounds of two proposals, evaluated by two workers at once (one core each on a 2-core CPU).
 demo: setup
-	$(BIN)/python -m graph.run --task isic --synthetic --proposals 2 --workers 2
+	$(BIN)/python -m graph.run --task isic --synthetic --iter-max 5 --proposals 2 --workers 2
 
 # The type check first (about a minute cold, seconds with its cache), then the tests.
 test: setup
