@@ -173,8 +173,8 @@ def strategy_args(spec: str) -> tuple[str, list[str]]:
 
 
 # The quick profile trains at the product's default fidelity (4000 synthetic images, 32 px,
-# 5 epochs): there the Template's balanced accuracy spreads by 0.010 (sd) over training
-# seeds, against 0.078 at 64 px and 3 epochs (docs/metrics.md#noise).
+# 5 epochs): there the Template's balanced accuracy spreads by about 0.05 (sd, nine training
+# seeds), against 0.078 at 64 px and 3 epochs (docs/metrics.md#noise).
 QUICK = Profile(
     name="quick",
     description="2-core CPU, synthetic ISIC-format set at the default fidelity",
