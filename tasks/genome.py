@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks import pyast
 from tasks.template_code import BODY, HEADER
 
 # Ranges of the Choices: the single source for validation, CHOICES and the mutations.
@@ -326,7 +327,7 @@ def parse_genome(source: str) -> Genome | None:
         The literal is only evaluated by `ast.literal_eval`, never executed.
     """
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (SyntaxError, ValueError):
         return None
     for node in tree.body:

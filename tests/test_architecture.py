@@ -128,3 +128,28 @@ def test_the_private_check_sees_imports_and_attribute_access(tmp_path: Path) -> 
                    "from tools import train\nx = g._rules\ny = train.__name__\nz = run_job._x\n")
     assert private_uses(mod) == ["line 1: from tools.sandbox import _POLICY",
                                  "line 4: g._rules", "line 6: run_job._x"]
+
+
+def direct_ast_parses(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``ast.parse`` (or ``compile`` to an AST) directly."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "parse" and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id == "ast":
+            out.append(node.lineno)
+    return out
+
+
+def test_product_code_parses_python_only_through_the_locked_helper() -> None:
+    # CPython 3.11's AST constructor is not thread-safe (tasks/pyast.py); candidate branches
+    # run in threads, so a direct ast.parse in the product can fail at random.
+    direct = {str(p.relative_to(REPO)): lines for p in product_modules()
+              if p.name != "pyast.py" and (lines := direct_ast_parses(p))}
+    assert not direct, f"use tasks.pyast.parse instead of ast.parse: {direct}"
+
+
+def test_the_parse_check_sees_a_direct_call(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import ast\n\ntree = ast.parse('x = 1')\n")
+    assert direct_ast_parses(bad) == [3]

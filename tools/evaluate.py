@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from evaluation.fairness import classification_metrics, fairness_report
 from evaluation.report import Budgets, EvaluationReport, budget_violations
+from tasks import pyast
 from tasks.attributes import sensitive_groups
 from tasks.cache import PreparedData, load_arrays, skip_notes
 from tasks.io import atomic_write
@@ -67,7 +68,7 @@ def normalise_code(code: str) -> str:
     Code that does not parse is normalised textually (line ends, trailing spaces).
     """
     try:
-        return ast.unparse(ast.parse(code))
+        return ast.unparse(pyast.parse(code))
     except (SyntaxError, ValueError):
         lines = code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         return "\n".join(line.rstrip() for line in lines).strip() + "\n"

@@ -57,6 +57,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from evaluation.report import Budgets
+from tasks import pyast
 from tools.policy import Policy
 
 MAX_SOURCE_BYTES = 64 * 1024
@@ -115,7 +116,7 @@ def static_check(source: str) -> GateReport:
         return GateReport(ok=False, checks=[GateCheck(name="syntax", ok=False, detail=detail)],
                           message=_fixer_message("syntax", detail, ["write a shorter module"]))
     try:
-        tree = ast.parse(source, filename="<candidate>")
+        tree = pyast.parse(source, filename="<candidate>")
     except SyntaxError as e:
         where = f"line {e.lineno}, col {e.offset}"
         text = (e.text or "").strip()
