@@ -25,8 +25,8 @@ from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.bench.baselines_report import headline, write_baselines
 from graph.bench.profiles import Profile, ProfileError
-from graph.bench.search import threads_per_job
 from tasks.models import baseline_sources, template_source
+from tools.executors import threads_per_eval
 
 #: Trains and evaluates ``code`` (named ``name``) with one training seed.
 Evaluator = Callable[[str, str, int], EvaluationReport]
@@ -146,7 +146,7 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
     if dry_run:
         return None
     evaluator = evaluator or ProductEvaluator(
-        profile, cache_dir, split, threads_per_job(jobs) if jobs > 1 else None)
+        profile, cache_dir, split, threads_per_eval(jobs, None) if jobs > 1 else None)
     todo = [(name, code, seed) for name, code in sources.items() for seed in seeds]
 
     def one(item: tuple[str, str, int]) -> EvaluationReport:

@@ -35,6 +35,7 @@ from graph.bench.output import write_json
 from graph.bench.profiles import Profile, strategy_args
 from graph.bench.runfolder import Remeasure, SearchRun, read_run
 from graph.bench.search_report import aggregate, write_search
+from tools.executors import threads_per_eval
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,26 +88,18 @@ def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
     return specs
 
 
-def threads_per_job(jobs: int) -> int:
-    """Torch threads of each of ``jobs`` concurrent runs: the cores shared out, at least 1.
-
-    Two OpenMP pools on the same cores are slower than one each (docs/metrics.md#noise).
-    """
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-
 def child_env(cache_dir: Path, jobs: int = 1) -> dict[str, str]:
     """Return the searches' environment: no ``FLNAS_<SETTING>`` of the caller, one shared cache.
 
     A setting left in the environment would change every search behind the profile's back.
     With ``jobs`` > 1 concurrent searches, each one's torch threads are capped
-    (``OMP_NUM_THREADS``, :func:`threads_per_job`); torch reads it for its default.
+    (``OMP_NUM_THREADS``, :func:`tools.executors.threads_per_eval`); torch reads it for its default.
     """
     fields = {f"FLNAS_{name.upper()}" for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k not in fields}
     env["FLNAS_CACHE_DIR"] = str(cache_dir)
     if jobs > 1:
-        env["OMP_NUM_THREADS"] = str(threads_per_job(jobs))
+        env["OMP_NUM_THREADS"] = str(threads_per_eval(jobs, None))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -276,8 +269,9 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         remeasure: Re-trains a design on a fresh seed (default: :class:`ProductRemeasure`).
         dry_run: Print the plan and run nothing.
         jobs: Searches (then re-measurements) run at the same time, each with its share
-            of the cores (:func:`threads_per_job`). Each search is its own process with
-            its own seeds, so the results do not depend on ``jobs``; wall times do.
+            of the cores (:func:`tools.executors.threads_per_eval`). Each search is its own
+            process with its own seeds, so the results do not depend on ``jobs``; wall
+            times do.
 
     Returns:
         The aggregated results (None for a dry run).
@@ -292,7 +286,7 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         "latency_ref_ms": profile.latency_ref_ms, "command": command,
         "runs": [s.model_dump() for s in specs]})
     env = child_env(cache_dir, jobs)
-    remeasure = remeasure or ProductRemeasure(threads_per_job(jobs) if jobs > 1 else None)
+    remeasure = remeasure or ProductRemeasure(threads_per_eval(jobs, None) if jobs > 1 else None)
     t0 = time.monotonic()
     # Seed-major order is kept: the pool starts the searches in plan order.
     with ThreadPoolExecutor(max(1, jobs)) as pool:
