@@ -6,11 +6,13 @@ reach ``open`` and ``__import__``, then reads ``/etc/shadow`` and the parent's
 environment, connects to a listener on the host's loopback and writes a marker file; and
 a format string that walks into globals. Checked from outside: no marker, no
 connection, and neither the canary API key nor any host secret in the run folder or in
-any request the provider received (failure messages are sent back to the LLM).
+any request the provider received (failure messages are sent back to the LLM). Run with the
+local pool and, when Ray is installed, inside Ray tasks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 from pathlib import Path
@@ -31,7 +33,11 @@ CRITIQUE = {"summary": "add capacity", "violated_budgets": [], "lagging_groups":
             "converged": False}
 
 
-def test_hostile_designs_are_contained(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", [
+    "local", pytest.param("ray", marks=pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None, reason="Ray not installed"))])
+def test_hostile_designs_are_contained(tmp_path: Path, executor: str) -> None:
+    # The same attacks whether the candidate runs in the local pool or inside a Ray task.
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(4)
@@ -51,7 +57,8 @@ def test_hostile_designs_are_contained(tmp_path: Path) -> None:
 
     with FakeOpenAIServer(default=answer, models=["test-model"]) as server:
         env = cli_env(tmp_path / "cache", OPENAI_API_KEY=CANARY)
-        proc = run_cli([*TINY, "--iter-max", "1", "--llm", "local", "--base-url",
+        proc = run_cli([*TINY, "--executor", executor, "--iter-max", "1", "--llm", "local",
+                        "--base-url",
                         server.base_url, "--model", "test-model", "--run-dir",
                         str(tmp_path / "runs"), "--run-id", "atk"], env)
         sent = " ".join(r.all_text for r in server.chat_requests)
