@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agents import heuristic, strategies
+from agents.move_prior import load_prior
 from agents.move_stats import DEFAULT_NOISE_SD, effects_table, move_stats
 from agents.records import headline, history, new_record, recent_notes, select_best, tried_keys
 from agents.registry import register_role
@@ -55,7 +56,7 @@ def seeded_rng(seed: int, *parts: object) -> random.Random:
 
 
 def noise_sd(state: Mapping[str, Any]) -> float:
-    """Std of the selection score over training seeds as the run measured it, else 0.03."""
+    """Std of the selection score over seeds as the run measured it, else the default."""
     value = state.get("noise_sd")
     return float(value) if value else DEFAULT_NOISE_SD
 
@@ -64,7 +65,7 @@ def view(state: Mapping[str, Any], settings: Settings) -> View:
     """Read the new round's candidate id, best design, critique, notes and move statistics.
 
     The per-move statistics (:func:`agents.move_stats.move_stats`) are judged against the
-    run's measured score noise (``state["noise_sd"]``, else 0.03). With ``--proposals K``
+    run's measured score noise (``state["noise_sd"]``, else 0.05). With ``--proposals K``
     the round's node asks K times; ``state["opening"]`` then holds the ids it opened so
     far this round (their designs are in ``candidates``, so none is proposed twice).
 
@@ -104,7 +105,7 @@ def brief(v: View, settings: Settings) -> dict[str, Any]:
         "best_code": best.code if best else None, "critique": v.data["critique"],
         "notes": v.data["notes"] or "none",
         "history": history(v.state.get("candidates") or {}, v.state.get("order") or []),
-        "move_effects": effects_table(v.data["move_stats"], v.data["noise_sd"]),
+        "move_effects": effects_table(v.data["move_stats"], v.data["noise_sd"], load_prior()),
         "round": v.round, "iter_max": settings.iter_max,
     }
 

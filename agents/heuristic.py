@@ -8,10 +8,11 @@ schemas, so this module depends on no role.
   that lag the overall accuracy, then accuracy against the best design.
 * :func:`design` - a learning searcher: draws a parent from the Pareto front as the
   critique asks (:mod:`agents.policy`) and a move by Thompson sampling over the run's
-  per-move statistics (:mod:`agents.move_stats`), with the critique's plan as the prior
-  (over budget -> shrink / depthwise-separable / downsample; lagging group -> wider early
-  layers / normalisation / SE / shortcuts; otherwise capacity); never re-proposes a
-  genome already tried.
+  per-move statistics (:mod:`agents.move_stats`), starting from each move's measured
+  effect on the Template (:mod:`agents.move_prior`), with a bonus for the moves the
+  critique's plan names (over budget -> shrink / depthwise-separable / downsample; lagging
+  group -> wider early layers / BatchNorm / SE / shortcuts); never re-proposes a genome
+  already tried. Without a budget or group problem the evidence alone ranks the moves.
 * :func:`fix` - re-renders code from its parsed genome (shrinking it on a budget
   failure), else falls back to a mutation of the parent's design.
 """
@@ -23,8 +24,9 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from agents.move_prior import load_prior
 from agents.move_stats import DEFAULT_NOISE_SD, move_stats
-from agents.policy import choose_parent, evidence, rank_moves
+from agents.policy import PlanKind, choose_parent, evidence, rank_moves
 from tasks.genome import TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
 from tasks.mutations import MUTATIONS
 
@@ -48,9 +50,7 @@ COST_MOVES: dict[str, tuple[str, ...]] = {
 }
 # Lagging groups: more low-level capacity and better-conditioned features help the
 # under-represented groups first (FaHaNa / FL-NAS observations on ISIC).
-FAIRNESS_MOVES = ("widen_early", "change_norm", "add_se", "add_residual", "less_downsampling")
-ACCURACY_MOVES = ("widen", "add_residual", "deeper", "add_se", "bigger_kernel", "change_act",
-                  "less_dropout", "inverted_residual")
+FAIRNESS_MOVES = ("widen_early", "to_batchnorm", "add_se", "add_residual", "less_downsampling")
 BUDGET_NAMES = ("latency", "memory", "params", "flops")
 
 
@@ -192,18 +192,25 @@ def targets_met(best: dict[str, Any] | None, targets: dict[str, Any]) -> bool:
 
 
 def plan_moves(critique_: dict[str, Any] | None) -> list[str]:
-    """Order the mutation names by what the critique asks for (most urgent first)."""
+    """Order the moves the critique's problems call for, most urgent first.
+
+    Violated budgets name cost moves, lagging groups fairness moves. Raising accuracy is
+    every critique's standing priority and names no moves: the measured prior and the
+    run's own statistics know better which moves raise it (docs/metrics.md#move-prior).
+    """
     crit = critique_ or {}
     order: list[str] = []
     for name in violated_names(crit.get("violated_budgets") or []):
         order += COST_MOVES[name]
     if crit.get("lagging_groups"):
         order += FAIRNESS_MOVES
-    order += ACCURACY_MOVES
-    if not crit.get("violated_budgets"):
-        # Within budget: cheaper designs still extend the Pareto front.
-        order += ("depthwise_separable", "inverted_residual", "shrink_width")
     return [m for m in dict.fromkeys(order) if m in MUTATIONS]  # first mention wins
+
+
+def plan_kind(critique_: dict[str, Any] | None) -> PlanKind:
+    """Return what the plan answers (:func:`agents.policy.rank_moves`): budget or fairness."""
+    crit = critique_ or {}
+    return "budget" if violated_names(crit.get("violated_budgets") or []) else "fairness"
 
 
 def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -222,7 +229,8 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             lines, cited in the rationale), ``history`` (the run's Candidate records by
             id; empty: the best design is the parent and the prior alone ranks moves),
             ``archive`` (ids of the Pareto front), ``noise_sd`` (std of the selection
-            score over training seeds, default 0.03), ``unfairness_weight``.
+            score over training seeds, default
+            :data:`agents.move_stats.DEFAULT_NOISE_SD`), ``unfairness_weight``.
         rng: Seeded generator (deterministic per run, round and seed).
 
     Returns:
@@ -235,12 +243,12 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     weight = float(brief.get("unfairness_weight", 1.0))
     tried = set(brief.get("tried") or ())
     stats = move_stats(history, weight, noise_sd)
-    planned = plan_moves(crit)
+    planned, kind, prior = plan_moves(crit), plan_kind(crit), load_prior()
     parents = _parents(brief, crit, history, weight, rng)
     for _, base, _ in parents:
         tried.add(genome_key(base))
     for pid, base, reason in parents:
-        for move in rank_moves(stats, planned, noise_sd, rng):
+        for move in rank_moves(stats, planned, noise_sd, rng, prior, kind):
             for _ in range(MOVE_DRAWS):  # a move may pick its stage at random
                 genome = MUTATIONS[move](base, rng)
                 if genome != base and genome_key(genome) not in tried:
@@ -248,7 +256,7 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
                                    brief)
     pid, base, reason = parents[0]
     for n_moves in (2, 3):
-        order = rank_moves(stats, planned, noise_sd, rng)
+        order = rank_moves(stats, planned, noise_sd, rng, prior, kind)
         for first in order:
             genome, moves = _apply(base, [first], rng)
             for _ in range(n_moves - 1):
@@ -304,7 +312,9 @@ def _answer(genome: Genome, moves: list[str], parent: tuple[str | None, Genome, 
             stats: dict[str, Any], noise_sd: float, brief: dict[str, Any]) -> dict[str, Any]:
     pid, base, reason = parent
     why = (brief.get("critique") or {}).get("priorities") or ["explore"]
-    evid = "; ".join(f"{m}: {evidence(stats.get(m), noise_sd)}" for m in dict.fromkeys(moves))
+    prior = load_prior()
+    evid = "; ".join(f"{m}: {evidence(stats.get(m), noise_sd, prior.get(m))}"
+                     for m in dict.fromkeys(moves))
     rationale = (f"parent {pid or 'best'} ({reason}; {genome_summary(base)}), moves "
                  f"{' + '.join(moves)}. Evidence: {evid}. The critique prioritises: "
                  f"{'; '.join(why[:3])}. New design: {genome_summary(genome)}")

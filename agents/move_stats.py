@@ -25,14 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agents.move_prior import MovePrior
 from agents.records import Candidate, score
 from evaluation.pareto import objectives
 from evaluation.report import COLLAPSE_TOL
 from tasks.genome import Genome, parse_genome
 from tasks.mutations import classify_moves
 
-#: Std of the selection score over training seeds when the run has not measured it.
-DEFAULT_NOISE_SD = 0.03
+#: Std of the selection score over training seeds when the run has not measured it: the
+#: Template's balanced accuracy spreads by about 0.05 over training seeds at the default
+#: fidelity (docs/metrics.md#noise, nine seeds).
+DEFAULT_NOISE_SD = 0.05
 #: Chance balanced accuracy of the 8 ISIC classes.
 CHANCE = 1 / 8
 #: Objectives whose effect is kept, in table order.
@@ -173,19 +176,36 @@ def move_stats(candidates: Mapping[str, Candidate], unfairness_weight: float = 1
     return stats
 
 
-def effects_table(stats: Mapping[str, MoveStat], noise_sd: float = DEFAULT_NOISE_SD) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def prior_table(prior: Mapping[str, MovePrior]) -> str:
+    """Render the measured prior (:mod:`agents.move_prior`) for the Designer's prompt."""
+    if not prior:
+        return ""
+    lines = ["Measured before this run, each move applied once to the Template and trained "
+             "on the same seeds as it (paired; child - Template):",
+             "move | d score | d bal.acc | d unfairness | seeds"]
+    for p in sorted(prior.values(), key=lambda p: -p.score):
+        lines.append(f"{p.move} | {_fmt(p.score)} | {_fmt(p.balanced_accuracy)} | "
+                     f"{_fmt(p.unfairness)} | {p.seeds}")
+    return "\n".join(lines)
+
+
+def effects_table(stats: Mapping[str, MoveStat], noise_sd: float = DEFAULT_NOISE_SD,
+                  prior: Mapping[str, MovePrior] | None = None) -> str:
     """Render the move statistics as a compact text table for prompts and rationales.
 
     Columns: move, tries, failures, helped/neutral/hurt (score effect beyond
     +-``noise_sd``) and the mean effect on balanced accuracy, unfairness, latency (ms) and
-    the selection score. Most-tried moves first.
+    the selection score. Most-tried moves first. With a measured ``prior``, its table
+    follows (:func:`prior_table`).
     """
+    tail = prior_table(prior or {})
     if not stats:
-        return "no move has been tried yet"
-
-    def fmt(value: float | None, digits: int = 3) -> str:
-        return "n/a" if value is None else f"{value:+.{digits}f}"
-
+        return "\n\n".join(filter(None, ["no move has been tried yet in this run", tail]))
+    fmt = _fmt
     lines = [f"(effects are child - parent at equal fidelity; |score effect| <= "
              f"{noise_sd:.3f} is neutral)",
              "move | tries | failures | helped/neutral/hurt | d bal.acc | d unfairness | "
@@ -195,4 +215,4 @@ def effects_table(stats: Mapping[str, MoveStat], noise_sd: float = DEFAULT_NOISE
                      f"{st.hurt} | {fmt(st.mean('balanced_accuracy'))} | "
                      f"{fmt(st.mean('unfairness'))} | {fmt(st.mean('latency_ms'), 2)} | "
                      f"{fmt(st.mean('score'))}")
-    return "\n".join(lines)
+    return "\n\n".join(filter(None, ["\n".join(lines), tail]))

@@ -4,10 +4,12 @@
   cheapest feasible one; lagging groups: the fairest; else the best score), or with
   probability :data:`EXPLORE_PARENT` another front member.
 * :func:`rank_moves` - Thompson sampling over the named moves on the score effect in
-  units of ``noise_sd``: a Gaussian posterior per move whose prior is optimistic
-  (:data:`PRIOR_MEAN`), and a bonus on the draw for the moves the critique plans (first
-  planned move most); a failure counts as :data:`FAILURE_REWARD`. Moves that failed twice with no
-  success are dropped. Sampling keeps every move a chance, so the policy explores.
+  units of ``noise_sd``: a Gaussian posterior per move whose prior is the move's measured
+  effect on the Template (:mod:`agents.move_prior`) where one was measured, else
+  optimistic (:data:`PRIOR_MEAN`), and a bonus on the draw for the moves the critique
+  plans (first planned move most); a failure counts as :data:`FAILURE_REWARD`. Moves that
+  failed twice with no success are dropped. Sampling keeps every move a chance, so the
+  policy explores.
 
 Both draw only from the generator they are given (deterministic per search seed).
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
+from agents.move_prior import PRIOR_WEIGHT_PER_SEED, MovePrior
 from agents.move_stats import MoveStat
 from agents.records import Candidate, score
 from evaluation.pareto import Cost, objectives
@@ -30,10 +33,8 @@ EXPLORE_PARENT = 0.25
 #: look like a one-noise-sd gain until measured), and its weight in pseudo-observations.
 PRIOR_MEAN, PRIOR_WEIGHT = 0.5, 2.0
 #: Bonus added to the draw of the critique's first planned move; later ones get
-#: ``PLAN_BONUS * (1 - rank / len(plan)) ** 2``. It is not diluted by measurements: the
-#: score effect does not see what the critique asks for (a cost move that costs a little
-#: accuracy is still what an over-budget design needs), so the plan keeps its pull and
-#: only a move that hurt by more than the bonus (in noise sd) loses to an untried one.
+#: ``PLAN_BONUS * (1 - rank / len(plan)) ** 2``. A fairness plan's bonus wears down with
+#: evidence; a budget plan's moves come first outright (:func:`rank_moves`).
 PLAN_BONUS = 2.0
 #: Reward of a failed or collapsed try, in units of noise_sd.
 FAILURE_REWARD = -3.0
@@ -46,6 +47,10 @@ MAX_FAILURES = 2
 #: Budget name -> the cost a parent is chosen on, for the rationale.
 COST_LABEL = {"latency": "latency", "memory": "memory", "params": "parameters",
               "flops": "FLOPs"}
+
+
+#: What the critique's planned moves answer (:func:`rank_moves`).
+PlanKind = Literal["budget", "fairness"]
 
 
 @dataclass(frozen=True)
@@ -113,20 +118,37 @@ def banned(stat: MoveStat | None) -> bool:
     return stat is not None and stat.failures >= MAX_FAILURES and stat.successes == 0
 
 
-def posterior(stat: MoveStat | None, prior_mean: float, noise_sd: float) -> tuple[float, float]:
+def _clip(reward: float) -> float:
+    return max(-REWARD_CLIP, min(REWARD_CLIP, reward))
+
+
+def prior_of(measured: MovePrior | None, noise_sd: float) -> tuple[float, float]:
+    """Prior (mean in units of ``noise_sd``, weight in observations) of one move.
+
+    A measured move starts from its paired effect on the Template, worth
+    :data:`agents.move_prior.PRIOR_WEIGHT_PER_SEED` observations per measured seed; an
+    unmeasured one from the optimistic :data:`PRIOR_MEAN` at :data:`PRIOR_WEIGHT`.
+    """
+    if measured is None:
+        return PRIOR_MEAN, PRIOR_WEIGHT
+    return _clip(measured.score / noise_sd), PRIOR_WEIGHT_PER_SEED * measured.seeds
+
+
+def posterior(stat: MoveStat | None, prior_mean: float, noise_sd: float,
+              prior_weight: float = PRIOR_WEIGHT) -> tuple[float, float]:
     """Gaussian posterior (mean, sd) of a move's score effect in units of ``noise_sd``."""
     rewards: list[float] = []
     if stat is not None:
-        rewards = [max(-REWARD_CLIP, min(REWARD_CLIP, e / noise_sd))
-                   for e in stat.effects["score"]]
+        rewards = [_clip(e / noise_sd) for e in stat.effects["score"]]
         rewards += [FAILURE_REWARD] * stat.failures
-    weight = PRIOR_WEIGHT + len(rewards)
-    mean = (prior_mean * PRIOR_WEIGHT + sum(rewards)) / weight
+    weight = prior_weight + len(rewards)
+    mean = (prior_mean * prior_weight + sum(rewards)) / weight
     return mean, OBS_SD / weight ** 0.5
 
 
 def rank_moves(stats: Mapping[str, MoveStat], planned: Sequence[str], noise_sd: float,
-               rng: random.Random) -> list[str]:
+               rng: random.Random, prior: Mapping[str, MovePrior] | None = None,
+               plan: PlanKind = "budget") -> list[str]:
     """Order the moves by one Thompson draw each (highest first); banned moves are left out.
 
     Args:
@@ -134,24 +156,44 @@ def rank_moves(stats: Mapping[str, MoveStat], planned: Sequence[str], noise_sd: 
         planned: The critique's moves, most urgent first (:func:`heuristic.plan_moves`).
         noise_sd: Std of the selection score over training seeds (> 0).
         rng: Seeded generator.
+        prior: Measured effects on the Template by move (:func:`agents.move_prior.load_prior`;
+            None or missing moves: the optimistic flat prior).
+        plan: What the planned moves answer. ``budget`` (a violated budget): the planned
+            moves come first, in the order of their draws, because the score they are
+            measured on does not see cost and no other move makes the design feasible;
+            the others follow. ``fairness`` (lagging groups): every move competes, and a
+            planned move's bonus wears down as evidence about it grows (scaled by
+            ``PRIOR_WEIGHT / weight``, ``weight`` its prior's pseudo-observations plus its
+            tries), since the score counts unfairness: an untried move under the flat
+            prior gets the whole bonus, a move measured as useless stops winning on the
+            plan alone.
 
     Returns:
         Every allowed move name, best draw first; all moves if every one is banned.
     """
     rank = {m: i for i, m in enumerate(planned)}
+    prior = prior or {}
     draws = []
     for move in sorted(MUTATIONS):
         stat = stats.get(move)
+        mean0, weight0 = prior_of(prior.get(move), noise_sd)
+        mean, sd = posterior(stat, mean0, noise_sd, weight0)
         bonus = PLAN_BONUS * (1 - rank[move] / len(planned)) ** 2 if move in rank else 0.0
-        mean, sd = posterior(stat, PRIOR_MEAN, noise_sd)
-        draws.append((rng.gauss(mean, sd) + bonus, move, banned(stat)))
-    allowed = [d for d in draws if not d[2]] or draws
-    return [move for _, move, _ in sorted(allowed, key=lambda d: -d[0])]
+        if plan == "fairness":
+            bonus *= min(1.0, PRIOR_WEIGHT * (sd / OBS_SD) ** 2)  # (sd/OBS_SD)^2 = 1/weight
+        first = plan == "budget" and move in rank
+        draws.append((first, rng.gauss(mean, sd) + bonus, move, banned(stat)))
+    allowed = [d for d in draws if not d[3]] or draws
+    return [d[2] for d in sorted(allowed, key=lambda d: (not d[0], -d[1]))]
 
 
-def evidence(stat: MoveStat | None, noise_sd: float) -> str:
+def evidence(stat: MoveStat | None, noise_sd: float, measured: MovePrior | None = None) -> str:
     """One phrase of evidence for a move, for the rationale."""
     if stat is None or stat.tries == 0:
+        if measured is not None:
+            return (f"untried in this run; on the Template it changed the score by "
+                    f"{measured.score:+.3f} (balanced accuracy {measured.balanced_accuracy:+.3f}, "
+                    f"{measured.seeds} paired seeds, agents/move_prior.json)")
         return "untried (optimistic prior)"
     mean = stat.mean("score")
     effect = (f"mean score effect {mean:+.3f} ({mean / noise_sd:+.1f} noise sd)"

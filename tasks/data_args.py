@@ -206,9 +206,16 @@ def _synthetic_dir(root: Path, n: int, size: int, seed: int, progress: bool) -> 
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         generate(tmp, n=n, size=size, seed=seed, progress=progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            try:
+                # Another process generated the same set first (same n, size and seed:
+                # the same files) and may be reading it now: keep its copy.
+                locate_layout(out)
+            except DatasetError:  # a broken folder from an older version: replace it
+                shutil.rmtree(out)
+                os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -114,20 +114,36 @@ def add_residual(g: Genome, rng: random.Random) -> Genome:
     return _edit_stage(g, rng, lambda s: s.block == "plain", lambda s: {**s, "block": "residual"})
 
 
-def change_norm(g: Genome, rng: random.Random) -> Genome:
-    """Switch to another normalisation (batch, group, none)."""
-    return _replace(g, norm=rng.choice([n for n in ("batch", "group", "none") if n != g.norm]))
+def _set(name: str, field: str, value: str, doc: str) -> Mutation:
+    """Return the directional move ``name``: set ``field`` to ``value`` (no-op when so).
+
+    One move per target value, not one "change" move drawing the target at random: the
+    search's per-move statistics then say which value helped (SiLU and ReLU are not one
+    arm), and a move's effect is reproducible from its name.
+    """
+    def move(g: Genome, rng: random.Random) -> Genome:
+        return _replace(g, **{field: value})
+
+    move.__name__ = move.__qualname__ = name
+    move.__doc__ = doc
+    return move
 
 
-def change_act(g: Genome, rng: random.Random) -> Genome:
-    """Switch to another activation."""
-    acts = ("relu", "silu", "hardswish", "gelu")
-    return _replace(g, act=rng.choice([a for a in acts if a != g.act]))
+#: Normalisation -> the move that switches to it.
+NORM_MOVES = {"batch": "to_batchnorm", "group": "to_groupnorm", "none": "no_norm"}
+#: Activation -> the move that switches to it.
+ACT_MOVES = {a: f"to_{a}" for a in ("relu", "silu", "hardswish", "gelu")}
+#: Global pooling -> the move that switches to it.
+POOL_MOVES = {"avg": "to_avg_pool", "max": "to_max_pool"}
 
-
-def change_pool(g: Genome, rng: random.Random) -> Genome:
-    """Swap global average and global max pooling."""
-    return _replace(g, pool="max" if g.pool == "avg" else "avg")
+_NORM_DOCS = {"batch": "BatchNorm", "group": "GroupNorm (8 groups, batch-size free)",
+              "none": "no normalisation (convs get a bias)"}
+_DIRECTIONAL = (
+    [_set(m, "norm", n, f"Switch to {_NORM_DOCS[n]}.") for n, m in NORM_MOVES.items()]
+    + [_set(m, "act", a, f"Switch every activation to {a}.") for a, m in ACT_MOVES.items()]
+    + [_set(m, "pool", p, f"Global {p} pooling before the classifier.")
+       for p, m in POOL_MOVES.items()]
+)
 
 
 def bigger_kernel(g: Genome, rng: random.Random) -> Genome:
@@ -179,9 +195,8 @@ def less_downsampling(g: Genome, rng: random.Random) -> Genome:
 
 MUTATIONS: dict[str, Mutation] = {f.__name__: f for f in (
     shrink_width, widen, widen_early, deeper, shallower, depthwise_separable,
-    inverted_residual, add_se, add_residual, change_norm, change_act, change_pool,
-    bigger_kernel, smaller_kernel, more_dropout, less_dropout, more_downsampling,
-    less_downsampling,
+    inverted_residual, add_se, add_residual, bigger_kernel, smaller_kernel, more_dropout,
+    less_dropout, more_downsampling, less_downsampling, *_DIRECTIONAL,
 )}
 
 
@@ -264,9 +279,9 @@ def classify_moves(parent: Genome, child: Genome) -> list[str]:
     if child.stem_stride != parent.stem_stride:
         found.add("more_downsampling" if child.stem_stride > parent.stem_stride
                   else "less_downsampling")
-    for field, move in (("norm", "change_norm"), ("act", "change_act"), ("pool", "change_pool")):
+    for field, moves in (("norm", NORM_MOVES), ("act", ACT_MOVES), ("pool", POOL_MOVES)):
         if getattr(child, field) != getattr(parent, field):
-            found.add(move)
+            found.add(moves[getattr(child, field)])
     if child.dropout != parent.dropout:
         found.add("more_dropout" if child.dropout > parent.dropout else "less_dropout")
     return [name for name in MUTATIONS if name in found]

@@ -45,8 +45,8 @@ def test_classifier_reads_an_llm_style_multi_change_design() -> None:
     stages[3].update(kernel=5)
     child = Genome.model_validate({**T.model_dump(), "stages": stages, "act": "silu",
                                    "dropout": 0.0})
-    assert classify_moves(T, child) == ["depthwise_separable", "add_se", "change_act",
-                                        "bigger_kernel", "less_dropout"]
+    assert classify_moves(T, child) == ["depthwise_separable", "add_se", "bigger_kernel",
+                                        "less_dropout", "to_silu"]
     assert classify_moves(child, child) == []
 
 
@@ -61,10 +61,10 @@ def _history() -> dict:
         "c000": make_record("c000", make_report(bal=0.50), origin="template"),
         "c001": _child("c001", MUTATIONS["widen"](T, r), make_report(bal=0.60, latency=2.0)),
         "c002": _child("c002", MUTATIONS["add_se"](T, r), make_report(bal=0.40)),
-        "c003": _child("c003", MUTATIONS["change_norm"](T, r), make_report(failed="train")),
-        "c004": _child("c004", Genome.model_validate({**T.model_dump(), "norm": "none"}),
+        "c003": _child("c003", MUTATIONS["to_groupnorm"](T, r), make_report(failed="train")),
+        "c004": _child("c004", Genome.model_validate({**T.model_dump(), "norm": "group"}),
                        make_report(bal=0.125)),  # collapsed to chance
-        "c005": _child("c005", MUTATIONS["change_act"](T, r), make_report(bal=0.51)),
+        "c005": _child("c005", MUTATIONS["to_silu"](T, r), make_report(bal=0.51)),
         "c006": _child("c006", MUTATIONS["more_dropout"](T, r),
                        make_report(bal=0.50, sex={"female": 0.5, "male": 0.7})),
     }
@@ -78,7 +78,7 @@ def test_stats_count_tries_failures_collapses_and_effects() -> None:
     assert widen.mean("score") == pytest.approx(0.10)
     assert widen.mean("latency_ms") == pytest.approx(1.0)
     assert stats["add_se"].hurt == 1 and stats["add_se"].mean("score") == pytest.approx(-0.10)
-    norm = stats["change_norm"]
+    norm = stats["to_groupnorm"]
     assert (norm.tries, norm.failures, norm.successes) == (2, 2, 0)  # a failure and a collapse
     assert norm.mean("score") is None
     # A 0.2 sex gap is +0.1 mean max_gap: unfairness up, score down by the same.
@@ -90,8 +90,8 @@ def test_stats_count_tries_failures_collapses_and_effects() -> None:
 
 
 def test_effects_within_noise_are_neutral() -> None:
-    assert move_stats(_history(), noise_sd=0.03)["change_act"].neutral == 1
-    act = move_stats(_history(), noise_sd=0.005)["change_act"]
+    assert move_stats(_history(), noise_sd=0.03)["to_silu"].neutral == 1
+    act = move_stats(_history(), noise_sd=0.005)["to_silu"]
     assert (act.helped, act.neutral) == (1, 0)
     assert move_stats(_history(), noise_sd=0.2)["widen"].helped == 0
 
@@ -104,7 +104,7 @@ def test_only_equal_fidelity_pairs_count_and_fixes_use_the_ancestor() -> None:
         update={"seed": 5})})  # another training seed: still comparable
     hist["c002"] = hist["c002"].model_copy(update={"fidelity": fid.model_copy(
         update={"epochs": 6})})  # more epochs: not comparable
-    # The fixer repaired c003 (a failed change_norm design) by also shrinking it.
+    # The fixer repaired c003 (a failed to_groupnorm design) by also shrinking it.
     fixed = MUTATIONS["shrink_width"](Genome.model_validate({**T.model_dump(), "norm": "group"}),
                                       random.Random(0))
     hist["c007"] = _child("c007", fixed, make_report(bal=0.45), parent="c003",
@@ -113,7 +113,7 @@ def test_only_equal_fidelity_pairs_count_and_fixes_use_the_ancestor() -> None:
     assert stats["widen"].tries == 1 and stats["widen"].mean("score") == pytest.approx(0.1)
     assert "add_se" not in stats
     assert stats["shrink_width"].tries == 1
-    assert stats["change_norm"].tries == 3 and stats["change_norm"].successes == 1
+    assert stats["to_groupnorm"].tries == 3 and stats["to_groupnorm"].successes == 1
 
 
 def test_effects_table_lists_moves_with_numbers() -> None:
@@ -121,7 +121,7 @@ def test_effects_table_lists_moves_with_numbers() -> None:
     assert "no move" in effects_table({}, 0.03)
     row = next(line for line in table.splitlines() if line.startswith("widen |"))
     assert row == "widen | 1 | 0 | 1/0/0 | +0.100 | +0.000 | +1.00 | +0.100"
-    assert table.splitlines()[2].startswith("change_norm | 2 | 2 |")  # most tried first
+    assert table.splitlines()[2].startswith("to_groupnorm | 2 | 2 |")  # most tried first
 
 
 def test_designer_brief_and_fallback_carry_the_evidence() -> None:

@@ -17,11 +17,12 @@ from tasks.genome import (
     render,
 )
 from tasks.models import build_from_source
-from tasks.mutations import MUTATIONS
+from tasks.mutations import ACT_MOVES, MUTATIONS, NORM_MOVES, POOL_MOVES
 
 REQUIRED_MUTATIONS = {
     "shrink_width", "widen", "widen_early", "deeper", "shallower", "depthwise_separable",
-    "inverted_residual", "add_se", "add_residual", "change_norm", "change_act",
+    "inverted_residual", "add_se", "add_residual", "to_batchnorm", "to_groupnorm", "no_norm",
+    "to_relu", "to_silu", "to_hardswish", "to_gelu", "to_avg_pool", "to_max_pool",
     "bigger_kernel", "smaller_kernel", "more_dropout", "less_dropout",
 }
 # Caps that keep the random walk's models small enough for a fast test (Template: 12M MACs).
@@ -42,7 +43,7 @@ def random_walk(seed: int, steps: int = 50) -> list[Genome]:
     return seen
 
 
-WALK = random_walk(0) + random_walk(1)[1:]
+WALK = random_walk(1) + random_walk(2)[1:]
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -104,7 +105,8 @@ def test_mutations_are_named_and_deterministic():
 def test_every_mutation_changes_the_template_when_it_can():
     unchanged = {name for name, mutate in MUTATIONS.items()
                  if mutate(TEMPLATE_GENOME, random.Random(0)) == TEMPLATE_GENOME}
-    assert unchanged == {"smaller_kernel"}  # the Template's kernels are already the smallest
+    # The Template's kernels are already the smallest; it has BatchNorm, ReLU, avg pooling.
+    assert unchanged == {"smaller_kernel", "to_batchnorm", "to_relu", "to_avg_pool"}
 
 
 # What each mutation promises, checked whenever it changed the genome.
@@ -120,9 +122,12 @@ PROMISES = {
     == count(a, block="inverted_residual") + 1,
     "add_se": lambda a, b: count(b, se=True) == count(a, se=True) + 1,
     "add_residual": lambda a, b: count(b, block="residual") == count(a, block="residual") + 1,
-    "change_norm": lambda a, b: a.norm != b.norm and a.stages == b.stages,
-    "change_act": lambda a, b: a.act != b.act and a.stages == b.stages,
-    "change_pool": lambda a, b: a.pool != b.pool,
+    **{move: (lambda value: lambda a, b: b.norm == value and a.stages == b.stages)(norm)
+       for norm, move in NORM_MOVES.items()},
+    **{move: (lambda value: lambda a, b: b.act == value and a.stages == b.stages)(act)
+       for act, move in ACT_MOVES.items()},
+    **{move: (lambda value: lambda a, b: b.pool == value and a.stages == b.stages)(pool)
+       for pool, move in POOL_MOVES.items()},
     "bigger_kernel": lambda a, b: sum(s.kernel for s in b.stages)
     == sum(s.kernel for s in a.stages) + 2,
     "smaller_kernel": lambda a, b: sum(s.kernel for s in b.stages)
