@@ -163,10 +163,10 @@ def rank_moves(stats: Mapping[str, MoveStat], planned: Sequence[str], noise_sd: 
             measured on does not see cost and no other move makes the design feasible;
             the others follow. ``fairness`` (lagging groups): every move competes, and a
             planned move's bonus wears down as evidence about it grows (scaled by
-            ``PRIOR_WEIGHT / weight``, ``weight`` its prior's pseudo-observations plus its
-            tries), since the score counts unfairness: an untried move under the flat
-            prior gets the whole bonus, a move measured as useless stops winning on the
-            plan alone.
+            ``PRIOR_WEIGHT / (PRIOR_WEIGHT + n)``, ``n`` its measured prior's
+            pseudo-observations plus its tries), since the score counts unfairness: an
+            untried move under the flat prior gets the whole bonus, a measured one
+            competes on its measurements.
 
     Returns:
         Every allowed move name, best draw first; all moves if every one is banned.
@@ -180,7 +180,8 @@ def rank_moves(stats: Mapping[str, MoveStat], planned: Sequence[str], noise_sd: 
         mean, sd = posterior(stat, mean0, noise_sd, weight0)
         bonus = PLAN_BONUS * (1 - rank[move] / len(planned)) ** 2 if move in rank else 0.0
         if plan == "fairness":
-            bonus *= min(1.0, PRIOR_WEIGHT * (sd / OBS_SD) ** 2)  # (sd/OBS_SD)^2 = 1/weight
+            measured = (weight0 if move in prior else 0.0) + (stat.tries if stat else 0)
+            bonus *= PRIOR_WEIGHT / (PRIOR_WEIGHT + measured)
         first = plan == "budget" and move in rank
         draws.append((first, rng.gauss(mean, sd) + bonus, move, banned(stat)))
     allowed = [d for d in draws if not d[3]] or draws
