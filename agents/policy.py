@@ -23,7 +23,7 @@ from typing import Literal, cast
 
 from agents.move_prior import PRIOR_WEIGHT_PER_SEED, MovePrior
 from agents.move_stats import MoveStat
-from agents.records import Candidate, score
+from agents.records import Candidate, estimate, estimated_objectives
 from evaluation.pareto import Cost, objectives
 from tasks.mutations import MUTATIONS
 
@@ -98,12 +98,11 @@ def choose_parent(front: Sequence[str], candidates: Mapping[str, Candidate],
         target = min(members, key=lambda r: (infeasible(r), _cost(r, budget)))
         reason = f"the cheapest feasible front member ({COST_LABEL.get(budget, budget)})"
     elif focus == "fairness":
-        target = min(members, key=lambda r: (infeasible(r) > 0,
-                                             objectives(r.report)[1]))  # type: ignore[arg-type]
+        target = min(members, key=lambda r: (infeasible(r) > 0, estimated_objectives(r)[1]))
         reason = "the fairest front member (lowest mean max_gap)"
     else:
         target = min(members, key=lambda r: (infeasible(r) > 0,
-                                             -score(r, unfairness_weight)))
+                                             -estimate(r, unfairness_weight)))
         reason = "the front member with the best selection score"
     others = [r for r in members if r.id != target.id]
     if others and rng.random() < EXPLORE_PARENT:

@@ -10,6 +10,7 @@ heuristics, the summary and the display are views of these records.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -246,6 +247,45 @@ def seed_scores(rec: Candidate, unfairness_weight: float) -> list[float]:
             for rep in seed_reports(rec) if rep.ok and rep.metrics is not None]
 
 
+def estimate(rec: Candidate, unfairness_weight: float) -> float:
+    """Return the selection score at the best available fidelity (seed mean if promoted).
+
+    A design evaluated once is scored on that evaluation (:func:`score`); one promoted or
+    confirmed on more training seeds (``confirmations``) on the mean of
+    :func:`seed_scores`, which spreads by about ``1 / sqrt(seeds)`` as much.
+
+    Raises:
+        ValueError: The candidate has no successful report.
+    """
+    scores = seed_scores(rec, unfairness_weight) if rec.confirmations else []
+    return statistics.fmean(scores) if len(scores) > 1 else score(rec, unfairness_weight)
+
+
+def estimated_objectives(rec: Candidate) -> tuple[float, float, float]:
+    """Return :func:`evaluation.pareto.objectives` at the best available fidelity.
+
+    ``1 - balanced accuracy`` and unfairness are means over the successful runs of
+    :func:`seed_reports` when there are several; the cost is the search's own measurement
+    (latency does not depend on the training seed).
+
+    Raises:
+        ValueError: The candidate has no successful report.
+    """
+    if rec.report is None:
+        raise ValueError(f"candidate {rec.id} has no report")
+    err, unfair, cost = objectives(rec.report)
+    runs = [objectives(r)[:2] for r in seed_reports(rec) if r.ok] if rec.confirmations else []
+    if len(runs) > 1:
+        err = statistics.fmean(r[0] for r in runs)
+        unfair = statistics.fmean(r[1] for r in runs)
+    return err, unfair, cost
+
+
+def seeds_measured(rec: Candidate) -> int:
+    """Successful training runs behind the candidate's estimates (1 when screened only)."""
+    return max(1, sum(r.ok for r in seed_reports(rec)))
+
+
 def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
                 unfairness_weight: float = 1.0, *, include_baselines: bool = False
                 ) -> str | None:
@@ -253,7 +293,8 @@ def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
 
     Rule: among successfully evaluated candidates, feasible ones (no budget violation)
     come first; within a class the highest ``balanced_accuracy - w * unfairness`` wins
-    (unfairness = mean over sex and age of the max group-accuracy gap); ties go to fewer
+    (unfairness = mean over sex and age of the max group-accuracy gap; the mean over
+    training seeds for a promoted design, :func:`estimate`); ties go to fewer
     parameters, then the earlier candidate. Infeasible candidates rank by fewer
     violations first. Collapsed trainings (``Candidate.usable``) rank after every design
     that learned something: their zero group gap says nothing. Baselines are references,
@@ -269,7 +310,7 @@ def select_best(candidates: Mapping[str, Candidate | Mapping[str, Any]],
         if not rec.ok or (rec.origin == "baseline" and not include_baselines):
             continue
         try:
-            s = score(rec, unfairness_weight)
+            s = estimate(rec, unfairness_weight)
         except ValueError:
             continue
         assert rec.report is not None and rec.report.hardware is not None  # ok implies both

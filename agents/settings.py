@@ -94,6 +94,11 @@ class Settings(BaseSettings, DataOptions):
     confirm_seeds: Annotated[int, Flag("search")] = Field(
         default=2, ge=1, description="extra training seeds per finalist: the final choice is on "
         "the mean over 1 + this many seeds")
+    promote_top: Annotated[int, Flag("search")] = Field(
+        default=1, ge=0, description="successive halving inside the search: after each round, "
+        "up to this many of its designs whose single evaluation comes within noise of the best "
+        "estimate are re-trained on the confirmation seeds and ranked on their means from then "
+        "on (0: screen only; docs/metrics.md#promotion)")
     proposals: Annotated[int, Flag("search")] = Field(
         default=1, ge=1, description="designs proposed per round, each gated, fixed and "
         "evaluated concurrently (the evaluation budget is iter_max x proposals)")

@@ -23,10 +23,13 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from agents.move_stats import DEFAULT_NOISE_SD, collapsed
 from agents.records import (
     Candidate,
     Evaluation,
     Fidelity,
+    estimate,
+    score,
     seed_reports,
     seed_scores,
     select_best,
@@ -110,6 +113,48 @@ def seed_runs(recs: list[Candidate], ctx: Settings, svc: Services) -> list[Candi
                          balanced_accuracy=report.metrics.balanced_accuracy
                          if report.metrics else None, failure=report.failure_reason)
     return [rec.model_copy(update={"confirmations": runs[rec.id]}) for rec in recs]
+
+
+def promote(state: Mapping[str, Any], finals: list[str], ctx: Settings,
+            svc: Services) -> dict[str, Candidate]:
+    """Promote the round's promising designs to the confirmation seeds (successive halving).
+
+    A design is promising when it trained (not collapsed), fits the budgets, was not
+    promoted before, and its single evaluation's score is at least the best estimate
+    before this round minus the run's noise level (``noise_sd``, the Template's spread
+    over seeds): a design further below would need a lucky screen to be better.
+    The top ``promote_top`` of them by their screens are re-evaluated on
+    ``confirm_train_seeds`` (cached, so the final ``confirm`` retrains nothing) and from
+    then on ranked on their means (:func:`agents.records.estimate`).
+
+    Returns:
+        The promoted records by id (empty when none qualifies or promotion is off).
+    """
+    cands: Mapping[str, Candidate] = state.get("candidates") or {}
+    if ctx.promote_top <= 0:
+        return {}
+    w = ctx.unfairness_weight
+    noise = float(state.get("noise_sd") or DEFAULT_NOISE_SD)
+    before = {cid: rec for cid, rec in cands.items() if cid not in finals}
+    incumbent = select_best(before, w)  # the best estimate before this round
+    bar = estimate(cands[incumbent], w) - noise if incumbent else -math.inf
+    pool = [cands[cid] for cid in finals
+            if cands[cid].usable and cands[cid].origin != "baseline" and
+            not cands[cid].confirmations and cands[cid].report is not None and
+            not cands[cid].report.violations and not collapsed(cands[cid])]
+    ranked = sorted(pool, key=lambda r: -score(r, w))
+    chosen = [r for r in ranked if score(r, w) >= bar][:ctx.promote_top]
+    if not chosen:
+        return {}
+    promoted = {rec.id: rec for rec in seed_runs(chosen, ctx, svc)}
+    for rec in promoted.values():
+        svc.persist(rec)
+        svc.tracer.event("promote", candidate=rec.id, round=rec.round, bar=round(bar, 4),
+                         screen=round(score(cands[rec.id], w), 4),
+                         summary=seed_summary(rec, w))
+        svc.display.stage(rec.id, "promoted", f"mean score {estimate(rec, w):.3f} over "
+                                              f"{len(seed_scores(rec, w))} seeds")
+    return promoted
 
 
 def confirm_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:

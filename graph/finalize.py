@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from agents.records import Candidate, headline, select_best
+from agents.records import Candidate, estimated_objectives, headline, seeds_measured, select_best
 from agents.settings import Settings
-from evaluation.pareto import objective_names, objectives
+from evaluation.pareto import objective_names
 from evaluation.report import EvaluationReport
 from graph.confirm import seed_summary
 from graph.report import GROUPS_PNG, PARETO_PNG, write_run_report
@@ -95,11 +95,13 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
         "export": exported,
         "pareto": {
             "objectives": list(objective_names()),
-            # The archive holds the search evaluations, all at the run's one fidelity.
-            "front": [{"id": cid, "objectives": list(objectives(rep)),
+            # One recipe for every design; promoted ones enter with their means over
+            # "seeds" training seeds (the best available fidelity, docs/metrics.md).
+            "front": [{"id": cid, "objectives": list(estimated_objectives(cands[cid])),
+                       "seeds": seeds_measured(cands[cid]),
                        "fidelity": fid.model_dump() if (fid := cands[cid].fidelity) else None}
                       for cid in state.get("archive") or []
-                      if cid in cands and (rep := cands[cid].report) is not None],
+                      if cid in cands and cands[cid].report is not None],
             "hv_history": state.get("hv_history") or [],
         },
         "candidates": {

@@ -18,14 +18,15 @@ from agents.records import (
     Fidelity,
     GateSummary,
     Note,
+    estimated_objectives,
     headline,
     new_record,
     seed_scores,
     select_best,
 )
 from agents.settings import Settings
-from evaluation.pareto import ParetoArchive, objectives, reference_point
-from graph.confirm import TEMPLATE_ID, seed_runs
+from evaluation.pareto import ParetoArchive, reference_point
+from graph.confirm import TEMPLATE_ID, promote, seed_runs
 from graph.services import Services
 
 #: A round counts as progress only when the archive's hypervolume grows by more than this
@@ -56,12 +57,16 @@ def finish(svc: Services, rec: Candidate) -> None:
 
 
 def pareto_archive(cands: Mapping[str, Candidate], ctx: Settings) -> ParetoArchive:
-    """Build the Pareto archive of the evaluated designs (baselines are left out)."""
+    """Build the Pareto archive of the evaluated designs (baselines are left out).
+
+    Each design enters at its best available fidelity: a promoted one with its means over
+    training seeds (:func:`agents.records.estimated_objectives`).
+    """
     archive = ParetoArchive(reference=list(reference_point(ctx.budgets)))
     for cid, rec in cands.items():
         if rec.usable and rec.origin != "baseline" and rec.report is not None:
             try:
-                archive.add(cid, objectives(rec.report), feasible=not rec.report.violations)
+                archive.add(cid, estimated_objectives(rec), feasible=not rec.report.violations)
             except ValueError:
                 continue
     return archive
@@ -119,8 +124,10 @@ def prepare_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict
         if cid == TEMPLATE_ID and not rec.ok:
             raise RuntimeError(f"the Template failed to evaluate ({rec.failure}); "
                                "check the installation with `python -m tools.evaluate`")
-        if cid == TEMPLATE_ID and ctx.confirm_top > 0:
-            # Measured early, for the run's noise level; confirm finds them in the cache.
+        if cid == TEMPLATE_ID and (ctx.confirm_top > 0 or ctx.promote_top > 0):
+            # Measured early: the run's noise level (promotion's bar, the policy's unit),
+            # and the Template at the fidelity promoted designs are compared at; confirm
+            # finds these runs in the cache.
             rec = seed_runs([rec], ctx, svc)[0]
         updated[cid] = rec
     out = conclude(state, ctx, svc, updated, count_round=False)
@@ -176,21 +183,31 @@ def round_pick(state: Mapping[str, Any], ctx: Settings) -> str | None:
     Each proposal ends as itself or as its last fix (``c004-fix1``); a round whose every
     branch failed gives its last one.
     """
-    cands, order = state.get("candidates") or {}, state.get("order") or []
-    finals = [next((c for c in reversed(order) if c == cid or c.startswith(f"{cid}-fix")), cid)
-              for cid in state.get("batch") or []]
-    finals = [cid for cid in finals if cid in cands]
+    cands = state.get("candidates") or {}
+    finals = round_finals(state)
     best = select_best({cid: cands[cid] for cid in finals}, ctx.unfairness_weight)
     return best or (finals[-1] if finals else state.get("current"))
 
 
+def round_finals(state: Mapping[str, Any]) -> list[str]:
+    """Return the round's final candidates: each proposal as itself or as its last fix."""
+    cands, order = state.get("candidates") or {}, state.get("order") or []
+    finals = [next((c for c in reversed(order) if c == cid or c.startswith(f"{cid}-fix")), cid)
+              for cid in state.get("batch") or []]
+    return [cid for cid in finals if cid in cands]
+
+
 def merge_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[str, Any]:
-    """Close a round once every branch is merged: archive, hypervolume, patience, best.
+    """Close a round once every branch is merged: promotion, archive, hypervolume, best.
 
     Runs after all of the round's candidate branches, on the merged state, so the result
-    does not depend on which branch finished first.
+    does not depend on which branch finished first. The round's promising designs are
+    promoted first (:func:`graph.confirm.promote`), so the archive, the hypervolume, the
+    patience counter and the best design see their means over seeds.
     """
-    pick = round_pick(state, ctx)
-    out = conclude({**state, "current": pick}, ctx, svc, {})
+    promoted = promote(state, round_finals(state), ctx, svc)
+    merged = {**state, "candidates": {**(state.get("candidates") or {}), **promoted}}
+    pick = round_pick(merged, ctx)
+    out = conclude({**merged, "current": pick}, ctx, svc, promoted)
     out["current"] = pick
     return out

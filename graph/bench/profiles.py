@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from agents.settings import Settings
 from tasks.data_args import DATA_DIR_ENV
 
 
@@ -42,6 +43,9 @@ class Profile(BaseModel):
     confirm_top: int = Field(default=0, ge=0)
     """``--confirm-top`` of every search (0: the suite re-measures each search's choice on
     the fresh seeds itself, so the searches spend their budget on proposals)."""
+    promote_top: int = Field(default=1, ge=0)
+    """``--promote-top`` of every search: the in-search promotion rung (docs/metrics.md#promotion),
+    the same schedule for every strategy."""
     eval_timeout_s: float | None = None
     """Training-job limit of one evaluation (None: the CLI's scaled default)."""
     baseline_timeout_s: float = 1800.0
@@ -79,9 +83,12 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _seeds_apart(self) -> Profile:
-        if self.search_train_seed in self.fresh_seeds:
+        # The searches train on their seed, and promote and confirm on the next ones.
+        searched = range(self.search_train_seed,
+                         self.search_train_seed + 1 + Settings().confirm_seeds)
+        if set(searched) & set(self.fresh_seeds):
             raise ValueError(f"fresh seeds {self.fresh_seeds} must not include the searches' "
-                             f"training seed {self.search_train_seed}")
+                             f"training seeds {list(searched)}")
         for spec in self.strategies:
             strategy_args(spec)  # raises on an unknown strategy
         return self
@@ -103,7 +110,7 @@ class Profile(BaseModel):
     def recipe_args(self) -> list[str]:
         """Return the ``graph.run`` recipe and budget flags of this profile."""
         out = ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
-               "--confirm-top", str(self.confirm_top)]
+               "--confirm-top", str(self.confirm_top), "--promote-top", str(self.promote_top)]
         for flag, value in (("--max-params", self.max_params),
                             ("--max-latency-ms", self.max_latency_ms),
                             ("--max-memory-mb", self.max_memory_mb)):

@@ -21,9 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agents.records import Candidate, as_candidate, select_best
-from evaluation.pareto import hypervolume, objectives
-from evaluation.report import EvaluationReport
+from agents.records import Candidate, as_candidate, estimated_objectives, select_best
+from evaluation.pareto import hypervolume
 from graph.trace import load_trace, token_ledger
 
 
@@ -66,17 +65,6 @@ class SearchRun(BaseModel):
         return sum(vals) / len(vals) if vals else None
 
 
-def normalised(report: EvaluationReport | dict[str, Any],
-               latency_ref_ms: float) -> tuple[float, float, float]:
-    """``(1 - balanced accuracy, unfairness, latency_ms / L)`` of one successful report.
-
-    Raises:
-        ValueError: The report failed or lacks metrics, hardware or fairness.
-    """
-    err, unfair, latency = objectives(report)
-    return err, unfair, latency / latency_ref_ms
-
-
 def load_records(run_dir: Path) -> list[Candidate]:
     """Return the run's candidate records in evaluation order (round, then id: fixes follow).
 
@@ -107,9 +95,12 @@ def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
             continue
         if rec.usable and rec.report is not None and not rec.report.violations:
             try:
-                points.append(normalised(rec.report, latency_ref_ms))
+                # Best available fidelity, as the run's own archive (promoted: seed means).
+                err, unfair, latency = estimated_objectives(rec)
             except ValueError:
                 pass  # no defined unfairness: not a point of the front
+            else:
+                points.append((err, unfair, latency / latency_ref_ms))
         curve.append(hypervolume(points, reference) if points else 0.0)
     return curve
 

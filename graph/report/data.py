@@ -58,13 +58,13 @@ def is_ok(rec: dict[str, Any]) -> bool:
 
 
 def objectives_of(rec: dict[str, Any]) -> tuple[float, float, float] | None:
-    """Return a successful candidate's objective vector (None otherwise)."""
-    from evaluation.pareto import objectives
+    """Return a successful candidate's objectives at its best fidelity (None otherwise)."""
+    from agents.records import as_candidate, estimated_objectives
 
     if not is_ok(rec):
         return None
     try:
-        return objectives(rec["report"])
+        return estimated_objectives(as_candidate({"code": "", **rec}))
     except ValueError:
         return None
 

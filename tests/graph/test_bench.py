@@ -45,8 +45,12 @@ def test_profiles_hold_the_briefed_numbers_and_overrides_validate(monkeypatch):
     assert len(QUICK.search_seeds) == 5 and len(QUICK.fresh_seeds) == 3
     assert QUICK.strategies == ["agents", "random", "evolution"]
     assert QUICK.override(seeds=7).search_seeds == [1, 2, 3, 4, 5, 6, 7]
+    args = QUICK.recipe_args()
+    assert args[args.index("--promote-top") + 1] == "1"  # one schedule for every strategy
     with pytest.raises(ProfileError, match="fresh seeds"):
         QUICK.override(fresh_seeds=[0, 1])  # 0 trains every search
+    with pytest.raises(ProfileError, match="fresh seeds"):
+        QUICK.override(fresh_seeds=[2, 101])  # 2 promotes and confirms in every search
     with pytest.raises(ProfileError, match="unknown strategy"):
         QUICK.override(strategies=["agents", "grid"])
     assert strategy_args("agents=openai:gpt-4.1") == (

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agents.records import Candidate, Evaluation, Fidelity, seed_scores
 from agents.settings import Settings
 from evaluation.intervals import mean_interval
@@ -61,10 +63,37 @@ def test_the_final_choice_is_the_best_mean_over_seeds_not_the_lucky_single_run(t
 
 
 def test_confirmation_off_chooses_on_the_single_runs(tmp_path):
-    ctx = Settings(iter_max=3, patience=99, confirm_top=0, run_dir=str(tmp_path), run_id="c0")
+    ctx = Settings(iter_max=3, patience=99, confirm_top=0, promote_top=0,
+                   run_dir=str(tmp_path), run_id="c0")
     summary, events = _run(ctx, tmp_path)
     assert summary["best"]["id"] == "c001" and summary["confirmation"] is None
     assert not [e for e in events if e["event"] == "confirm"]
+
+
+def test_promotion_retrains_promising_designs_during_the_search(tmp_path):
+    # No final confirmation: the in-search rung alone keeps the lucky c001 from winning.
+    ctx = Settings(iter_max=3, patience=99, confirm_top=0, promote_top=1, confirm_seeds=2,
+                   train_seed=5, run_dir=str(tmp_path), run_id="pr")
+    summary, events = _run(ctx, tmp_path)
+    promoted = [e for e in events if e["event"] == "promote"]
+    # c001 (0.70) and c002 (0.60) screened within noise of the best estimate; c003 (0.40)
+    # did not, and it is never trained again. The Template is measured on the same seeds
+    # in prepare (the noise level, and the reference at the promoted fidelity).
+    assert [e["candidate"] for e in promoted] == ["c001", "c002"]
+    assert promoted[1]["summary"]["score"]["values"] == [0.6, 0.62, 0.621]
+    assert promoted[1]["bar"] == pytest.approx(0.534, abs=0.002)  # c001's mean - noise
+    assert {(e["candidate"], e["seed"]) for e in events if e["event"] == "confirm"} == {
+        (c, s) for c in ("c000", "c001", "c002") for s in (6, 7)}
+    # Ranked on the means from then on: c001's 0.534 loses to c002's 0.614.
+    assert summary["best"]["id"] == "c002"
+    front = {p["id"]: p for p in summary["pareto"]["front"]}
+    assert front["c002"]["seeds"] == 3
+    assert front["c002"]["objectives"][0] == pytest.approx(1 - (0.6 + 0.62 + 0.621) / 3)
+    off = Settings(iter_max=3, patience=99, confirm_top=0, promote_top=0,
+                   run_dir=str(tmp_path / "off"), run_id="off")
+    summary, events = _run(off, tmp_path / "off")
+    assert summary["best"]["id"] == "c001" and not [e for e in events
+                                                    if e["event"] == "promote"]
 
 
 def _with_seeds(rec: Candidate, scores: list[float], *, epochs: int = 3) -> Candidate:
