@@ -138,10 +138,10 @@ def promote(state: Mapping[str, Any], finals: list[str], ctx: Settings,
     before = {cid: rec for cid, rec in cands.items() if cid not in finals}
     incumbent = select_best(before, w)  # the best estimate before this round
     bar = estimate(cands[incumbent], w) - noise if incumbent else -math.inf
-    pool = [cands[cid] for cid in finals
-            if cands[cid].usable and cands[cid].origin != "baseline" and
-            not cands[cid].confirmations and cands[cid].report is not None and
-            not cands[cid].report.violations and not collapsed(cands[cid])]
+    pool = [rec for cid in finals
+            if (rec := cands[cid]).usable and rec.origin != "baseline" and
+            not rec.confirmations and rec.report is not None and
+            not rec.report.violations and not collapsed(rec)]
     ranked = sorted(pool, key=lambda r: -score(r, w))
     chosen = [r for r in ranked if score(r, w) >= bar][:ctx.promote_top]
     if not chosen:
