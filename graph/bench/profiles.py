@@ -95,8 +95,15 @@ class Profile(BaseModel):
 
     @property
     def evaluations_per_search(self) -> int:
-        """Trained designs per search: the Template plus one per proposal."""
-        return self.proposals + 1
+        """Return the most trainings one search runs.
+
+        The Template and each proposal once, plus the promotion rung's extra seeds (the
+        Template's in ``prepare`` and up to ``promote_top`` designs per round; fewer when
+        fewer screen within noise).
+        """
+        seeds = Settings().confirm_seeds
+        promoted = (1 + self.promote_top * self.proposals) if self.promote_top else 0
+        return self.proposals + 1 + seeds * promoted
 
     def data_args(self) -> list[str]:
         """Return the ``graph.run`` data flags of this profile."""

@@ -247,7 +247,8 @@ def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
              f"  hypervolume: reference {list(profile.hv_reference)} on (1 - bal. acc, "
              f"unfairness, latency / L), L = {profile.latency_ref_ms:g} ms",
              f"  data cache (FLNAS_CACHE_DIR): {cache_dir}",
-             f"  evaluations: {len(specs)} searches x {profile.evaluations_per_search} = "
+             f"  evaluations: {len(specs)} searches x at most "
+             f"{profile.evaluations_per_search} = "
              f"{n_eval}, {len(specs)} final test evaluations and at most {n_re} "
              f"re-measurements; estimate ~{est / 60:.0f} min at {profile.eval_s_estimate:g} s "
              "per evaluation (profile's guess)",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agents.records import Candidate
+from agents.records import Candidate, Evaluation, Fidelity
 from agents.settings import Settings
 from evaluation.pareto import hypervolume
 from evaluation.report import Budgets, EvaluationReport
@@ -83,7 +83,9 @@ def test_the_planned_commands_are_what_graph_run_reads(tmp_path, monkeypatch, ca
     assert run_search(TINY, tmp_path / "out", cache_dir=tmp_path, command="c", runner=never,
                       dry_run=True) is None
     out = capsys.readouterr().out
-    assert "4 searches x 3 = 12" in out and out.count("python -m graph.run") == 4
+    # Per search at most: the Template and 2 proposals, 2 more seeds for the Template and
+    # for each round's promoted design.
+    assert "4 searches x at most 9 = 36" in out and out.count("python -m graph.run") == 4
     assert not (tmp_path / "out").exists()
 
 
@@ -112,6 +114,16 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
     curve = hv_curve(recs, 1.0, (0.875, 1.0, 1.0))
     first = 0.4 * 1.0 * 0.5  # (0.875 - 0.475) * (1 - 0) * (1 - 0.5)
     assert curve == pytest.approx([first, first, 0.5 * 0.75])  # c002 dominates c000
+    # A promoted design counts at its mean over seeds, not at its lucky screen.
+    fid = Fidelity(epochs=5, batch_size=64, seed=0, image_size=32)
+    lucky = make_record("c003", make_report(bal=0.925, latency=0.25), round_=3).model_copy(
+        update={"fidelity": fid, "confirmations": [
+            Evaluation(fidelity=fid.model_copy(update={"seed": k}),
+                       report=EvaluationReport.model_validate(make_report(bal=0.55)))
+            for k in (1, 2)]})
+    promoted = hv_curve([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
+    mean_bal = (0.925 + 0.55 + 0.55) / 3
+    assert promoted[-1] == pytest.approx(max(0.5, mean_bal - 0.125) * 0.75)
 
 
 def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
