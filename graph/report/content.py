@@ -56,6 +56,12 @@ def outcome(data: RunData, rec: dict[str, Any]) -> dict[str, Any]:
         out = {"ok": True, "balanced_accuracy": balanced_accuracy_of(rec), "gap": _gap(rec),
                "params": hw["params"], "latency_ms": hw["latency_ms_median"],
                "violations": rec["report"].get("violations") or []}
+        # Promoted or confirmed on more training seeds: the mean the search ranked it by.
+        more = [c["report"]["metrics"]["balanced_accuracy"] for c in rec.get("confirmations") or []
+                if (c.get("report") or {}).get("status") == "ok"]
+        if more and out["balanced_accuracy"] is not None:
+            vals = [out["balanced_accuracy"], *more]
+            out["seed_mean"] = (sum(vals) / len(vals), len(vals))
         if balanced_accuracy_of(parent) is not None:
             out["d_bal"] = out["balanced_accuracy"] - balanced_accuracy_of(parent)
             out["d_gap"] = (out["gap"] - _gap(parent)) if _gap(parent) is not None and \
@@ -77,6 +83,8 @@ def outcome_text(o: dict[str, Any]) -> str:
     if "d_bal" in o:
         line += f" (vs parent: bal.acc {o['d_bal']:+.3f}"
         line += f", gap {o['d_gap']:+.3f})" if o.get("d_gap") is not None else ")"
+    if "seed_mean" in o:
+        line += f"; mean over {o['seed_mean'][1]} training seeds: bal.acc {o['seed_mean'][0]:.3f}"
     if o["violations"]:
         line += "; over budget: " + "; ".join(o["violations"])
     return line

@@ -94,6 +94,9 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
     assert "critique of c000: " in page and "critique of c000: " in md
     assert "diagnosis:</b> over budget: applied" in page
     assert "| c001 | budget |" in md and "c001-fix1" in md
+    # Designs trained on more seeds (the Template in prepare, promoted and confirmed ones)
+    # show the mean the search ranked them by.
+    assert "mean over 2 training seeds: bal.acc" in md and "mean over 2 training" in page
     # The final design: its code, validation and test numbers with intervals.
     assert f"`{best}`" in md and "def build_model" in md
     row = next(line for line in md.splitlines() if line.startswith("| balanced accuracy |"))
