@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agents.move_prior import load_prior
+from agents.move_prior import MovePrior, load_prior
 from agents.move_stats import DEFAULT_NOISE_SD, move_stats
 from agents.policy import PlanKind, choose_parent, evidence, rank_moves
 from tasks.genome import TEMPLATE_GENOME, Genome, genome_summary, parse_genome, render
@@ -252,8 +252,8 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             for _ in range(MOVE_DRAWS):  # a move may pick its stage at random
                 genome = MUTATIONS[move](base, rng)
                 if genome != base and genome_key(genome) not in tried:
-                    return _answer(genome, [move], (pid, base, reason), stats, noise_sd,
-                                   brief)
+                    return _answer(genome, [move], (pid, base, reason), stats, prior,
+                                   noise_sd, brief)
     pid, base, reason = parents[0]
     for n_moves in (2, 3):
         order = rank_moves(stats, planned, noise_sd, rng, prior, kind)
@@ -262,14 +262,14 @@ def design(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             for _ in range(n_moves - 1):
                 genome, moves = _apply(genome, [rng.choice(order[:6])], rng, moves)
             if moves and genome_key(genome) not in tried:
-                return _answer(genome, moves, parents[0], stats, noise_sd, brief)
+                return _answer(genome, moves, parents[0], stats, prior, noise_sd, brief)
     # Everything near is tried: random walks from the parent.
     for _ in range(200):
         genome, moves = base, []
         for _ in range(rng.randint(2, 5)):
             genome, moves = _apply(genome, [rng.choice(sorted(MUTATIONS))], rng, moves)
         if moves and genome_key(genome) not in tried:
-            return _answer(genome, moves, parents[0], stats, noise_sd, brief)
+            return _answer(genome, moves, parents[0], stats, prior, noise_sd, brief)
     raise RuntimeError("heuristic designer found no untried genome near the Pareto front")
 
 
@@ -309,10 +309,10 @@ def _apply(genome: Genome, names: Sequence[str], rng: random.Random,
 
 
 def _answer(genome: Genome, moves: list[str], parent: tuple[str | None, Genome, str],
-            stats: dict[str, Any], noise_sd: float, brief: dict[str, Any]) -> dict[str, Any]:
+            stats: dict[str, Any], prior: dict[str, MovePrior], noise_sd: float,
+            brief: dict[str, Any]) -> dict[str, Any]:
     pid, base, reason = parent
     why = (brief.get("critique") or {}).get("priorities") or ["explore"]
-    prior = load_prior()
     evid = "; ".join(f"{m}: {evidence(stats.get(m), noise_sd, prior.get(m))}"
                      for m in dict.fromkeys(moves))
     rationale = (f"parent {pid or 'best'} ({reason}; {genome_summary(base)}), moves "

@@ -26,7 +26,6 @@ import os
 import random
 import statistics
 import sys
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from functools import cache
@@ -91,18 +90,13 @@ def load_prior(path: str | Path | None = None) -> dict[str, MovePrior]:
 # --------------------------------------------------------------------- measurement
 
 
-def _unfairness(fair: Mapping[str, Any]) -> float:
-    """Mean ``max_gap`` over sex and age (``evaluation.pareto.objectives``), 0 if none."""
-    gaps = [f.max_gap for a, f in fair.items() if a in ("sex", "age") and f.max_gap is not None]
-    return statistics.fmean(gaps) if gaps else 0.0
-
-
 def _train(job: tuple[str, str, int, dict[str, Any]]) -> tuple[str, int, float, float, int]:
     """Train one genome source on one seed in a pool worker (one torch thread)."""
     name, source, seed, opts = job
     import torch
 
     torch.set_num_threads(1)
+    from evaluation.pareto import mean_max_gap
     from tasks.cache import load_arrays
     from tasks.data_args import DataOptions, prepare_from_args
     from tools.calibrate import run_model
@@ -111,7 +105,8 @@ def _train(job: tuple[str, str, int, dict[str, Any]]) -> tuple[str, int, float, 
     data = prepare_from_args(DataOptions(**opts["data"]), progress=False)
     r = run_model(source, load_arrays(data), data,
                   Recipe(epochs=opts["epochs"], seed=seed, threads=1))
-    return name, seed, r["bal_acc"], _unfairness(r["fair"]), r["params"]
+    unfair = mean_max_gap(r["fair"])
+    return name, seed, r["bal_acc"], 0.0 if unfair is None else unfair, r["params"]
 
 
 def measure(data: dict[str, Any], epochs: int, seeds: list[int],

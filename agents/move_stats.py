@@ -205,14 +205,13 @@ def effects_table(stats: Mapping[str, MoveStat], noise_sd: float = DEFAULT_NOISE
     tail = prior_table(prior or {})
     if not stats:
         return "\n\n".join(filter(None, ["no move has been tried yet in this run", tail]))
-    fmt = _fmt
     lines = [f"(effects are child - parent at equal fidelity; |score effect| <= "
              f"{noise_sd:.3f} is neutral)",
              "move | tries | failures | helped/neutral/hurt | d bal.acc | d unfairness | "
              "d latency ms | d score"]
     for st in sorted(stats.values(), key=lambda s: (-s.tries, s.move)):
         lines.append(f"{st.move} | {st.tries} | {st.failures} | {st.helped}/{st.neutral}/"
-                     f"{st.hurt} | {fmt(st.mean('balanced_accuracy'))} | "
-                     f"{fmt(st.mean('unfairness'))} | {fmt(st.mean('latency_ms'), 2)} | "
-                     f"{fmt(st.mean('score'))}")
+                     f"{st.hurt} | {_fmt(st.mean('balanced_accuracy'))} | "
+                     f"{_fmt(st.mean('unfairness'))} | {_fmt(st.mean('latency_ms'), 2)} | "
+                     f"{_fmt(st.mean('score'))}")
     return "\n\n".join(filter(None, ["\n".join(lines), tail]))

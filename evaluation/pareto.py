@@ -33,6 +33,7 @@ __all__ = [
     "ArchiveEntry",
     "ParetoArchive",
     "hypervolume",
+    "mean_max_gap",
     "objective_names",
     "objectives",
     "pareto_front",
@@ -64,6 +65,19 @@ def objective_names(cost: Cost = "latency") -> tuple[str, str, str]:
     return ("1 - balanced accuracy", "unfairness (mean max gap)", _COST_LABEL[cost])
 
 
+def mean_max_gap(fairness: Mapping[str, Any],
+                 attributes: Sequence[str] = DEFAULT_ATTRIBUTES) -> float | None:
+    """Return the unfairness objective: the mean ``max_gap`` over ``attributes``.
+
+    ``fairness`` maps an attribute to its fairness report (anything with ``max_gap``). An
+    attribute with one group present has no gap (None): it is left out, not 0. None when
+    no attribute has a gap.
+    """
+    gaps = [g for a in attributes if a in fairness
+            if (g := fairness[a].max_gap) is not None]
+    return float(np.mean(gaps)) if gaps else None
+
+
 def objectives(
     report: EvaluationReport | Mapping[str, Any],
     *,
@@ -93,10 +107,8 @@ def objectives(
             f"candidate {r.candidate_id or r.code_hash}: no objectives for a report with "
             f"status={r.status!r} (failure: {r.failure_stage or 'missing metrics/hardware'})"
         )
-    # An attribute with one group present has no gap (None): it is left out, not 0.
-    present = [r.fairness[a].max_gap for a in attributes if a in r.fairness]
-    gaps = [g for g in present if g is not None]
-    if not gaps:
+    unfair = mean_max_gap(r.fairness, attributes)
+    if unfair is None:
         raise ValueError(
             f"candidate {r.candidate_id or r.code_hash}: none of the attributes "
             f"{list(attributes)} has a defined max_gap in the fairness report "
@@ -109,7 +121,7 @@ def objectives(
         "flops": float(hw.flops),
         "memory": hw.memory_mb,
     }[cost]
-    return (1.0 - r.metrics.balanced_accuracy, float(np.mean(gaps)), float(value))
+    return (1.0 - r.metrics.balanced_accuracy, unfair, float(value))
 
 
 def _as_points(points: Any) -> np.ndarray:

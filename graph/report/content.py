@@ -57,11 +57,11 @@ def outcome(data: RunData, rec: dict[str, Any]) -> dict[str, Any]:
                "params": hw["params"], "latency_ms": hw["latency_ms_median"],
                "violations": rec["report"].get("violations") or []}
         # Promoted or confirmed on more training seeds: the mean the search ranked it by.
-        more = [c["report"]["metrics"]["balanced_accuracy"] for c in rec.get("confirmations") or []
-                if (c.get("report") or {}).get("status") == "ok"]
-        if more and out["balanced_accuracy"] is not None:
-            vals = [out["balanced_accuracy"], *more]
-            out["seed_mean"] = (sum(vals) / len(vals), len(vals))
+        from agents.records import as_candidate, estimated_objectives, seeds_measured
+
+        seeds = seeds_measured(cand := as_candidate({"code": "", **rec}))
+        if seeds > 1:
+            out["seed_mean"] = (1 - estimated_objectives(cand)[0], seeds)
         if balanced_accuracy_of(parent) is not None:
             out["d_bal"] = out["balanced_accuracy"] - balanced_accuracy_of(parent)
             out["d_gap"] = (out["gap"] - _gap(parent)) if _gap(parent) is not None and \
