@@ -11,23 +11,28 @@ child's outcome:
 * otherwise, when parent and child were measured at equal fidelity (apart from the
   training seed), the effect child - parent on balanced accuracy, unfairness (mean
   max_gap over sex and age, docs/metrics.md), latency, parameters and the selection
-  score (:func:`agents.records.score`).
+  score, each side at its best available fidelity: the mean over its training seeds
+  when it was promoted or confirmed (:func:`agents.records.estimate`,
+  :func:`agents.records.estimated_objectives`), else its one search evaluation. So a
+  child whose lucky screen got it promoted is re-credited with its mean once the
+  promotion has run.
 
 A child of several moves credits each of them with the whole effect (no finer credit
 assignment exists without more evaluations). The reference is the nearest evaluated,
 non-collapsed ancestor, so a Code-Fixer's repair of a failed design is compared with the
-design that design came from. Effects within +-``noise_sd`` (the spread of the score over
-training seeds) are neutral, not help.
+design that design came from. Score effects within +-``noise_sd`` (the spread of the
+score over training seeds) between two single evaluations are neutral, not help; the band
+narrows with the seeds behind each side (:func:`neutral_band`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agents.move_prior import MovePrior
-from agents.records import Candidate, score
-from evaluation.pareto import objectives
+from agents.records import Candidate, estimate, estimated_objectives, seeds_measured
 from evaluation.report import COLLAPSE_TOL
 from tasks.genome import Genome, parse_genome
 from tasks.mutations import classify_moves
@@ -56,7 +61,7 @@ class MoveStat:
     failures: int = 0
     """Gate or worker failures and collapsed trainings."""
     helped: int = 0
-    """Measured children whose score rose by more than ``noise_sd``."""
+    """Measured children whose score rose by more than the neutral band (:func:`neutral_band`)."""
     neutral: int = 0
     hurt: int = 0
     effects: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in EFFECTS})
@@ -115,17 +120,32 @@ def reference(rec: Candidate, candidates: Mapping[str, Candidate]) -> Candidate 
 
 
 def effects(child: Candidate, parent: Candidate, unfairness_weight: float) -> dict[str, float]:
-    """Effects child - parent of two evaluated records, per objective of :data:`EFFECTS`."""
+    """Effects child - parent of two evaluated records, per objective of :data:`EFFECTS`.
+
+    Each side is taken at its best available fidelity: seed means for a promoted or
+    confirmed design, its search evaluation otherwise.
+    """
     assert child.report is not None and parent.report is not None
-    c_obj, p_obj = objectives(child.report), objectives(parent.report)
+    c_obj, p_obj = estimated_objectives(child), estimated_objectives(parent)
     assert child.report.hardware is not None and parent.report.hardware is not None
     return {
         "balanced_accuracy": p_obj[0] - c_obj[0],  # objectives hold 1 - balanced accuracy
         "unfairness": c_obj[1] - p_obj[1],
         "latency_ms": c_obj[2] - p_obj[2],
         "params": float(child.report.hardware.params - parent.report.hardware.params),
-        "score": score(child, unfairness_weight) - score(parent, unfairness_weight),
+        "score": estimate(child, unfairness_weight) - estimate(parent, unfairness_weight),
     }
+
+
+def neutral_band(child: Candidate, parent: Candidate, noise_sd: float) -> float:
+    """Half-width of the neutral score band for a child - parent effect.
+
+    ``noise_sd`` for two single evaluations; the difference of a mean over ``n_c`` seeds
+    and one over ``n_p`` seeds spreads by ``sqrt((1/n_c + 1/n_p) / 2)`` times as much, and
+    the band narrows alike (two designs promoted to 3 seeds each: ``noise_sd / sqrt(3)``).
+    """
+    n_c, n_p = seeds_measured(child), seeds_measured(parent)
+    return noise_sd * math.sqrt((1 / n_c + 1 / n_p) / 2)
 
 
 def _genome(rec: Candidate) -> Genome | None:
@@ -140,7 +160,8 @@ def move_stats(candidates: Mapping[str, Candidate], unfairness_weight: float = 1
         candidates: The run's records by id (the graph state's ``candidates``).
         unfairness_weight: The selection score's weight (``Settings.unfairness_weight``).
         noise_sd: Std of the selection score over training seeds; score effects within
-            +-``noise_sd`` count as neutral.
+            +-``noise_sd`` count as neutral (narrower for promoted designs,
+            :func:`neutral_band`).
 
     Returns:
         A :class:`MoveStat` per move that was tried at least once, by move name.
@@ -159,6 +180,7 @@ def move_stats(candidates: Mapping[str, Candidate], unfairness_weight: float = 1
         if not moves or (not bad and not same_fidelity(rec, parent)):
             continue
         delta = None if bad else effects(rec, parent, unfairness_weight)
+        band = neutral_band(rec, parent, noise_sd)
         for move in moves:
             st = stats.setdefault(move, MoveStat(move))
             st.tries += 1
@@ -167,9 +189,9 @@ def move_stats(candidates: Mapping[str, Candidate], unfairness_weight: float = 1
                 continue
             for key, value in delta.items():
                 st.effects[key].append(value)
-            if delta["score"] > noise_sd:
+            if delta["score"] > band:
                 st.helped += 1
-            elif delta["score"] < -noise_sd:
+            elif delta["score"] < -band:
                 st.hurt += 1
             else:
                 st.neutral += 1
@@ -205,8 +227,8 @@ def effects_table(stats: Mapping[str, MoveStat], noise_sd: float = DEFAULT_NOISE
     tail = prior_table(prior or {})
     if not stats:
         return "\n\n".join(filter(None, ["no move has been tried yet in this run", tail]))
-    lines = [f"(effects are child - parent at equal fidelity; |score effect| <= "
-             f"{noise_sd:.3f} is neutral)",
+    lines = [f"(effects are child - parent at equal fidelity, seed means for promoted "
+             f"designs; |score effect| <= {noise_sd:.3f} is neutral, less when promoted)",
              "move | tries | failures | helped/neutral/hurt | d bal.acc | d unfairness | "
              "d latency ms | d score"]
     for st in sorted(stats.values(), key=lambda s: (-s.tries, s.move)):

@@ -7,9 +7,10 @@ import random
 import pytest
 
 from agents import designer
-from agents.move_stats import collapsed, effects_table, move_stats
-from agents.records import Fidelity
+from agents.move_stats import collapsed, effects_table, move_stats, neutral_band
+from agents.records import Evaluation, Fidelity
 from agents.settings import Settings
+from evaluation.report import EvaluationReport
 from tasks.genome import TEMPLATE_GENOME, Genome, random_genome
 from tasks.mutations import MUTATIONS, classify_moves
 from tests.fakes.reports import make_record, make_report
@@ -94,6 +95,34 @@ def test_effects_within_noise_are_neutral() -> None:
     act = move_stats(_history(), noise_sd=0.005)["to_silu"]
     assert (act.helped, act.neutral) == (1, 0)
     assert move_stats(_history(), noise_sd=0.2)["widen"].helped == 0
+
+
+def _promoted(rec, bals: list[float]):
+    """``rec`` with confirmation runs at the given balanced accuracies (same fidelity)."""
+    fid = Fidelity(epochs=5, batch_size=64, seed=0, image_size=32, n_images=400)
+    runs = [Evaluation(fidelity=fid.model_copy(update={"seed": i + 1}),
+                       report=EvaluationReport.model_validate(make_report(bal=b)))
+            for i, b in enumerate(bals)]
+    return rec.model_copy(update={"fidelity": fid, "confirmations": runs})
+
+
+def test_promoted_designs_are_credited_with_their_seed_means() -> None:
+    hist = _history()
+    fid = Fidelity(epochs=5, batch_size=64, seed=0, image_size=32, n_images=400)
+    hist["c000"] = _promoted(hist["c000"], [0.52, 0.48])  # Template mean 0.50
+    # widen screened at 0.60 (+0.10, "helped"); its two more seeds say 0.49 and 0.50.
+    hist["c001"] = _promoted(hist["c001"], [0.49, 0.50])
+    hist["c002"] = hist["c002"].model_copy(update={"fidelity": fid})
+    stats = move_stats(hist)
+    widen = stats["widen"]
+    assert widen.mean("balanced_accuracy") == pytest.approx(0.03)  # mean 0.53 - 0.50
+    assert widen.mean("score") == pytest.approx(0.03)
+    assert (widen.helped, widen.neutral) == (1, 0)  # beyond the narrower band of 3 v 3 seeds
+    assert neutral_band(hist["c001"], hist["c000"], 0.05) == pytest.approx(0.05 / 3 ** 0.5)
+    # A screened child against a promoted parent: one side single, the other a mean.
+    assert neutral_band(hist["c002"], hist["c000"], 0.05) == pytest.approx(
+        0.05 * ((1 + 1 / 3) / 2) ** 0.5)
+    assert stats["add_se"].mean("score") == pytest.approx(-0.10)
 
 
 def test_only_equal_fidelity_pairs_count_and_fixes_use_the_ancestor() -> None:
