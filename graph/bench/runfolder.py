@@ -48,7 +48,10 @@ class SearchRun(BaseModel):
     proposals: int = 0
     """Designer rounds run (``summary.json`` ``rounds``)."""
     hv_curve: list[float] = Field(default_factory=list)
-    """Hypervolume after each evaluation, in evaluation order."""
+    """Hypervolume after each trained design, in evaluation order."""
+    hv_trainings: list[float] = Field(default_factory=list)
+    """Hypervolume after each training run (promotion seeds included,
+    :func:`hv_by_training`); its length is ``evaluations``."""
     hv: float = 0.0
     best_id: str | None = None
     """Best feasible design (None when no design was feasible)."""
@@ -85,24 +88,47 @@ def trained(rec: Candidate) -> bool:
             and rec.report.failure_stage != "gate")
 
 
-def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
-             reference: Sequence[float]) -> list[float]:
-    """Hypervolume of the normalised objectives after each evaluation (see module doc)."""
+def hv_steps(records: Sequence[Candidate], latency_ref_ms: float,
+             reference: Sequence[float]) -> list[tuple[int, float]]:
+    """Per trained design, in order: (trainings it cost, hypervolume once it is counted).
+
+    A design costs its search evaluation plus its promotion or confirmation seeds
+    (``confirmations``); it counts at its best available fidelity (a promoted design at
+    its seed means, as the run's own archive), so the curve is the front as finally
+    known, drawn against the order in which the designs were found.
+    """
     points: list[tuple[float, float, float]] = []
-    curve = []
+    steps = []
     for rec in records:
         if not trained(rec):
             continue
         if rec.usable and rec.report is not None and not rec.report.violations:
             try:
-                # Best available fidelity, as the run's own archive (promoted: seed means).
                 err, unfair, latency = estimated_objectives(rec)
             except ValueError:
                 pass  # no defined unfairness: not a point of the front
             else:
                 points.append((err, unfair, latency / latency_ref_ms))
-        curve.append(hypervolume(points, reference) if points else 0.0)
-    return curve
+        steps.append((1 + len(rec.confirmations),
+                      hypervolume(points, reference) if points else 0.0))
+    return steps
+
+
+def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
+             reference: Sequence[float]) -> list[float]:
+    """Hypervolume of the normalised objectives after each trained design (see module doc)."""
+    return [hv for _, hv in hv_steps(records, latency_ref_ms, reference)]
+
+
+def hv_by_training(records: Sequence[Candidate], latency_ref_ms: float,
+                   reference: Sequence[float]) -> list[float]:
+    """Hypervolume after each training run, promotion seeds included.
+
+    Entry ``t - 1`` is the hypervolume after ``t`` trainings, so searches that spent
+    different numbers of trainings can be cut at the same compute.
+    """
+    return [hv for cost, hv in hv_steps(records, latency_ref_ms, reference)
+            for _ in range(cost)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -134,7 +160,8 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
         strategy=strategy, seed=seed, run_dir=str(run_dir),
         evaluations=sum(trained(r) + len(r.confirmations) for r in records),
         proposals=int(summary.get("rounds") or max((r.round for r in records), default=0)),
-        hv_curve=curve, hv=curve[-1] if curve else 0.0, best_id=best,
+        hv_curve=curve, hv_trainings=hv_by_training(records, latency_ref_ms, reference),
+        hv=curve[-1] if curve else 0.0, best_id=best,
         best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,
         search_wall_s=(summary.get("timings") or {}).get("search_wall_s"),
         process_wall_s=process_wall_s,

@@ -12,11 +12,13 @@ figures aggregated and written (:mod:`graph.bench.search_report`).
 The run step (:data:`Runner`) and the re-measurement (:data:`Remeasurer`) are injectable,
 so the machinery is testable without training. A run folder that already holds a
 ``summary.json`` is reused (a killed benchmark continues where it stopped); an
-unfinished one is removed and run again.
+unfinished one is removed and run again. Re-measurements are kept in the run folder
+(``remeasured.json``, by code hash and seed), so a rerun retrains none of them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agents.settings import Settings
 from graph.bench.output import write_json
@@ -220,12 +222,40 @@ def _search_one(spec: RunSpec, profile: Profile, env: dict[str, str],
                     process_wall_s=wall)
 
 
+#: Re-measurements of a run's designs, by code hash and then training seed.
+REMEASURED = "remeasured.json"
+
+
 def _remeasure_one(run: SearchRun, spec: RunSpec, profile: Profile,
                    remeasure: Remeasurer) -> SearchRun:
-    """Re-train the run's best feasible design on the profile's fresh seeds."""
+    """Re-train the run's best feasible design on the profile's fresh seeds.
+
+    Finished re-measurements are read back from ``remeasured.json`` in the run folder
+    and each new one is written there as soon as it is done, so a killed or repeated
+    benchmark retrains none of them.
+    """
+    from agents.records import code_hash
+
     if run.best_code_file:
         code = Path(run.best_code_file).read_text(encoding="utf-8")
-        run.remeasured = [remeasure(code, Path(spec.run_dir), s) for s in profile.fresh_seeds]
+        path = Path(spec.run_dir) / REMEASURED
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            kept = {}
+        kept = kept if isinstance(kept, dict) else {}
+        mine = kept.setdefault(code_hash(code), {})
+        run.remeasured = []
+        for seed in profile.fresh_seeds:
+            try:
+                run.remeasured.append(Remeasure.model_validate(mine[str(seed)]))
+                continue
+            except (KeyError, TypeError, ValidationError):
+                pass
+            done = remeasure(code, Path(spec.run_dir), seed)
+            run.remeasured.append(done)
+            mine[str(seed)] = done.model_dump()
+            write_json(path, kept)
     print(f"{spec.run_id}: HV {run.hv:.4f} after {run.evaluations} evaluations; best "
           f"{run.best_id}; re-measured bal.acc {run.remeasured_mean('balanced_accuracy')}",
           flush=True)

@@ -6,6 +6,11 @@ unfairness (each run's mean over the fresh seeds), search wall time, evaluations
 tokens. Ratios of mean hypervolume agents / random and agents / evolution carry a 95 %
 percentile bootstrap interval over seeds. Targets (issue 9): agents' HV at least 1.2x
 random's with non-overlapping 95 % intervals, and at least evolution's.
+
+Every strategy runs the same number of proposals, but the promotion rung retrains only
+the designs that screen within noise of the best, so a strategy that proposes better
+designs spends more trainings. The same figures at equal compute cut every search at the
+fewest trainings any search used (:func:`equal_trainings`).
 """
 
 from __future__ import annotations
@@ -41,13 +46,36 @@ def aggregate(profile: Profile, runs: list[SearchRun]) -> dict[str, Any]:
     strategies = {s: {key: t_interval([fn(r) for r in rs]).model_dump()
                       for key, _, fn in FIGURES} for s, rs in by.items()}
     hv = {s: [r.hv for r in rs] for s, rs in by.items()}
-    ratios = {f"agents/{o}": ratio_interval(hv["agents"], hv[o]).model_dump()
-              for o in ("random", "evolution") if "agents" in hv and o in hv}
+    ratios = hv_ratios(hv)
     return {"profile": profile.model_dump(mode="json"),
             "reference": list(profile.hv_reference), "latency_ref_ms": profile.latency_ref_ms,
             "machine": machine(), "strategies": strategies, "ratios": ratios,
             "targets": targets(strategies, ratios),
+            "equal_trainings": equal_trainings(by),
             "runs": [r.model_dump() for r in runs]}
+
+
+def hv_ratios(hv: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Ratios of mean hypervolume agents / random and agents / evolution (bootstrap)."""
+    return {f"agents/{o}": ratio_interval(hv["agents"], hv[o]).model_dump()
+            for o in ("random", "evolution") if "agents" in hv and o in hv}
+
+
+def equal_trainings(by: dict[str, list[SearchRun]]) -> dict[str, Any] | None:
+    """Hypervolume of every search cut at the fewest trainings any search used.
+
+    Returns:
+        ``trainings`` (the cut), ``hv`` (per strategy, mean and 95 % t interval) and
+        ``ratios`` (as :func:`hv_ratios`); None when no run holds a per-training curve.
+    """
+    curves = {s: [r.hv_trainings for r in rs if r.hv_trainings] for s, rs in by.items()}
+    lengths = [len(c) for cs in curves.values() for c in cs]
+    if not lengths:
+        return None
+    cut = min(lengths)
+    hv = {s: [c[cut - 1] for c in cs] for s, cs in curves.items() if cs}
+    return {"trainings": cut, "hv": {s: t_interval(v).model_dump() for s, v in hv.items()},
+            "ratios": hv_ratios(hv)}
 
 
 def targets(strategies: dict[str, dict[str, Any]],
@@ -125,15 +153,28 @@ def markdown(result: dict[str, Any], command: str) -> str:
              "Ratio of mean hypervolume (95 % percentile bootstrap over search seeds, "
              "10,000 draws, each strategy resampled independently):", "",
              md_table(["ratio", "value [95 % interval]"], ratio_rows) if ratio_rows else "n/a",
-             "", "Targets:", "",
+             "", *equal_trainings_md(result.get("equal_trainings")),
+             "Targets:", "",
              *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"
                for t in result["targets"]],
              "", f"![hypervolume versus evaluations]({HV_PLOT})", "", "Runs:", "", per_run, ""]
     return "\n".join(lines)
 
 
+def equal_trainings_md(eq: dict[str, Any] | None) -> list[str]:
+    """Return the equal-compute paragraph of ``search.md`` (none without per-training curves)."""
+    if not eq:
+        return []
+    rows = [[s, Interval(**v).text(4)] for s, v in eq["hv"].items()]
+    rows += [[k, Interval(**v).text(2)] for k, v in eq["ratios"].items()]
+    return [f"At equal compute: every search cut after {eq['trainings']} trainings, the "
+            "fewest any search used (promotion seeds count; the cut keeps the designs found "
+            "first, at their best available fidelity):", "",
+            md_table(["strategy or ratio", "hypervolume [95 % interval]"], rows), ""]
+
+
 def hv_plot(result: dict[str, Any], path: Path) -> None:
-    """Hypervolume versus evaluations: mean and 95 % t band per strategy (PNG)."""
+    """Hypervolume versus evaluations (trainings): mean and 95 % t band per strategy (PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -142,7 +183,8 @@ def hv_plot(result: dict[str, Any], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label in result["strategies"]:
-        curves = [r["hv_curve"] for r in result["runs"] if r["strategy"] == label and r["hv_curve"]]
+        curves = [r.get("hv_trainings") or r["hv_curve"] for r in result["runs"]
+                  if r["strategy"] == label and (r.get("hv_trainings") or r["hv_curve"])]
         if not curves:
             continue
         width = max(map(len, curves))  # a shorter search holds its last value
@@ -156,7 +198,7 @@ def hv_plot(result: dict[str, Any], path: Path) -> None:
             ax.fill_between(x, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float),
                             step="post", alpha=0.2)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("evaluations (Template = 1)")
+    ax.set_xlabel("evaluations (trainings, promotion seeds included)")
     ax.set_ylabel("hypervolume (normalised objectives)")
     ax.set_title("mean and 95 % t band over search seeds")
     ax.grid(alpha=0.3)

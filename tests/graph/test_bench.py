@@ -26,9 +26,9 @@ from graph.bench import __main__ as cli
 from graph.bench.baselines import design_from_search, run_baselines
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
-from graph.bench.runfolder import Remeasure, hv_curve, read_run
+from graph.bench.runfolder import Remeasure, SearchRun, hv_by_training, hv_curve, read_run
 from graph.bench.search import RunSpec, SearchFailed, child_env, plan_search, run_search
-from graph.bench.search_report import targets
+from graph.bench.search_report import equal_trainings, equal_trainings_md, targets
 from graph.bench.stats import Interval, paired_difference, ratio_interval, t_interval
 from graph.run import build_parser
 from graph.trace import load_trace
@@ -124,6 +124,28 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
     promoted = hv_curve([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
     mean_bal = (0.925 + 0.55 + 0.55) / 3
     assert promoted[-1] == pytest.approx(max(0.5, mean_bal - 0.125) * 0.75)
+    # Per training: the gate failure cost nothing, the promoted design three trainings.
+    per_training = hv_by_training([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
+    assert per_training == pytest.approx([first, first, 0.375] + [promoted[-1]] * 3)
+
+
+def test_equal_trainings_cuts_every_search_at_the_fewest_trainings():
+    def run(strategy: str, seed: int, curve: list[float]) -> SearchRun:
+        return SearchRun(strategy=strategy, seed=seed, run_dir="x", hv_trainings=curve,
+                         evaluations=len(curve), hv=curve[-1])
+
+    by = {"agents": [run("agents", 1, [0.1, 0.2, 0.3, 0.9, 0.9]),
+                     run("agents", 2, [0.1, 0.3, 0.3, 0.8])],
+          "random": [run("random", 1, [0.1, 0.2, 0.25]), run("random", 2, [0.1, 0.15, 0.2])]}
+    eq = equal_trainings(by)
+    assert eq is not None and eq["trainings"] == 3
+    assert eq["hv"]["agents"]["value"] == pytest.approx(0.3)  # not the 0.85 of the full runs
+    assert eq["hv"]["random"]["value"] == pytest.approx(0.225)
+    assert eq["ratios"]["agents/random"]["value"] == pytest.approx(0.3 / 0.225)
+    assert equal_trainings({"agents": [run("agents", 1, [0.1]).model_copy(
+        update={"hv_trainings": []})]}) is None
+    md = "\n".join(equal_trainings_md(eq))
+    assert "cut after 3 trainings" in md and "agents/random" in md
 
 
 def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
@@ -172,6 +194,8 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     md = (tmp_path / "search.md").read_text()
     assert "PASS: agents HV >= 1.2x random" in md and "Command: `cmd`" in md
     assert "fp32" in md or "bf16" in md
+    assert result["equal_trainings"]["trainings"] == 2  # the Template and one proposal
+    assert "At equal compute: every search cut after 2 trainings" in md
     assert (tmp_path / "search_hv.png").stat().st_size > 1000
     assert len((tmp_path / "search.csv").read_text().splitlines()) == 5
     plan = json.loads((tmp_path / "search_plan.json").read_text())
@@ -179,8 +203,9 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     # Finished folders are reused; the best agents design feeds the baselines suite.
     again = run_search(TINY, tmp_path, cache_dir=tmp_path, command="cmd",
                        runner=lambda s, e: pytest.fail("reran a finished search"),
-                       remeasure=fake_remeasure)
+                       remeasure=lambda c, d, s: pytest.fail("re-trained a re-measurement"))
     assert again is not None and again["runs"][0]["process_wall_s"] is None
+    assert again["strategies"] == result["strategies"]
     with pytest.raises(SearchFailed, match="epochs: 1 instead of 2"):  # not the same search
         run_search(TINY.override(epochs=2), tmp_path, cache_dir=tmp_path, command="cmd",
                    runner=fake_runner, remeasure=fake_remeasure)
@@ -233,6 +258,7 @@ def test_reading_a_real_run_folder(heuristic_run):
     assert run.best_id == summary["best"]["id"]
     assert Path(run.best_code_file).read_text() == (run_dir / "best_model.py").read_text()
     assert run.hv_curve == sorted(run.hv_curve) and run.hv == run.hv_curve[-1] > 0
+    assert len(run.hv_trainings) == run.evaluations and run.hv_trainings[-1] == run.hv
     front = [[o[0], o[1], o[2] / QUICK.latency_ref_ms] for o in
              (f["objectives"] for f in summary["pareto"]["front"])]
     assert run.hv == pytest.approx(hypervolume(front, QUICK.hv_reference))
