@@ -5,6 +5,7 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference, equal_opportunity_difference
 
 from evaluation.fairness import attribute_fairness, classification_metrics, fairness_report
+from evaluation.rates import rate_gaps
 from evaluation.report import AttributeFairness
 
 # Hand-worked case: 3 classes, groups A (code 0) and B (code 1), one sample missing (-1).
@@ -229,3 +230,15 @@ def test_bootstrap_intervals_contain_point_estimates():
     assert lo <= np.mean(yt[keep] == yp[keep]) <= hi
     again = attribute_fairness(yt, yp, codes, ["f", "m"], "sex", 3, n_boot=60, seed=1)
     assert again.intervals == iv  # seeded
+
+
+def test_rate_summaries_equal_fairlearns_functions():
+    from evaluation.bench_rates import fairlearn_summaries, main, sample
+
+    for seed in range(3):
+        yt, yp, names = sample(300, seed)
+        gaps = rate_gaps(yt, yp, names, 8)
+        dpd, eod = fairlearn_summaries(yt, yp, names, 8)
+        assert gaps["demographic_parity_difference"] == pytest.approx(dpd, abs=1e-12)
+        assert gaps["equalized_odds_difference"] == pytest.approx(eod, abs=1e-12)
+    assert main(["--n", "200", "--repeat", "1"]) == 0
