@@ -165,12 +165,12 @@ def equal_trainings_md(eq: dict[str, Any] | None) -> list[str]:
     """Return the equal-compute paragraph of ``search.md`` (none without per-training curves)."""
     if not eq:
         return []
-    rows = [[s, Interval(**v).text(4)] for s, v in eq["hv"].items()]
-    rows += [[k, Interval(**v).text(2)] for k, v in eq["ratios"].items()]
+    rows = [[f"{s}: hypervolume", Interval(**v).text(4)] for s, v in eq["hv"].items()]
+    rows += [[f"{k}: ratio", Interval(**v).text(2)] for k, v in eq["ratios"].items()]
     return [f"At equal compute: every search cut after {eq['trainings']} trainings, the "
             "fewest any search used (promotion seeds count; the cut keeps the designs found "
             "first, at their best available fidelity):", "",
-            md_table(["strategy or ratio", "hypervolume [95 % interval]"], rows), ""]
+            md_table(["at equal compute", "value [95 % interval]"], rows), ""]
 
 
 def hv_plot(result: dict[str, Any], path: Path) -> None:
