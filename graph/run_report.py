@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from graph.report.content import chosen_accuracy
+
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
@@ -23,8 +25,8 @@ def print_report(run_dir: Path) -> int:
     if best:
         v = best.get("val") or {}
         lines.append(f"best {best['id']} ({best['origin']}): val bal.acc "
-                     f"{v.get('balanced_accuracy')} gap {v.get('max_gap')} "
-                     f"{v.get('params')} params {v.get('latency_ms')} ms")
+                     f"{chosen_accuracy(s, v.get('balanced_accuracy'))}, "
+                     f"{v.get('params')} params, {v.get('latency_ms')} ms")
     if test.get("status") == "ok":
         fair = test.get("fairness") or {}
         gaps = ", ".join(f"{a} gap {gap_text(f)}" for a, f in fair.items())

@@ -36,6 +36,23 @@ def fmt_interval(iv: Any) -> str:
     return f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv and None not in iv else ""
 
 
+def chosen_accuracy(summary: dict[str, Any], screen: float | None) -> str:
+    """Return the chosen design's validation balanced accuracy as the choice was made.
+
+    Confirmed on several training seeds (``summary["confirmation"]``): the mean with its
+    95 % t-interval, the number of seeds and the search's single screen beside it, e.g.
+    ``0.634 [0.545, 0.723] over 3 training seeds (screen 0.675)``. Otherwise the one
+    evaluation, marked as such: a single seed of a lucky design reads high.
+    """
+    best_id = (summary.get("best") or {}).get("id")
+    conf = ((summary.get("confirmation") or {}).get("finalists") or {}).get(best_id) or {}
+    bal = conf.get("balanced_accuracy") or {}
+    if (conf.get("seeds") or 0) > 1 and bal.get("mean") is not None:
+        return (f"{bal['mean']:.3f} {fmt_interval(bal.get('interval'))} over "
+                f"{conf['seeds']} training seeds (screen {fmt(screen)})").replace("  ", " ")
+    return f"{fmt(screen)} (one training seed)"
+
+
 def balanced_accuracy_of(rec: dict[str, Any] | None) -> float | None:
     """Return a successful candidate's validation balanced accuracy."""
     if not rec or not is_ok(rec):

@@ -15,6 +15,7 @@ from graph.report.content import (
     CONFIRMATION_NOTE,
     balanced_accuracy_of,
     children,
+    chosen_accuracy,
     confirmation_table,
     failures,
     fmt,
@@ -144,7 +145,7 @@ def _cards(data: RunData) -> list[tuple[str, Any]]:
             ("rounds", summ.get("rounds", rounds)),
             ("candidates", f"{len(data.records)} ({ok} ok, {failed} failed)"),
             ("chosen", data.best_id or "none"),
-            ("val bal.acc", fmt(balanced_accuracy_of(best))),
+            ("val bal.acc", chosen_accuracy(summ, balanced_accuracy_of(best))),
             ("test bal.acc", fmt((test.get("metrics") or test).get("balanced_accuracy"))
              if tested else "not tested"),
             ("wall time", f"{tl['wall_s']:.0f} s"),

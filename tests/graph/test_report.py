@@ -97,6 +97,10 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
     # Designs trained on more seeds (the Template in prepare, promoted and confirmed ones)
     # show the mean the search ranked them by.
     assert "mean over 2 training seeds: bal.acc" in md and "mean over 2 training" in page
+    # The headline card gives the chosen design's mean over its confirmation seeds.
+    assert best in summary["confirmation"]["finalists"]
+    assert re.search(r"\d\.\d{3} \[-?\d+\.\d{3}, -?\d+\.\d{3}\] over 2 training seeds "
+                     r"\(screen \d\.\d{3}\)", page)
     # The final design: its code, validation and test numbers with intervals.
     assert f"`{best}`" in md and "def build_model" in md
     row = next(line for line in md.splitlines() if line.startswith("| balanced accuracy |"))

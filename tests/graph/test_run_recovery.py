@@ -180,3 +180,24 @@ def test_closing_lines_say_breaker_fallbacks_skips_and_gap_intervals(tmp_path: P
     assert "llm: 4 requests, 120 tokens, 3 steps on the heuristic fallback" in out
     assert "warning: LLM circuit breaker opened after 3 consecutive failed calls" in out
     assert "data: 7 image(s) skipped, 1 in two formats; list: /c/skipped.json" in out
+
+
+def test_closing_line_gives_the_chosen_designs_seed_mean_not_its_screen(tmp_path: Path,
+                                                                        capsys) -> None:
+    from graph.run_report import print_report
+
+    best = {"id": "c007", "origin": "designer",
+            "val": {"balanced_accuracy": 0.6749, "params": 166008, "latency_ms": 0.132}}
+    summary = {"stop_reason": "iter_max", "rounds": 5, "candidates": {"total": 13},
+               "best": best, "confirmation": {"train_seeds": [0, 1, 2], "finalists": {
+                   "c007": {"seeds": 3, "failed": 0, "balanced_accuracy": {
+                       "mean": 0.634, "interval": [0.5451, 0.7229],
+                       "values": [0.6749, 0.6081, 0.619]}}}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert print_report(tmp_path) == 0
+    assert ("best c007 (designer): val bal.acc 0.634 [0.545, 0.723] over 3 training seeds "
+            "(screen 0.675), 166008 params, 0.132 ms") in capsys.readouterr().out
+    del summary["confirmation"]  # --confirm-top 0: the one evaluation, marked as such
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert print_report(tmp_path) == 0
+    assert "val bal.acc 0.675 (one training seed)," in capsys.readouterr().out
