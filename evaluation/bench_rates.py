@@ -16,7 +16,6 @@ ratio (numpy and pandas only: no torch, so no bf16 question).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
 from evaluation.rates import rate_classes, rate_gaps
+from tasks.host import cpu_model
 
 
 def fairlearn_summaries(yt: np.ndarray, yp: np.ndarray, names: np.ndarray,
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     same = all(abs(a - b) < 1e-12 for a, b in zip(ref, got, strict=True)
                if a is not None and b is not None) and (None in ref) == (None in got)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{platform.processor() or platform.machine()}, {args.n} samples, 8 classes, 3 groups, "
+    print(f"{cpu_model()}, fp64 NumPy, {args.n} samples, 8 classes, 3 groups, "
           f"median of {args.repeat} alternating calls:")
     for k, v in med.items():
         print(f"  {k:9s} {v * 1000:8.1f} ms")

@@ -6,18 +6,11 @@ one kind differ: some have native bf16, some not).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from tasks.host import cpu_model
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """Return the CPU model name from ``/proc/cpuinfo`` and the logical core count."""
-    try:
-        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "unknown CPU"
-    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-    return f"{names[0]} x {len(names)}" if names else "unknown CPU"
+__all__ = ["cpu_model", "machine"]  # cpu_model lives in the lowest layer (tasks.host)
 
 
 def machine() -> dict[str, Any]:

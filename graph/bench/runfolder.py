@@ -127,8 +127,12 @@ def hv_by_training(records: Sequence[Candidate], latency_ref_ms: float,
     Entry ``t - 1`` is the hypervolume after ``t`` trainings, so searches that spent
     different numbers of trainings can be cut at the same compute.
     """
-    return [hv for cost, hv in hv_steps(records, latency_ref_ms, reference)
-            for _ in range(cost)]
+    return _per_training(hv_steps(records, latency_ref_ms, reference))
+
+
+def _per_training(steps: Sequence[tuple[int, float]]) -> list[float]:
+    """Expand :func:`hv_steps` to one entry per training run."""
+    return [hv for cost, hv in steps for _ in range(cost)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -145,7 +149,8 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
     records = load_records(run_dir)
     settings = _read_json(run_dir / "settings.json")
     summary = _read_json(run_dir / "summary.json")
-    curve = hv_curve(records, latency_ref_ms, reference)
+    steps = hv_steps(records, latency_ref_ms, reference)
+    curve = [hv for _, hv in steps]
     by_id = {r.id: r for r in records}
     # The run's own choice (confirmed on several training seeds), else the selection rule.
     best = (summary.get("best") or {}).get("id") or \
@@ -160,7 +165,7 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
         strategy=strategy, seed=seed, run_dir=str(run_dir),
         evaluations=sum(trained(r) + len(r.confirmations) for r in records),
         proposals=int(summary.get("rounds") or max((r.round for r in records), default=0)),
-        hv_curve=curve, hv_trainings=hv_by_training(records, latency_ref_ms, reference),
+        hv_curve=curve, hv_trainings=_per_training(steps),
         hv=curve[-1] if curve else 0.0, best_id=best,
         best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,
         search_wall_s=(summary.get("timings") or {}).get("search_wall_s"),
