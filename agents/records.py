@@ -265,8 +265,10 @@ def estimated_objectives(rec: Candidate) -> tuple[float, float, float]:
     """Return :func:`evaluation.pareto.objectives` at the best available fidelity.
 
     ``1 - balanced accuracy`` and unfairness are means over the successful runs of
-    :func:`seed_reports` when there are several; the cost is the search's own measurement
-    (latency does not depend on the training seed).
+    :func:`seed_reports` when there are several. Latency does not depend on the training
+    seed, but each measurement does depend on the machine's load at that moment (within
+    one design the jobs' medians spread by about 14 %, docs/metrics.md#noise), so a
+    promoted design's latency is the median over every successful evaluation of it.
 
     Raises:
         ValueError: The candidate has no successful report.
@@ -274,10 +276,14 @@ def estimated_objectives(rec: Candidate) -> tuple[float, float, float]:
     if rec.report is None:
         raise ValueError(f"candidate {rec.id} has no report")
     err, unfair, cost = objectives(rec.report)
-    runs = [objectives(r)[:2] for r in seed_reports(rec) if r.ok] if rec.confirmations else []
+    if not rec.confirmations:
+        return err, unfair, cost
+    runs = [objectives(r)[:2] for r in seed_reports(rec) if r.ok]
     if len(runs) > 1:
         err = statistics.fmean(r[0] for r in runs)
         unfair = statistics.fmean(r[1] for r in runs)
+    done = [e.report for e in rec.confirmations if e.report.ok and e.report.hardware]
+    cost = statistics.median([cost, *(objectives(r)[2] for r in done)])
     return err, unfair, cost
 
 

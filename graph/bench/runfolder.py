@@ -15,7 +15,7 @@ non-collapsed, non-baseline designs, against the profile's fixed reference point
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class SearchRun(BaseModel):
     """Hypervolume after each training run (promotion seeds included,
     :func:`hv_by_training`); its length is ``evaluations``."""
     hv: float = 0.0
+    hv_retimed: float | None = None
+    """Final hypervolume with the latencies re-timed side by side after every search
+    (:mod:`graph.bench.retimed`); None until the suite has re-timed them."""
     best_id: str | None = None
     """Best feasible design (None when no design was feasible)."""
     best_code_file: str | None = None
@@ -88,27 +91,56 @@ def trained(rec: Candidate) -> bool:
             and rec.report.failure_stage != "gate")
 
 
+def _point(rec: Candidate, latencies: Mapping[str, float] | None
+           ) -> tuple[float, float, float] | None:
+    """``(1 - balanced accuracy, unfairness, latency ms)`` of a front-eligible design, or None."""
+    if not (rec.usable and rec.report is not None and not rec.report.violations):
+        return None
+    try:
+        err, unfair, latency = estimated_objectives(rec)
+    except ValueError:
+        return None  # no defined unfairness: not a point of the front
+    if latencies is not None and rec.code_hash in latencies:
+        latency = latencies[rec.code_hash]
+    return err, unfair, latency
+
+
+def hv_points(records: Sequence[Candidate], latencies: Mapping[str, float] | None = None
+              ) -> list[tuple[Candidate, tuple[float, float, float]]]:
+    """Return the trained designs the hypervolume counts, with their objectives (ms latency).
+
+    Args:
+        records: A run's records (:func:`load_records`).
+        latencies: Code hash -> latency (ms) replacing the search's own measurement
+            (:mod:`graph.bench.retimed`); designs not in it keep theirs.
+    """
+    out = []
+    for rec in records:
+        point = _point(rec, latencies) if trained(rec) else None
+        if point is not None:
+            out.append((rec, point))
+    return out
+
+
 def hv_steps(records: Sequence[Candidate], latency_ref_ms: float,
-             reference: Sequence[float]) -> list[tuple[int, float]]:
+             reference: Sequence[float], latencies: Mapping[str, float] | None = None
+             ) -> list[tuple[int, float]]:
     """Per trained design, in order: (trainings it cost, hypervolume once it is counted).
 
     A design costs its search evaluation plus its promotion or confirmation seeds
     (``confirmations``); it counts at its best available fidelity (a promoted design at
     its seed means, as the run's own archive), so the curve is the front as finally
-    known, drawn against the order in which the designs were found.
+    known, drawn against the order in which the designs were found. ``latencies`` as in
+    :func:`hv_points`.
     """
     points: list[tuple[float, float, float]] = []
     steps = []
     for rec in records:
         if not trained(rec):
             continue
-        if rec.usable and rec.report is not None and not rec.report.violations:
-            try:
-                err, unfair, latency = estimated_objectives(rec)
-            except ValueError:
-                pass  # no defined unfairness: not a point of the front
-            else:
-                points.append((err, unfair, latency / latency_ref_ms))
+        point = _point(rec, latencies)
+        if point is not None:
+            points.append((point[0], point[1], point[2] / latency_ref_ms))
         steps.append((1 + len(rec.confirmations),
                       hypervolume(points, reference) if points else 0.0))
     return steps

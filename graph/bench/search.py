@@ -6,8 +6,10 @@ same budget), its ``--strategy`` and ``--search-seed``, and one shared data cach
 (``FLNAS_CACHE_DIR``). The reference point and ``L`` are written to ``search_plan.json``
 before the first search starts. Each run folder is read (:mod:`graph.bench.runfolder`),
 its best feasible design re-trained on the profile's fresh training seeds with the
-product evaluation (:func:`tools.evaluate.evaluate_candidate`, sandboxed), and the
-figures aggregated and written (:mod:`graph.bench.search_report`).
+product evaluation (:func:`tools.evaluate.evaluate_candidate`, sandboxed), every design
+of every front re-timed side by side once all that has finished
+(:mod:`graph.bench.retimed`), and the figures aggregated and written
+(:mod:`graph.bench.search_report`).
 
 The run step (:data:`Runner`) and the re-measurement (:data:`Remeasurer`) are injectable,
 so the machinery is testable without training. A run folder that already holds a
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from agents.settings import Settings
 from graph.bench.output import write_json
 from graph.bench.profiles import Profile, strategy_args
+from graph.bench.retimed import Timer, retime, retimed_hv, sandboxed_timer
 from graph.bench.runfolder import Remeasure, SearchRun, read_run
 from graph.bench.search_report import aggregate, write_search
 from tools.executors import threads_per_eval
@@ -288,7 +291,8 @@ def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
 
 def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
                runner: Runner = run_cli, remeasure: Remeasurer | None = None,
-               dry_run: bool = False, jobs: int = 1) -> dict[str, Any] | None:
+               timer: Timer = sandboxed_timer, dry_run: bool = False,
+               jobs: int = 1) -> dict[str, Any] | None:
     """Run the search suite and write ``search.{md,csv,json}`` and ``search_hv.png``.
 
     Args:
@@ -298,6 +302,8 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         command: The benchmark's command line (written into the results).
         runner: Runs one search (default: ``graph.run`` in a child process).
         remeasure: Re-trains a design on a fresh seed (default: :class:`ProductRemeasure`).
+        timer: Times the designs' graphs side by side once every search and
+            re-measurement is done (:mod:`graph.bench.retimed`).
         dry_run: Print the plan and run nothing.
         jobs: Searches (then re-measurements) run at the same time, each with its share
             of the cores (:func:`tools.executors.threads_per_eval`). Each search is its own
@@ -324,7 +330,13 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         runs = list(pool.map(lambda s: _search_one(s, profile, env, runner), specs))
         runs = list(pool.map(lambda rs: _remeasure_one(rs[0], rs[1], profile, remeasure),
                              zip(runs, specs, strict=True)))
-    print(f"search suite: {len(specs)} searches and their re-measurements in "
+    # After the pool: nothing of the suite runs beside the side-by-side timing.
+    latencies = retime(runs, out, profile.image_size, timer)
+    for run in runs:
+        if latencies is not None:
+            run.hv_retimed = retimed_hv(run, latencies, profile.latency_ref_ms,
+                                        profile.hv_reference)
+    print(f"search suite: {len(specs)} searches, their re-measurements and the re-timing in "
           f"{(time.monotonic() - t0) / 60:.1f} min with {jobs} job(s) at a time", flush=True)
     result = aggregate(profile, runs)
     write_search(out, result, command)

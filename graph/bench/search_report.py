@@ -10,7 +10,10 @@ random's with non-overlapping 95 % intervals, and at least evolution's.
 Every strategy runs the same number of proposals, but the promotion rung retrains only
 the designs that screen within noise of the best, so a strategy that proposes better
 designs spends more trainings. The same figures at equal compute cut every search at the
-fewest trainings any search used (:func:`equal_trainings`).
+fewest trainings any search used (:func:`equal_trainings`). The hypervolume is also given
+with every design's latency re-timed side by side after the searches
+(:mod:`graph.bench.retimed`), since the searches' own latencies were measured under
+different loads (:func:`retimed`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def aggregate(profile: Profile, runs: list[SearchRun]) -> dict[str, Any]:
             "reference": list(profile.hv_reference), "latency_ref_ms": profile.latency_ref_ms,
             "machine": machine(), "strategies": strategies, "ratios": ratios,
             "targets": targets(strategies, ratios),
-            "equal_trainings": equal_trainings(by),
+            "equal_trainings": equal_trainings(by), "retimed": retimed(by),
             "runs": [r.model_dump() for r in runs]}
 
 
@@ -75,6 +78,20 @@ def equal_trainings(by: dict[str, list[SearchRun]]) -> dict[str, Any] | None:
     cut = min(lengths)
     hv = {s: [c[cut - 1] for c in cs] for s, cs in curves.items() if cs}
     return {"trainings": cut, "hv": {s: t_interval(v).model_dump() for s, v in hv.items()},
+            "ratios": hv_ratios(hv)}
+
+
+def retimed(by: dict[str, list[SearchRun]]) -> dict[str, Any] | None:
+    """Hypervolume with the latencies re-timed side by side: per strategy and the ratios.
+
+    Returns:
+        ``hv`` (per strategy, mean and 95 % t interval) and ``ratios`` (as
+        :func:`hv_ratios`); None unless every run was re-timed.
+    """
+    if any(r.hv_retimed is None for rs in by.values() for r in rs):
+        return None
+    hv = {s: [float(r.hv_retimed or 0.0) for r in rs] for s, rs in by.items()}
+    return {"hv": {s: t_interval(v).model_dump() for s, v in hv.items()},
             "ratios": hv_ratios(hv)}
 
 
@@ -106,6 +123,7 @@ def run_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         bal = spread([m.balanced_accuracy for m in run.remeasured if m.ok])
         unf = spread([m.unfairness for m in run.remeasured if m.ok])
         rows.append({"strategy": run.strategy, "search_seed": run.seed, "hv": run.hv,
+                     "hv_retimed": run.hv_retimed,
                      "evaluations": run.evaluations, "proposals": run.proposals,
                      "best": run.best_id, "remeasured_seeds": sum(m.ok for m in run.remeasured),
                      "balanced_accuracy_mean": bal.value, "balanced_accuracy_sd": bal.sd,
@@ -128,9 +146,11 @@ def markdown(result: dict[str, Any], command: str) -> str:
                      [[s, *(Interval(**v[key]).text(digits.get(key, 3)) for key, _, _ in FIGURES)]
                       for s, v in result["strategies"].items()])
     ratio_rows = [[k, Interval(**v).text(2)] for k, v in result["ratios"].items()]
-    per_run = md_table(["strategy", "seed", "HV", "evals", "best", "re-measured bal. acc. "
-                        "(mean +- sd)", "unfairness (mean +- sd)", "wall (s)", "tokens"],
-                       [[r["strategy"], r["search_seed"], _fmt(r["hv"], 4), r["evaluations"],
+    per_run = md_table(["strategy", "seed", "HV", "HV re-timed", "evals", "best",
+                        "re-measured bal. acc. (mean +- sd)", "unfairness (mean +- sd)",
+                        "wall (s)", "tokens"],
+                       [[r["strategy"], r["search_seed"], _fmt(r["hv"], 4),
+                         _fmt(r["hv_retimed"], 4), r["evaluations"],
                          r["best"], f"{_fmt(r['balanced_accuracy_mean'])} +- "
                          f"{_fmt(r['balanced_accuracy_sd'])}",
                          f"{_fmt(r['unfairness_mean'])} +- {_fmt(r['unfairness_sd'])}",
@@ -154,6 +174,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
              "10,000 draws, each strategy resampled independently):", "",
              md_table(["ratio", "value [95 % interval]"], ratio_rows) if ratio_rows else "n/a",
              "", *equal_trainings_md(result.get("equal_trainings")),
+             *retimed_md(result.get("retimed")),
              "Targets:", "",
              *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"
                for t in result["targets"]],
@@ -171,6 +192,18 @@ def equal_trainings_md(eq: dict[str, Any] | None) -> list[str]:
             "fewest any search used (promotion seeds count; the cut keeps the designs found "
             "first, at their best available fidelity):", "",
             md_table(["at equal compute", "value [95 % interval]"], rows), ""]
+
+
+def retimed_md(rt: dict[str, Any] | None) -> list[str]:
+    """Return the re-timed paragraph of ``search.md`` (none before the re-timing)."""
+    if not rt:
+        return []
+    rows = [[f"{s}: hypervolume", Interval(**v).text(4)] for s, v in rt["hv"].items()]
+    rows += [[f"{k}: ratio", Interval(**v).text(2)] for k, v in rt["ratios"].items()]
+    return ["With every design's latency re-timed side by side after the searches (one "
+            "sandboxed job, interleaved rounds, `retimed.json`; the searches measured theirs "
+            "under different loads):", "",
+            md_table(["latency re-timed", "value [95 % interval]"], rows), ""]
 
 
 def hv_plot(result: dict[str, Any], path: Path) -> None:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agents.records import (
     Candidate,
+    Evaluation,
+    Fidelity,
     GateSummary,
     Note,
     as_candidate,
+    estimated_objectives,
     headline,
     recent_notes,
     select_best,
 )
+from evaluation.report import EvaluationReport
 from tests.fakes.reports import make_record, make_report
 
 
@@ -53,3 +59,18 @@ def test_only_notes_with_text_reach_the_agents():
              Note(role="scout", round=2, text="try dwsep", candidate="c002")]
     assert recent_notes(notes) == ["[round 2] scout on c002: try dwsep"]
     assert isinstance(make_record("c0", None), Candidate)
+
+
+def test_a_promoted_design_is_estimated_on_its_seed_means_and_median_latency():
+    fid = Fidelity(epochs=5, batch_size=64, seed=0, image_size=32, n_images=400)
+    rec = make_record("c001", make_report(bal=0.60, latency=1.8))  # a screen under load
+    assert estimated_objectives(rec)[::2] == pytest.approx((0.40, 1.8))
+    runs = [Evaluation(fidelity=fid.model_copy(update={"seed": s}),
+                       report=EvaluationReport.model_validate(make_report(bal=b, latency=lat)))
+            for s, b, lat in ((1, 0.50, 1.0), (2, 0.55, 1.1))]
+    runs.append(Evaluation(fidelity=fid.model_copy(update={"seed": 3}),
+                           report=EvaluationReport.model_validate(make_report(failed="train"))))
+    promoted = rec.model_copy(update={"fidelity": fid, "confirmations": runs})
+    err, _, latency = estimated_objectives(promoted)
+    assert err == pytest.approx(1 - (0.60 + 0.50 + 0.55) / 3)
+    assert latency == pytest.approx(1.1)  # median of 1.8, 1.0, 1.1; the failed run adds none

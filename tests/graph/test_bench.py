@@ -171,7 +171,17 @@ def fake_runner(spec: RunSpec, env: dict[str, str]) -> float:
         make_record("c001", make_report(bal=bal, latency=0.5), round_=1)],
         config.resolve(config.flag_layer(build_parser().parse_args(spec.argv[2:]))),
         tokens=100 if spec.strategy == "agents" else 0)
+    # c001's exported graph (the Template's evaluation left none in this fake).
+    graph = Path(spec.run_dir) / "candidates" / "c001" / "val" / "model.onnx"
+    graph.parent.mkdir()
+    graph.write_bytes(b"graph")
     return 3.0
+
+
+def fake_timer(paths: list[str], image_size: int) -> tuple[list[float | None], dict]:
+    """Every graph re-timed at 0.25 ms, half the 0.5 ms its search measured."""
+    assert image_size == TINY.image_size and all(p.endswith("model.onnx") for p in paths)
+    return [0.25] * len(paths), {"round_cv": [0.01] * len(paths)}
 
 
 def fake_remeasure(code: str, run_dir: Path, seed: int) -> Remeasure:
@@ -180,7 +190,7 @@ def fake_remeasure(code: str, run_dir: Path, seed: int) -> Remeasure:
 
 def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     result = run_search(TINY, tmp_path, cache_dir=tmp_path / "cache", command="cmd",
-                        runner=fake_runner, remeasure=fake_remeasure)
+                        runner=fake_runner, remeasure=fake_remeasure, timer=fake_timer)
     assert result is not None
     agents, random = result["strategies"]["agents"], result["strategies"]["random"]
     assert agents["hv"]["value"] == pytest.approx(0.5 * (0.6 + 0.015 - 0.125))
@@ -197,14 +207,24 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     assert result["equal_trainings"]["trainings"] == 2  # the Template and one proposal
     assert "At equal compute: every search cut after 2 trainings" in md
     assert (tmp_path / "search_hv.png").stat().st_size > 1000
+    # Re-timed side by side: c001's latency 0.25 instead of 0.5 (by code hash, so the
+    # Template, the same code here, too).
+    retimed = result["retimed"]
+    assert retimed["hv"]["agents"]["value"] == pytest.approx(0.75 * (0.6 + 0.015 - 0.125))
+    assert retimed["ratios"]["agents/random"]["value"] == pytest.approx(0.49 / 0.29)
+    assert "latency re-timed side by side after the searches" in md
+    kept = json.loads((tmp_path / "retimed.json").read_text())
+    assert set(kept["latency_ms"].values()) == {0.25} and "cpu" in kept["machine"]
     assert len((tmp_path / "search.csv").read_text().splitlines()) == 5
     plan = json.loads((tmp_path / "search_plan.json").read_text())
     assert plan["reference"] == [0.875, 1.0, 1.0] and len(plan["runs"]) == 4
     # Finished folders are reused; the best agents design feeds the baselines suite.
     again = run_search(TINY, tmp_path, cache_dir=tmp_path, command="cmd",
                        runner=lambda s, e: pytest.fail("reran a finished search"),
-                       remeasure=lambda c, d, s: pytest.fail("re-trained a re-measurement"))
+                       remeasure=lambda c, d, s: pytest.fail("re-trained a re-measurement"),
+                       timer=lambda p, s: pytest.fail("re-timed again"))
     assert again is not None and again["runs"][0]["process_wall_s"] is None
+    assert again["retimed"] == result["retimed"]
     assert again["strategies"] == result["strategies"]
     with pytest.raises(SearchFailed, match="epochs: 1 instead of 2"):  # not the same search
         run_search(TINY.override(epochs=2), tmp_path, cache_dir=tmp_path, command="cmd",
@@ -221,9 +241,9 @@ def test_concurrent_searches_give_the_same_results_with_capped_threads(tmp_path)
         return fake_runner(spec, env)
 
     one = run_search(TINY, tmp_path / "one", cache_dir=tmp_path, command="cmd",
-                     runner=fake_runner, remeasure=fake_remeasure)
+                     runner=fake_runner, remeasure=fake_remeasure, timer=fake_timer)
     two = run_search(TINY, tmp_path / "two", cache_dir=tmp_path, command="cmd",
-                     runner=runner, remeasure=fake_remeasure, jobs=2)
+                     runner=runner, remeasure=fake_remeasure, timer=fake_timer, jobs=2)
     assert one is not None and two is not None
     assert [(r["strategy"], r["seed"]) for r in two["runs"]] == \
         [(r["strategy"], r["seed"]) for r in one["runs"]]

@@ -1,0 +1,94 @@
+"""The search suite's latencies re-timed side by side once every search has finished.
+
+Each search measured its designs' latencies during the search, each in its own job and
+under the load of that moment (the other searches running beside it, their trainings).
+Those figures are what each search optimised, but they are not comparable across
+strategies: on the 2-core AMD EPYC, fp32, the suite at 416026c measured the random and
+evolution designs a median 42-45 % slower during their searches than side by side
+afterwards, the agents' designs 17 % slower (docs/metrics.md#promotion). So the suite
+also times every distinct design that enters a hypervolume (by code hash: the Template
+once, not once per run) in one sandboxed job (:mod:`tools.retime`), interleaved, and
+reports the hypervolume with those latencies beside the searches' own.
+
+``retimed.json`` in the results folder keeps the figures with the machine they come from;
+a rerun reuses them when they cover every design, else times all of them again (a partial
+re-timing would not be side by side).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from graph.bench.output import machine, write_json
+from graph.bench.runfolder import SearchRun, hv_points, hv_steps, load_records
+
+RETIMED = "retimed.json"
+
+#: Times graphs side by side: (paths, image size) -> (latency ms or None per path, job info).
+Timer = Callable[[list[str], int], tuple[list[float | None], dict[str, Any]]]
+
+
+def sandboxed_timer(paths: list[str], image_size: int) -> tuple[list[float | None],
+                                                                 dict[str, Any]]:
+    """Time ``paths`` in one sandboxed :mod:`tools.retime` job (one thread)."""
+    from tools.retime import RETIME_JOB
+    from tools.sandbox import SandboxLimits, run_job
+
+    # 15 rounds x 20 runs per graph; a large graph of this suite takes ~1 ms a run.
+    res = run_job(RETIME_JOB, {"graphs": paths, "image_size": image_size},
+                  limits=SandboxLimits(timeout_s=120 + 1.0 * len(paths)), read_only=paths)
+    if not res.ok or res.result is None:
+        raise RuntimeError(f"re-timing failed ({res.error_kind}): {res.error}")
+    out = res.result
+    return out["latency_ms"], {"round_cv": out["round_cv"], "errors": out["errors"]}
+
+
+def front_graphs(runs: Sequence[SearchRun]) -> dict[str, str]:
+    """Code hash -> an exported graph, for every design that enters a run's hypervolume."""
+    graphs: dict[str, str] = {}
+    for run in runs:
+        folder = Path(run.run_dir) / "candidates"
+        for rec, _ in hv_points(load_records(Path(run.run_dir))):
+            if rec.code_hash in graphs:
+                continue
+            found = sorted(p for p in (folder / rec.id).glob("val*/model.onnx"))
+            if found:
+                graphs[rec.code_hash] = str(found[0])
+    return graphs
+
+
+def retime(runs: Sequence[SearchRun], out: Path, image_size: int,
+           timer: Timer = sandboxed_timer) -> dict[str, float] | None:
+    """Return code hash -> latency (ms) timed side by side, reusing ``out/retimed.json``.
+
+    Designs without an exported graph on disk (an evaluation served from the result
+    cache) keep their search latency; None when no design has one.
+    """
+    graphs = front_graphs(runs)
+    if not graphs:
+        return None
+    path = out / RETIMED
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if set(graphs) <= set(kept["latency_ms"]) and kept.get("image_size") == image_size:
+            return {h: float(v) for h, v in kept["latency_ms"].items() if v is not None}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    hashes = sorted(graphs)
+    print(f"re-timing {len(hashes)} designs side by side", flush=True)
+    latencies, info = timer([graphs[h] for h in hashes], image_size)
+    done = dict(zip(hashes, latencies, strict=True))
+    write_json(path, {"machine": machine(), "image_size": image_size, "latency_ms": done,
+                      "graphs": graphs, **{k: dict(zip(hashes, v, strict=True))
+                                           for k, v in info.items()}})
+    return {h: float(v) for h, v in done.items() if v is not None}
+
+
+def retimed_hv(run: SearchRun, latencies: dict[str, float], latency_ref_ms: float,
+               reference: Sequence[float]) -> float:
+    """Return the run's final hypervolume with its designs' latencies from ``latencies``."""
+    steps = hv_steps(load_records(Path(run.run_dir)), latency_ref_ms, reference, latencies)
+    return steps[-1][1] if steps else 0.0
