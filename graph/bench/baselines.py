@@ -4,7 +4,9 @@ Every design is trained under the same recipe (the profile's, through the produc
 ``RunData`` mapping of settings to recipe) on each of the profile's fresh training seeds,
 and evaluated without budgets (``evaluation.report.Budgets()``) by the product evaluation
 (:func:`tools.evaluate.evaluate_candidate`, sandboxed), on the held-out test split by
-default: the design was chosen on validation. The evaluation (:data:`Evaluator`) is
+default: the design was chosen on validation. The headline's latencies come from one
+sandboxed job that times every design's exported graph side by side after the trainings
+(:func:`retime_designs`). The evaluation (:data:`Evaluator`) and the timing are
 injectable so the machinery is testable without training. Headline and files:
 :mod:`graph.bench.baselines_report`.
 
@@ -25,12 +27,14 @@ from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.bench.baselines_report import headline, write_baselines
 from graph.bench.profiles import Profile, ProfileError
+from graph.bench.retimed import Timer, sandboxed_timer
 from tasks.models import baseline_sources, template_source
 from tools.executors import threads_per_eval
 
 #: Trains and evaluates ``code`` (named ``name``) with one training seed.
 Evaluator = Callable[[str, str, int], EvaluationReport]
 OURS = "ours"
+GRAPHS = "graphs"  # each evaluation's outputs, under the results folder
 
 
 def profile_settings(profile: Profile, cache_dir: Path) -> Settings:
@@ -46,7 +50,8 @@ class ProductEvaluator:
     """The product evaluation under the profile's recipe, unbudgeted, on one split."""
 
     def __init__(self, profile: Profile, cache_dir: Path,
-                 split: Literal["val", "test"] = "test", threads: int | None = None) -> None:
+                 split: Literal["val", "test"] = "test", threads: int | None = None,
+                 keep_dir: Path | None = None) -> None:
         """Keep the settings; the data is prepared now, once for every evaluation.
 
         Args:
@@ -55,11 +60,14 @@ class ProductEvaluator:
             split: The split every design is evaluated on.
             threads: Torch threads per evaluation (None: torch's default); set it when
                 several evaluations run at once.
+            keep_dir: Each evaluation's outputs (``model.onnx`` among them) go to
+                ``keep_dir/<name>-s<seed>/`` (None: kept nowhere).
         """
         from graph.run_data import RunData
 
         self.profile = profile
         self.threads = threads
+        self.keep_dir = keep_dir
         self.split: Literal["val", "test"] = split
         self.run_data = RunData(profile_settings(profile, cache_dir))
         self.run_data.data()
@@ -71,7 +79,33 @@ class ProductEvaluator:
         recipe = self.run_data.recipe().model_copy(update={"seed": seed, "threads": self.threads})
         return evaluate_candidate(code, self.run_data.data(), recipe=recipe, budgets=Budgets(),
                                   split=self.split, candidate_id=f"{name}-s{seed}",
+                                  out_dir=graph_dir(self.keep_dir, name, seed)
+                                  if self.keep_dir else None,
                                   timeout_s=self.profile.baseline_timeout_s)
+
+
+def graph_dir(folder: Path, name: str, seed: int) -> Path:
+    """Where the evaluation of ``name`` with training seed ``seed`` keeps its outputs."""
+    return folder / f"{name}-s{seed}"
+
+
+def retime_designs(folder: Path, names: list[str], seeds: list[int], image_size: int,
+                   timer: Timer) -> dict[str, float] | None:
+    """Latency (ms) per design, its graphs timed side by side (:mod:`tools.retime`).
+
+    One graph per design (its first seed's: latency does not depend on the weights).
+    None when fewer than two designs left a graph (nothing to compare).
+    """
+    graphs = {}
+    for name in names:
+        found = [graph_dir(folder, name, s) / "model.onnx" for s in seeds]
+        found = [p for p in found if p.is_file()]
+        if found:
+            graphs[name] = str(found[0])
+    if len(graphs) < 2:
+        return None
+    latencies, _ = timer(list(graphs.values()), image_size)
+    return {n: v for n, v in zip(graphs, latencies, strict=True) if v is not None}
 
 
 def design_from_search(search_dir: Path) -> tuple[str, Path]:
@@ -118,7 +152,7 @@ def designs(design: Path) -> dict[str, str]:
 
 def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: str,
                   command: str, evaluator: Evaluator | None = None, cache_dir: Path,
-                  split: Literal["val", "test"] = "test",
+                  split: Literal["val", "test"] = "test", timer: Timer = sandboxed_timer,
                   dry_run: bool = False, jobs: int = 1) -> dict[str, Any] | None:
     """Run the baselines suite and write ``baselines.{md,csv,json}`` and its plot.
 
@@ -128,7 +162,11 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
         design: The found design's ``model.py``.
         design_label: Where it came from (written into the results).
         command: The benchmark's command line.
-        evaluator: Trains and evaluates one design on one seed (default: the product's).
+        evaluator: Trains and evaluates one design on one seed (default: the product's,
+            keeping each evaluation's outputs in ``out/graphs``).
+        timer: Times the designs' exported graphs side by side once every evaluation is
+            done; the headline's latencies are those (each evaluation measured its own
+            under the load of its moment, the other evaluations beside it).
         cache_dir: The data cache.
         split: The split every design is evaluated on.
         dry_run: Print the plan and run nothing.
@@ -146,7 +184,8 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
     if dry_run:
         return None
     evaluator = evaluator or ProductEvaluator(
-        profile, cache_dir, split, threads_per_eval(jobs, None) if jobs > 1 else None)
+        profile, cache_dir, split, threads_per_eval(jobs, None) if jobs > 1 else None,
+        keep_dir=out / GRAPHS)
     todo = [(name, code, seed) for name, code in sources.items() for seed in seeds]
 
     def one(item: tuple[str, str, int]) -> EvaluationReport:
@@ -164,7 +203,9 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
     reports: dict[str, list[EvaluationReport]] = {name: [] for name in sources}
     for i, (name, _, _) in enumerate(todo):
         reports[name].append(done[i])
-    result = headline(reports, seeds)
+    # After the pool: nothing else of the suite runs beside the side-by-side timing.
+    latencies = retime_designs(out / GRAPHS, list(sources), seeds, profile.image_size, timer)
+    result = headline(reports, seeds, latencies)
     result.update(profile=profile.model_dump(mode="json"), split=split,
                   design={"label": design_label, "path": str(design)})
     write_baselines(out, result, command)

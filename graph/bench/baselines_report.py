@@ -113,14 +113,28 @@ def targets(comp: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def headline(reports: dict[str, list[EvaluationReport]], seeds: list[int]) -> dict[str, Any]:
-    """Per-seed figures, per-design means, comparisons and targets (``ours`` first)."""
+def headline(reports: dict[str, list[EvaluationReport]], seeds: list[int],
+             latencies: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per-seed figures, per-design means, comparisons and targets (``ours`` first).
+
+    Args:
+        reports: Per design, its evaluations in seed order.
+        seeds: The training seeds.
+        latencies: Per design, its latency timed side by side with the others
+            (:func:`graph.bench.baselines.retime_designs`); it replaces each evaluation's
+            own (kept as ``latency_ms_in_run``). None: the evaluations' own.
+    """
     rows = {name: [figures(r) for r in reps] for name, reps in reports.items()}
+    for name, rs in rows.items():
+        for r in rs:
+            if latencies and name in latencies and "latency_ms" in r:
+                r["latency_ms_in_run"], r["latency_ms"] = r["latency_ms"], latencies[name]
     means = {name: {k: spread([r.get(k) for r in rs]).model_dump()
                     for k in ("balanced_accuracy", "unfairness", "params", "memory_mb",
                               "latency_ms")} for name, rs in rows.items()}
     comp = {name: compare(rows["ours"], rs) for name, rs in rows.items() if name != "ours"}
-    return {"machine": machine(), "seeds": seeds, "per_seed": rows, "means": means,
+    return {"machine": machine(), "seeds": seeds, "latency_retimed": bool(latencies),
+            "per_seed": rows, "means": means,
             "comparisons": comp, "targets": targets(comp),
             "failures": {name: [f"seed {s}: {r.failure_stage}: {r.failure_reason}"
                                 for s, r in zip(seeds, reps, strict=True) if not r.ok]
@@ -164,6 +178,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
                                      else "ISIC 2019")
         + f"), no budgets, {result['split']} split, training seeds {result['seeds']}.", "",
         means, "",
+        *(["Latency: every design's exported graph timed side by side in one sandboxed job "
+           "after the trainings (`tools/retime.py`); each evaluation's own figure, measured "
+           "beside other work, is `latency_ms_in_run` in the CSV.", ""]
+          if result.get("latency_retimed") else []),
         "Headline (ratios: ratio of seed means [range of per-seed ratios]; above 1 favours "
         "ours):", "", md_table(heads, rows), "", "Targets:", "",
         *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"

@@ -23,7 +23,7 @@ from evaluation.pareto import hypervolume
 from evaluation.report import Budgets, EvaluationReport
 from graph import config
 from graph.bench import __main__ as cli
-from graph.bench.baselines import design_from_search, run_baselines
+from graph.bench.baselines import GRAPHS, design_from_search, graph_dir, run_baselines
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
 from graph.bench.runfolder import Remeasure, SearchRun, hv_by_training, hv_curve, read_run
@@ -323,6 +323,31 @@ def test_the_baselines_suite_reports_the_paper_headline(tmp_path):
     assert "FAIL: vs ResNet-18: latency >= 20x lower" in md and "sex.eodd" in md
     assert len((tmp_path / "baselines.csv").read_text().splitlines()) == 13
     assert (tmp_path / "baselines.png").stat().st_size > 1000
+    assert not result["latency_retimed"]  # no evaluation left a graph: nothing re-timed
+
+    # Evaluations that keep their graphs: the headline's latencies are re-timed side by side.
+    def keeping(name: str, code: str, seed: int) -> EvaluationReport:
+        if name != "mobilenetv2":  # one design without a graph keeps its own latency
+            folder = graph_dir(tmp_path / "again" / GRAPHS, name, seed)
+            folder.mkdir(parents=True)
+            (folder / "model.onnx").write_bytes(name.encode())
+        return evaluator(name, code, seed)
+
+    retimed = {"ours": 0.1, "template": 0.12, "resnet18": 5.0}
+
+    def timer(paths: list[str], size: int) -> tuple[list[float | None], dict]:
+        assert size == QUICK.image_size
+        return [retimed[Path(p).read_text()] for p in paths], {}
+
+    again = run_baselines(QUICK, tmp_path / "again", design=design, design_label="mine",
+                          command="c", evaluator=keeping, cache_dir=tmp_path, timer=timer)
+    assert again is not None and again["latency_retimed"]
+    res = again["comparisons"]["resnet18"]["cost_ratio"]["latency_ms"]
+    assert res["value"] == pytest.approx(50) and res["lo"] == res["hi"] == pytest.approx(50)
+    assert again["comparisons"]["mobilenetv2"]["cost_ratio"]["latency_ms"]["value"] == \
+        pytest.approx(3.0 / 0.1)  # its own 3.0 against ours re-timed
+    assert again["per_seed"]["ours"][0]["latency_ms_in_run"] == 0.5
+    assert "timed side by side" in (tmp_path / "again" / "baselines.md").read_text()
 
 
 def test_the_pipeline_suite_writes_both_benchmarks(tmp_path):
