@@ -9,8 +9,8 @@ the same design measured in three evaluations spread by a median of 14 % (sd / m
 and the load differed between strategies, so one strategy's designs could look
 faster than another's for no reason of their own. This job times every given graph in
 one process, in interleaved rounds (each round a fresh random order; a round times
-``iters`` batch-1 runs of each graph), so every graph sees the same conditions. A
-graph's figure is the median over rounds of its per-round medians.
+``iters`` batch-1 runs of each graph after one untimed run), so every graph sees the same
+conditions. A graph's figure is the median over rounds of its per-round medians.
 
 The graphs came from candidate code, so this job runs in the sandbox like the measure
 job; it loads no torch (``TORCH_FREE``). Settings as the measure job's latency session:
@@ -67,6 +67,7 @@ def retime_job(payload: dict, workdir: Path | str) -> dict:
     for _ in range(rounds):
         for i in rng.permutation(live):
             sess, feed = runs[i]
+            sess.run(None, feed)  # untimed: the graph before this one left the caches cold
             times = []
             for _ in range(iters):
                 t0 = time.perf_counter()

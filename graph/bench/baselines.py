@@ -34,7 +34,7 @@ from tools.executors import threads_per_eval
 #: Trains and evaluates ``code`` (named ``name``) with one training seed.
 Evaluator = Callable[[str, str, int], EvaluationReport]
 OURS = "ours"
-GRAPHS = "graphs"  # each evaluation's outputs, under the results folder
+GRAPHS = "graphs"  # each design's first-seed evaluation outputs, under the results folder
 
 
 def profile_settings(profile: Profile, cache_dir: Path) -> Settings:
@@ -60,8 +60,9 @@ class ProductEvaluator:
             split: The split every design is evaluated on.
             threads: Torch threads per evaluation (None: torch's default); set it when
                 several evaluations run at once.
-            keep_dir: Each evaluation's outputs (``model.onnx`` among them) go to
-                ``keep_dir/<name>-s<seed>/`` (None: kept nowhere).
+            keep_dir: The outputs of each design's evaluation with the profile's first
+                fresh seed (``model.onnx`` among them; latency does not depend on the
+                seed) go to ``keep_dir/<name>-s<seed>/`` (None: kept nowhere).
         """
         from graph.run_data import RunData
 
@@ -79,8 +80,8 @@ class ProductEvaluator:
         recipe = self.run_data.recipe().model_copy(update={"seed": seed, "threads": self.threads})
         return evaluate_candidate(code, self.run_data.data(), recipe=recipe, budgets=Budgets(),
                                   split=self.split, candidate_id=f"{name}-s{seed}",
-                                  out_dir=graph_dir(self.keep_dir, name, seed)
-                                  if self.keep_dir else None,
+                                  out_dir=graph_dir(self.keep_dir, name, seed) if self.keep_dir
+                                  and seed == self.profile.fresh_seeds[0] else None,
                                   timeout_s=self.profile.baseline_timeout_s)
 
 
@@ -163,7 +164,7 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
         design_label: Where it came from (written into the results).
         command: The benchmark's command line.
         evaluator: Trains and evaluates one design on one seed (default: the product's,
-            keeping each evaluation's outputs in ``out/graphs``).
+            keeping each design's first-seed outputs in ``out/graphs``).
         timer: Times the designs' exported graphs side by side once every evaluation is
             done; the headline's latencies are those (each evaluation measured its own
             under the load of its moment, the other evaluations beside it).
