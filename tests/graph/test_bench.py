@@ -119,7 +119,8 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
     lucky = make_record("c003", make_report(bal=0.925, latency=0.25), round_=3).model_copy(
         update={"fidelity": fid, "confirmations": [
             Evaluation(fidelity=fid.model_copy(update={"seed": k}),
-                       report=EvaluationReport.model_validate(make_report(bal=0.55)))
+                       report=EvaluationReport.model_validate(make_report(bal=0.55,
+                                                                          latency=0.25)))
             for k in (1, 2)]})
     promoted = hv_curve([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
     mean_bal = (0.925 + 0.55 + 0.55) / 3
