@@ -30,6 +30,7 @@ from tools.measure import session
 
 TORCH_FREE = True  # tools.worker skips importing torch for this module's jobs
 RETIME_JOB = "tools.retime:retime_job"
+BUDGET_S = 120.0  # timed rounds; the parent's wall-clock limit adds set-up time per graph
 
 
 def retime_job(payload: dict, workdir: Path | str) -> dict:
@@ -37,13 +38,16 @@ def retime_job(payload: dict, workdir: Path | str) -> dict:
 
     Args:
         payload: ``graphs`` (paths, mapped read-only), ``image_size``; optional
-            ``rounds`` (15), ``iters`` (20 runs per graph and round), ``warmup`` (5),
-            ``seed`` (0: the round orders and the input image).
+            ``rounds`` (15), ``iters`` (20 runs per graph and round; fewer, down to 3,
+            when the rounds would take longer than ``budget_s``, default
+            :data:`BUDGET_S`), ``warmup`` (5), ``seed`` (0: the round orders and the
+            input image).
         workdir: The job's private folder (unused).
 
     Returns:
         ``{"latency_ms": [...], "round_cv": [...], "errors": [...]}`` in the order of
-        ``graphs``; a graph ONNX Runtime cannot load or run gets None and its error.
+        ``graphs`` (a graph ONNX Runtime cannot load or run gets None and its error), and
+        ``iters``, the runs per graph and round used.
     """
     size = int(payload["image_size"])
     rounds, iters = max(1, int(payload.get("rounds", 15))), max(1, int(payload.get("iters", 20)))
@@ -51,17 +55,23 @@ def retime_job(payload: dict, workdir: Path | str) -> dict:
     x = rng.random((1, 3, size, size), dtype=np.float32)
     runs: list = []
     errors: list[str | None] = []
+    run_s = 0.0  # one run of every graph, from the warm-up
     for path in payload["graphs"]:
         try:
             sess = session(Path(path).read_bytes(), 1)
             feed = {sess.get_inputs()[0].name: x}
-            for _ in range(int(payload.get("warmup", 5))):
+            t0 = time.perf_counter()
+            for _ in range(max(1, int(payload.get("warmup", 5)))):
                 sess.run(None, feed)
+            run_s += (time.perf_counter() - t0) / max(1, int(payload.get("warmup", 5)))
             runs.append((sess, feed))
             errors.append(None)
         except Exception as e:  # noqa: BLE001 - ORT's own errors: this graph has no figure
             runs.append(None)
             errors.append(f"{type(e).__name__}: {str(e)[:300]}")
+    # Fewer runs per round (at least 3) when the rounds would outlast the time budget.
+    budget_s = float(payload.get("budget_s", BUDGET_S))
+    iters = max(3, min(iters, int(budget_s / max(rounds * run_s, 1e-9)) - 1))
     per_round: list[list[float]] = [[] for _ in runs]
     live = [i for i, r in enumerate(runs) if r is not None]
     for _ in range(rounds):
@@ -77,4 +87,4 @@ def retime_job(payload: dict, workdir: Path | str) -> dict:
     return {"latency_ms": [statistics.median(r) if r else None for r in per_round],
             "round_cv": [statistics.pstdev(r) / statistics.fmean(r) if r else None
                          for r in per_round],
-            "errors": errors}
+            "errors": errors, "iters": iters}

@@ -27,7 +27,7 @@ from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.bench.baselines_report import headline, write_baselines
 from graph.bench.profiles import Profile, ProfileError
-from graph.bench.retimed import Timer, sandboxed_timer
+from graph.bench.retimed import Timer, sandboxed_timer, timed_or_none
 from tasks.models import baseline_sources, template_source
 from tools.executors import threads_per_eval
 
@@ -95,7 +95,8 @@ def retime_designs(folder: Path, names: list[str], seeds: list[int], image_size:
     """Latency (ms) per design, its graphs timed side by side (:mod:`tools.retime`).
 
     One graph per design (its first seed's: latency does not depend on the weights).
-    None when fewer than two designs left a graph (nothing to compare).
+    None when fewer than two designs left a graph (nothing to compare) or the timing
+    failed (the headline then keeps the evaluations' own latencies).
     """
     graphs = {}
     for name in names:
@@ -105,8 +106,10 @@ def retime_designs(folder: Path, names: list[str], seeds: list[int], image_size:
             graphs[name] = str(found[0])
     if len(graphs) < 2:
         return None
-    latencies, _ = timer(list(graphs.values()), image_size)
-    return {n: v for n, v in zip(graphs, latencies, strict=True) if v is not None}
+    timed = timed_or_none(timer, list(graphs.values()), image_size)
+    if timed is None:
+        return None
+    return {n: v for n, v in zip(graphs, timed[0], strict=True) if v is not None}
 
 
 def design_from_search(search_dir: Path) -> tuple[str, Path]:

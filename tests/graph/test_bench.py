@@ -26,6 +26,7 @@ from graph.bench import __main__ as cli
 from graph.bench.baselines import GRAPHS, design_from_search, graph_dir, run_baselines
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
+from graph.bench.retimed import RetimeFailed
 from graph.bench.runfolder import Remeasure, SearchRun, hv_by_training, hv_curve, read_run
 from graph.bench.search import RunSpec, SearchFailed, child_env, plan_search, run_search
 from graph.bench.search_report import equal_trainings, equal_trainings_md, targets
@@ -232,6 +233,19 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
                    runner=fake_runner, remeasure=fake_remeasure)
     label, path = design_from_search(tmp_path)
     assert label == "agents s1 c001" and path.name == "model.py"
+
+
+def test_a_failed_re_timing_keeps_the_results_with_the_searches_latencies(tmp_path, capsys):
+    def broken(paths: list[str], image_size: int) -> tuple[list[float | None], dict]:
+        raise RetimeFailed("re-timing failed (timeout): too slow")
+
+    result = run_search(TINY, tmp_path, cache_dir=tmp_path, command="cmd", runner=fake_runner,
+                        remeasure=fake_remeasure, timer=broken)
+    assert result is not None and result["retimed"] is None
+    assert result["strategies"]["agents"]["hv"]["value"] == pytest.approx(
+        0.5 * (0.6 + 0.015 - 0.125))
+    assert "keep the latencies measured during the runs" in capsys.readouterr().out
+    assert "re-timed side by side" not in (tmp_path / "search.md").read_text()
 
 
 def test_concurrent_searches_give_the_same_results_with_capped_threads(tmp_path):

@@ -41,3 +41,14 @@ def test_graphs_are_timed_side_by_side_and_a_broken_one_gets_no_figure(tmp_path)
     assert 0 < latencies[0] < latencies[1]
     assert info["errors"][:2] == [None, None] and info["errors"][2]
     assert all(cv is not None and cv >= 0 for cv in info["round_cv"][:2])
+
+
+def test_the_rounds_shrink_to_fit_the_time_budget(tmp_path):
+    from tools.retime import retime_job
+
+    graph = conv_graph(tmp_path / "g.onnx", 2, 16)
+    full = retime_job({"graphs": [graph], "image_size": 32, "rounds": 2}, tmp_path)
+    assert full["iters"] == 20 and full["latency_ms"][0] > 0
+    tight = retime_job({"graphs": [graph], "image_size": 32, "rounds": 2, "budget_s": 0},
+                       tmp_path)
+    assert tight["iters"] == 3 and tight["latency_ms"][0] > 0
