@@ -4,8 +4,8 @@ Each search measured its designs' latencies during the search, each in its own j
 under the load of that moment (the other searches running beside it, their trainings).
 Those figures are what each search optimised, but they are not comparable across
 strategies: on the 2-core AMD EPYC, fp32, the suite at 416026c measured the random and
-evolution designs a median 42-45 % slower during their searches than side by side
-afterwards, the agents' designs 17 % slower (docs/metrics.md#promotion). So the suite
+evolution designs a median 43-48 % slower during their searches than side by side
+afterwards, the agents' designs 14 % slower (docs/metrics.md#promotion). So the suite
 also times every distinct design that enters a hypervolume (by code hash: the Template
 once, not once per run) in one sandboxed job (:mod:`tools.retime`), interleaved, and
 reports the hypervolume with those latencies beside the searches' own.
