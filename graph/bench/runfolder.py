@@ -51,7 +51,7 @@ class SearchRun(BaseModel):
     """Hypervolume after each trained design, in evaluation order."""
     hv_trainings: list[float] = Field(default_factory=list)
     """Hypervolume after each training run (promotion seeds included,
-    :func:`hv_by_training`); its length is ``evaluations``."""
+    :func:`hv_curves`); its length is ``evaluations``."""
     hv: float = 0.0
     hv_retimed: float | None = None
     """Final hypervolume with the latencies re-timed side by side after every search
@@ -146,25 +146,16 @@ def hv_steps(records: Sequence[Candidate], latency_ref_ms: float,
     return steps
 
 
-def hv_curve(records: Sequence[Candidate], latency_ref_ms: float,
-             reference: Sequence[float]) -> list[float]:
-    """Hypervolume of the normalised objectives after each trained design (see module doc)."""
-    return [hv for _, hv in hv_steps(records, latency_ref_ms, reference)]
+def hv_curves(records: Sequence[Candidate], latency_ref_ms: float,
+              reference: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Hypervolume after each trained design, and after each training run.
 
-
-def hv_by_training(records: Sequence[Candidate], latency_ref_ms: float,
-                   reference: Sequence[float]) -> list[float]:
-    """Hypervolume after each training run, promotion seeds included.
-
-    Entry ``t - 1`` is the hypervolume after ``t`` trainings, so searches that spent
-    different numbers of trainings can be cut at the same compute.
+    The second list counts promotion seeds too: entry ``t - 1`` is the hypervolume after
+    ``t`` trainings, so searches that spent different numbers of trainings can be cut at
+    the same compute. Both come from one :func:`hv_steps` pass.
     """
-    return _per_training(hv_steps(records, latency_ref_ms, reference))
-
-
-def _per_training(steps: Sequence[tuple[int, float]]) -> list[float]:
-    """Expand :func:`hv_steps` to one entry per training run."""
-    return [hv for cost, hv in steps for _ in range(cost)]
+    steps = hv_steps(records, latency_ref_ms, reference)
+    return [hv for _, hv in steps], [hv for cost, hv in steps for _ in range(cost)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -181,8 +172,7 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
     records = load_records(run_dir)
     settings = _read_json(run_dir / "settings.json")
     summary = _read_json(run_dir / "summary.json")
-    steps = hv_steps(records, latency_ref_ms, reference)
-    curve = [hv for _, hv in steps]
+    curve, per_training = hv_curves(records, latency_ref_ms, reference)
     by_id = {r.id: r for r in records}
     # The run's own choice (confirmed on several training seeds), else the selection rule.
     best = (summary.get("best") or {}).get("id") or \
@@ -197,7 +187,7 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
         strategy=strategy, seed=seed, run_dir=str(run_dir),
         evaluations=sum(trained(r) + len(r.confirmations) for r in records),
         proposals=int(summary.get("rounds") or max((r.round for r in records), default=0)),
-        hv_curve=curve, hv_trainings=_per_training(steps),
+        hv_curve=curve, hv_trainings=per_training,
         hv=curve[-1] if curve else 0.0, best_id=best,
         best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,
         search_wall_s=(summary.get("timings") or {}).get("search_wall_s"),

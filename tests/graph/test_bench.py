@@ -27,7 +27,7 @@ from graph.bench.baselines import GRAPHS, design_from_search, graph_dir, run_bas
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
 from graph.bench.retimed import RetimeFailed
-from graph.bench.runfolder import Remeasure, SearchRun, hv_by_training, hv_curve, read_run
+from graph.bench.runfolder import Remeasure, SearchRun, hv_curves, read_run
 from graph.bench.search import RunSpec, SearchFailed, child_env, plan_search, run_search
 from graph.bench.search_report import equal_trainings, equal_trainings_md, targets
 from graph.bench.stats import Interval, paired_difference, ratio_interval, t_interval
@@ -112,7 +112,7 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
                         round_=1),  # infeasible: trained, but no point
             make_record("c002", make_report(bal=0.625, latency=0.25), round_=2),
             make_record("b-resnet18", make_report(bal=0.95), origin="baseline")]
-    curve = hv_curve(recs, 1.0, (0.875, 1.0, 1.0))
+    curve = hv_curves(recs, 1.0, (0.875, 1.0, 1.0))[0]
     first = 0.4 * 1.0 * 0.5  # (0.875 - 0.475) * (1 - 0) * (1 - 0.5)
     assert curve == pytest.approx([first, first, 0.5 * 0.75])  # c002 dominates c000
     # A promoted design counts at its mean over seeds, not at its lucky screen.
@@ -123,11 +123,10 @@ def test_hv_curve_counts_trained_designs_in_order_and_only_feasible_ones():
                        report=EvaluationReport.model_validate(make_report(bal=0.55,
                                                                           latency=0.25)))
             for k in (1, 2)]})
-    promoted = hv_curve([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
+    promoted, per_training = hv_curves([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
     mean_bal = (0.925 + 0.55 + 0.55) / 3
     assert promoted[-1] == pytest.approx(max(0.5, mean_bal - 0.125) * 0.75)
     # Per training: the gate failure cost nothing, the promoted design three trainings.
-    per_training = hv_by_training([*recs, lucky], 1.0, (0.875, 1.0, 1.0))
     assert per_training == pytest.approx([first, first, 0.375] + [promoted[-1]] * 3)
 
 
