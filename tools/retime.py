@@ -55,15 +55,16 @@ def retime_job(payload: dict, workdir: Path | str) -> dict:
     x = rng.random((1, 3, size, size), dtype=np.float32)
     runs: list = []
     errors: list[str | None] = []
+    warmup = max(1, int(payload.get("warmup", 5)))
     run_s = 0.0  # one run of every graph, from the warm-up
     for path in payload["graphs"]:
         try:
             sess = session(Path(path).read_bytes(), 1)
             feed = {sess.get_inputs()[0].name: x}
             t0 = time.perf_counter()
-            for _ in range(max(1, int(payload.get("warmup", 5)))):
+            for _ in range(warmup):
                 sess.run(None, feed)
-            run_s += (time.perf_counter() - t0) / max(1, int(payload.get("warmup", 5)))
+            run_s += (time.perf_counter() - t0) / warmup
             runs.append((sess, feed))
             errors.append(None)
         except Exception as e:  # noqa: BLE001 - ORT's own errors: this graph has no figure

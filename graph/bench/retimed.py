@@ -18,10 +18,11 @@ re-timing would not be side by side).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.records import Candidate
 from graph.bench.output import machine, write_json
 from graph.bench.runfolder import SearchRun, hv_points, hv_steps, load_records
 
@@ -65,28 +66,42 @@ def timed_or_none(timer: Timer, paths: list[str], image_size: int
         return None
 
 
-def front_graphs(runs: Sequence[SearchRun]) -> dict[str, str]:
-    """Code hash -> an exported graph, for every design that enters a run's hypervolume."""
+def run_records(runs: Sequence[SearchRun]) -> dict[str, list[Candidate]]:
+    """Run folder -> its records (:func:`graph.bench.runfolder.load_records`), read once."""
+    return {run.run_dir: load_records(Path(run.run_dir)) for run in runs}
+
+
+def front_graphs(records: Mapping[str, Sequence[Candidate]]) -> dict[str, str]:
+    """Code hash -> an exported graph, for every design that enters a run's hypervolume.
+
+    Args:
+        records: Run folder -> its records (:func:`run_records`).
+    """
     graphs: dict[str, str] = {}
-    for run in runs:
-        folder = Path(run.run_dir) / "candidates"
-        for rec, _ in hv_points(load_records(Path(run.run_dir))):
+    for run_dir, recs in records.items():
+        for rec, _ in hv_points(recs):
             if rec.code_hash in graphs:
                 continue
-            found = sorted(p for p in (folder / rec.id).glob("val*/model.onnx"))
+            found = sorted((Path(run_dir) / "candidates" / rec.id).glob("val*/model.onnx"))
             if found:
                 graphs[rec.code_hash] = str(found[0])
     return graphs
 
 
-def retime(runs: Sequence[SearchRun], out: Path, image_size: int,
+def retime(records: Mapping[str, Sequence[Candidate]], out: Path, image_size: int,
            timer: Timer = sandboxed_timer) -> dict[str, float] | None:
     """Return code hash -> latency (ms) timed side by side, reusing ``out/retimed.json``.
 
     Designs without an exported graph on disk (an evaluation served from the result
     cache) keep their search latency; None when no design has one or the timing failed.
+
+    Args:
+        records: Run folder -> its records (:func:`run_records`).
+        out: The results folder (``retimed.json``).
+        image_size: Side of the square input the graphs take.
+        timer: Times the graphs side by side.
     """
-    graphs = front_graphs(runs)
+    graphs = front_graphs(records)
     if not graphs:
         return None
     path = out / RETIMED
@@ -109,8 +124,8 @@ def retime(runs: Sequence[SearchRun], out: Path, image_size: int,
     return {h: float(v) for h, v in done.items() if v is not None}
 
 
-def retimed_hv(run: SearchRun, latencies: dict[str, float], latency_ref_ms: float,
-               reference: Sequence[float]) -> float:
-    """Return the run's final hypervolume with its designs' latencies from ``latencies``."""
-    steps = hv_steps(load_records(Path(run.run_dir)), latency_ref_ms, reference, latencies)
+def retimed_hv(records: Sequence[Candidate], latencies: Mapping[str, float],
+               latency_ref_ms: float, reference: Sequence[float]) -> float:
+    """Return a run's final hypervolume with its designs' latencies from ``latencies``."""
+    steps = hv_steps(records, latency_ref_ms, reference, latencies)
     return steps[-1][1] if steps else 0.0

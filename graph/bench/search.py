@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from agents.settings import Settings
 from graph.bench.output import write_json
 from graph.bench.profiles import Profile, strategy_args
-from graph.bench.retimed import Timer, retime, retimed_hv, sandboxed_timer
+from graph.bench.retimed import Timer, retime, retimed_hv, run_records, sandboxed_timer
 from graph.bench.runfolder import Remeasure, SearchRun, read_run
 from graph.bench.search_report import aggregate, write_search
 from tools.executors import threads_per_eval
@@ -331,11 +331,12 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         runs = list(pool.map(lambda rs: _remeasure_one(rs[0], rs[1], profile, remeasure),
                              zip(runs, specs, strict=True)))
     # After the pool: nothing of the suite runs beside the side-by-side timing.
-    latencies = retime(runs, out, profile.image_size, timer)
-    for run in runs:
-        if latencies is not None:
-            run.hv_retimed = retimed_hv(run, latencies, profile.latency_ref_ms,
-                                        profile.hv_reference)
+    records = run_records(runs)
+    latencies = retime(records, out, profile.image_size, timer)
+    if latencies is not None:
+        for run in runs:
+            run.hv_retimed = retimed_hv(records[run.run_dir], latencies,
+                                        profile.latency_ref_ms, profile.hv_reference)
     print(f"search suite: {len(specs)} searches, their re-measurements and the re-timing in "
           f"{(time.monotonic() - t0) / 60:.1f} min with {jobs} job(s) at a time", flush=True)
     result = aggregate(profile, runs)
