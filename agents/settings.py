@@ -186,6 +186,11 @@ class Settings(BaseSettings, DataOptions):
         default="default", description="run id, the checkpoint thread id (set by --run-id)")
     quiet: Annotated[bool, Flag("run", resume=True)] = Field(
         default=False, description="plain progress lines instead of the live display")
+    shared_cache: Annotated[str | None, Flag("run", resume=True, metavar="DIR")] = Field(
+        default=None,
+        description="a folder of gate and evaluation results shared between runs: a design "
+        "already trained there with the same data, recipe, seed, budgets and machine is "
+        "reused, its files copied (none: each run keeps only its own cache)")
     require_isolation: Annotated[bool | None, Flag("run", resume=True)] = Field(
         default=None,
         description="refuse to run candidate code without the OS sandbox (bubblewrap); "

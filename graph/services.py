@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +24,11 @@ from evaluation.report import Budgets, EvaluationReport
 from graph.baseline import UNCONSTRAINED, name_violations
 from graph.display import Display, PlainDisplay
 from graph.export import export_best
-from graph.result_cache import JsonCache
+from graph.result_cache import JsonCache, SharedCache
 from graph.role_llms import RoleLLMs, call_event
 from graph.run_data import RunData
 from graph.trace import Tracer
+from tasks.host import cpu_model
 from tasks.io import atomic_write
 
 __all__ = ["Services", "ServicesFor"]
@@ -121,6 +123,17 @@ class Services:
         """Return the run's JSON result cache of one kind of tool call (``cache/<kind>/``)."""
         return JsonCache(self.run_dir / "cache", kind, model)
 
+    def shared_cache(self, kind: str, model: Any, **scope: Any) -> SharedCache[Any] | None:
+        """Return the results of one kind shared between runs (``--shared-cache``), or None.
+
+        ``scope``: what else, beyond the run's own key, the result depends on.
+        """
+        if not self.ctx.shared_cache:
+            return None
+        return SharedCache(Path(self.ctx.shared_cache), kind, model, scope={
+            **scope, "budgets": self.ctx.budgets.model_dump(), "machine": cpu_model(),
+            "torch": _version("torch"), "classes": len(self.data().class_names)})
+
     def gate_key(self, code: str) -> str:
         """Cache key of a gate result: code hash, image size and budgets."""
         b = self.ctx.budgets.model_dump()
@@ -135,16 +148,24 @@ class Services:
         from tools.gate import GateReport, gate
 
         cache, key = self.result_cache("gate", GateReport), self.gate_key(code)
+        shared = self.shared_cache("gate", GateReport)
         t0 = time.monotonic()
         report = cache.get(key)
-        cached = report is not None
+        cached, from_shared = report is not None, False
+        if report is None and shared is not None:
+            report = shared.get(key)
+            from_shared = report is not None
         if report is None:
             with self._slots:
                 report = gate(code, budgets=self.ctx.budgets, image_size=self.ctx.image_size,
                               num_classes=len(self.data().class_names))
+            if shared is not None and report.ok:
+                shared.put(key, report)
+        if not cached:
             cache.put(key, report)
-        self.tracer.event("tool_call", tool="gate", candidate=candidate, key=key, cached=cached,
-                          ok=report.ok, duration_s=round(time.monotonic() - t0, 4))
+        self.tracer.event("tool_call", tool="gate", candidate=candidate, key=key,
+                          cached=cached or from_shared, shared=from_shared, ok=report.ok,
+                          duration_s=round(time.monotonic() - t0, 4))
         return report
 
     def evaluate(self, code: str, candidate: str, *, split: Literal["val", "test"] = "val",
@@ -165,8 +186,17 @@ class Services:
         data, recipe = self.data(), self.recipe(seed)
         cache = self.result_cache("evaluate", EvaluationReport)
         key, t0 = evaluation_key(code, recipe, data.fingerprint, split), time.monotonic()
+        out_dir = self.run_dir / "candidates" / candidate / (
+            split if seed is None else f"{split}-seed{seed}")
+        shared = self.shared_cache("evaluate", EvaluationReport, baseline=baseline)
         report = cache.get(key)
-        cached = report is not None
+        cached, from_shared = report is not None, False
+        if report is None and shared is not None:
+            report = shared.get(key, files_to=out_dir)
+            if report is not None:  # another run's: its files are now in out_dir
+                from_shared = True
+                report.candidate_id = candidate
+                cache.put(key, report)
         if report is None:
             budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets
             # The gate node already built this code under these budgets: don't redo it.
@@ -174,8 +204,7 @@ class Services:
                 self.gate_key(code))
             job = EvalJob(
                 code=code, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
-                out_dir=str(self.run_dir / "candidates" / candidate / (
-                    split if seed is None else f"{split}-seed{seed}")),
+                out_dir=str(out_dir),
                 gate_report=earlier if earlier is not None and earlier.ok else None,
                 timeout_s=self.ctx.eval_timeout_s)
             # The key above is the recipe's own: the job's copy records the threads used.
@@ -186,8 +215,11 @@ class Services:
             if baseline:
                 report = name_violations(report, self.ctx.budgets)
             cache.put(key, report)
+            if shared is not None and report.ok:
+                shared.put(key, report, files_from=out_dir)
         self.tracer.event("tool_call", tool="evaluate", candidate=candidate, key=key,
-                          split=split, fidelity=self.fidelity(seed), cached=cached, ok=report.ok,
+                          split=split, fidelity=self.fidelity(seed),
+                          cached=cached or from_shared, shared=from_shared, ok=report.ok,
                           failure_stage=report.failure_stage,
                           duration_s=round(time.monotonic() - t0, 4))
         return report

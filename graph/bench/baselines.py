@@ -26,6 +26,7 @@ from typing import Any, Literal
 from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.bench.baselines_report import headline, write_baselines
+from graph.bench.output import say
 from graph.bench.profiles import Profile, ProfileError
 from graph.bench.retimed import Timer, sandboxed_timer, timed_or_none
 from tasks.models import baseline_sources, template_source
@@ -195,9 +196,9 @@ def run_baselines(profile: Profile, out: Path, *, design: Path, design_label: st
     def one(item: tuple[str, str, int]) -> EvaluationReport:
         name, code, seed = item
         rep = evaluator(name, code, seed)
-        print(f"{name} seed {seed}: "
-              + (f"bal.acc {rep.metrics.balanced_accuracy:.3f}" if rep.ok and rep.metrics
-                 else f"failed ({rep.failure_stage}: {rep.failure_reason})"), flush=True)
+        say(f"{name} seed {seed}: "
+            + (f"bal.acc {rep.metrics.balanced_accuracy:.3f}" if rep.ok and rep.metrics
+               else f"failed ({rep.failure_stage}: {rep.failure_reason})"))
         return rep
 
     # The slowest designs (the standard networks) go first so the pool ends together.

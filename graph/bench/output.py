@@ -17,6 +17,16 @@ from tools.machine import cpu_model, machine
 __all__ = ["cpu_model", "machine"]  # re-exported: the suites and tests read them here
 
 
+def say(text: str) -> None:
+    """Print one line, in one write, from any thread.
+
+    ``print`` writes the text and the newline apart, so lines of searches running at the
+    same time ran into each other.
+    """
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def machine_line(m: dict[str, Any]) -> str:
     """One line of :func:`machine` for the Markdown files."""
     amp = "native bf16 (bf16 autocast)" if m["cpu_bf16_native"] else "no native bf16 (fp32)"

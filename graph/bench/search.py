@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agents.settings import Settings
-from graph.bench.output import write_json
+from graph.bench.output import say, write_json
 from graph.bench.profiles import Profile, strategy_args
 from graph.bench.retimed import Timer, retime, retimed_hv, run_records, sandboxed_timer
 from graph.bench.runfolder import Remeasure, SearchRun, read_run
@@ -76,6 +76,11 @@ def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
     Seed-major (every strategy's seed 1, then seed 2, ...): a drift of the machine's speed
     during the suite (other load, thermal) then touches every strategy alike, and a suite
     stopped early has compared the strategies on the same seeds.
+
+    Every search shares ``out/shared`` (``--shared-cache``): training is deterministic for
+    a fixed code, data, recipe and seed (the suite's Template trained to the same figures
+    in all 15 searches at d5fc3be), so a design two searches propose, the Template first,
+    trains once; the searches' results are the same, the suite faster.
     """
     runs_root = out / "runs"
     specs = []
@@ -87,6 +92,7 @@ def plan_search(profile: Profile, out: Path) -> list[RunSpec]:
                     "--search-seed", str(seed), "--train-seed", str(profile.search_train_seed),
                     "--iter-max", str(profile.proposals),
                     "--patience", str(profile.proposals + 1), "--quiet",
+                    "--shared-cache", str(out / "shared"),
                     "--run-dir", str(runs_root), "--run-id", run_id]
             specs.append(RunSpec(strategy=label, seed=seed, run_id=run_id,
                                  run_dir=str(runs_root / run_id), argv=argv))
@@ -213,12 +219,12 @@ def _search_one(spec: RunSpec, profile: Profile, env: dict[str, str],
         if stale:
             raise SearchFailed(f"{run_dir} holds a finished run with other settings "
                                f"({', '.join(stale)}); choose another --out or remove it")
-        print(f"{spec.run_id}: reusing the finished run in {run_dir}", flush=True)
+        say(f"{spec.run_id}: reusing the finished run in {run_dir}")
     else:
         if run_dir.exists():
-            print(f"{spec.run_id}: removing an unfinished run folder", flush=True)
+            say(f"{spec.run_id}: removing an unfinished run folder")
             shutil.rmtree(run_dir)
-        print(f"{spec.run_id}: {spec.command()}", flush=True)
+        say(f"{spec.run_id}: {spec.command()}")
         wall = runner(spec, env)
     return read_run(run_dir, strategy=spec.strategy, seed=spec.seed,
                     latency_ref_ms=profile.latency_ref_ms, reference=profile.hv_reference,
@@ -259,9 +265,8 @@ def _remeasure_one(run: SearchRun, spec: RunSpec, profile: Profile,
             run.remeasured.append(done)
             mine[str(seed)] = done.model_dump()
             write_json(path, kept)
-    print(f"{spec.run_id}: HV {run.hv:.4f} after {run.evaluations} evaluations; best "
-          f"{run.best_id}; re-measured bal.acc {run.remeasured_mean('balanced_accuracy')}",
-          flush=True)
+    say(f"{spec.run_id}: HV {run.hv:.4f} after {run.evaluations} evaluations; best "
+        f"{run.best_id}; re-measured bal.acc {run.remeasured_mean('balanced_accuracy')}")
     return run
 
 

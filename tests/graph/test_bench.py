@@ -74,6 +74,7 @@ def test_the_planned_commands_are_what_graph_run_reads(tmp_path, monkeypatch, ca
         assert ctx.iter_max == 2 and ctx.patience > ctx.iter_max and ctx.quiet
         assert ctx.max_params == 200_000 and ctx.max_latency_ms is None
         assert Path(args.runs_root) / args.run_id == Path(spec.run_dir)
+        assert ctx.shared_cache == str(tmp_path / "shared")  # one for every search
     monkeypatch.setenv("FLNAS_MAX_PARAMS", "5")  # a caller's setting must not leak in
     env = child_env(tmp_path / "cache")
     assert env["FLNAS_CACHE_DIR"] == str(tmp_path / "cache") and "FLNAS_MAX_PARAMS" not in env
