@@ -21,7 +21,7 @@ from agents.records import Candidate, estimated_objectives, headline, seeds_meas
 from agents.settings import Settings
 from evaluation.pareto import objective_names
 from evaluation.report import EvaluationReport
-from graph.confirm import seed_summary
+from graph.confirm import TEMPLATE_ID, seed_summary
 from graph.report import GROUPS_PNG, PARETO_PNG, write_run_report
 from graph.services import Services
 from graph.stop import stop_reason
@@ -78,6 +78,10 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     exported: dict[str, Any] = {}
     if best_id:
         test_report, exported = _test_and_export(svc, cands[best_id])
+    # The front, the Template and the choice timed again side by side (docs/metrics.md).
+    side_by_side = svc.side_by_side([cid for cid in [*(state.get("archive") or []),
+                                                     TEMPLATE_ID, best_id]
+                                     if cid in cands and cands[cid].ok])
     origins = Counter((r.origin, "ok" if r.ok else "failed") for r in cands.values())
     tokens = state.get("tokens") or {}
     summary = {
@@ -104,6 +108,7 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
                       if cid in cands and cands[cid].report is not None],
             "hv_history": state.get("hv_history") or [],
         },
+        "latency_side_by_side": side_by_side,
         "candidates": {
             "total": len(cands),
             "by_origin": {f"{o}/{s}": n for (o, s), n in sorted(origins.items())},

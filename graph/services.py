@@ -245,6 +245,43 @@ class Services:
                           error=out.get("onnx_error"))
         return out
 
+    def side_by_side(self, ids: list[str]) -> dict[str, Any] | None:
+        """Time the graphs of designs ``ids`` side by side in one sandboxed job.
+
+        Each evaluation measured its latency under the load of its own moment (the other
+        branch's training, anything else running); this job (tools/retime.py) times the
+        given designs' validation graphs in interleaved rounds, so their latencies compare.
+
+        Returns:
+            ``{"latency_ms": {id: ms}, "round_cv": {id: cv}, "machine": ...}``, or None
+            when no design left a graph or the job failed (the display says so; the
+            report then keeps each evaluation's own figure).
+        """
+        from tools.side_by_side import RetimeFailed, sandboxed_timer
+
+        graphs: dict[str, str] = {}
+        for cid in dict.fromkeys(ids):
+            found = sorted((self.run_dir / "candidates" / cid).glob("val*/model.onnx"))
+            if found:
+                graphs[cid] = str(found[0])
+        if not graphs:
+            return None
+        t0, error = time.monotonic(), None
+        try:
+            latencies, info = sandboxed_timer(list(graphs.values()), self.ctx.image_size)
+        except RetimeFailed as e:
+            error = str(e)
+            self.display.message(f"{e}; the report keeps each evaluation's own latency")
+        self.tracer.event("tool_call", tool="retime", candidate=",".join(graphs), cached=False,
+                          ok=error is None, error=error,
+                          duration_s=round(time.monotonic() - t0, 4))
+        if error is not None:
+            return None
+        return {"latency_ms": {c: v for c, v in zip(graphs, latencies, strict=True)
+                               if v is not None},
+                "round_cv": dict(zip(graphs, info["round_cv"], strict=True)),
+                "machine": cpu_model(), "threads": 1}
+
     def close(self) -> None:
         """Close the executor and the trace file (end of a run)."""
         with self._lock:

@@ -15,6 +15,7 @@ conditions. A graph's figure is the median over rounds of its per-round medians.
 The graphs came from candidate code, so this job runs in the sandbox like the measure
 job; it loads no torch (``TORCH_FREE``). Settings as the measure job's latency session:
 one intra-op thread, sequential execution, every graph optimisation, a batch of one.
+The parent runs it with :func:`tools.side_by_side.sandboxed_timer`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import numpy as np
 
 # At import, before the worker's integrity snapshot: onnx patches typing internals.
 from tools.measure import session
+from tools.side_by_side import BUDGET_S, RETIME_JOB
 
 TORCH_FREE = True  # tools.worker skips importing torch for this module's jobs
-RETIME_JOB = "tools.retime:retime_job"
-BUDGET_S = 120.0  # timed rounds; the parent's wall-clock limit adds set-up time per graph
+__all__ = ["BUDGET_S", "RETIME_JOB", "TORCH_FREE", "retime_job"]
 
 
 def retime_job(payload: dict, workdir: Path | str) -> dict:

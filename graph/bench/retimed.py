@@ -25,35 +25,16 @@ from typing import Any
 from agents.records import Candidate
 from graph.bench.output import machine, write_json
 from graph.bench.runfolder import SearchRun, hv_points, hv_steps, load_records
+from tools.side_by_side import RetimeFailed, sandboxed_timer
+
+__all__ = ["RetimeFailed", "Timer", "retime", "retimed_hv", "run_records", "sandboxed_timer",
+           "timed_or_none"]
 
 RETIMED = "retimed.json"
 
 #: Times graphs side by side: (paths, image size) -> (latency ms or None per path, job info).
 Timer = Callable[[list[str], int], tuple[list[float | None], dict[str, Any]]]
 
-
-def sandboxed_timer(paths: list[str], image_size: int) -> tuple[list[float | None],
-                                                                 dict[str, Any]]:
-    """Time ``paths`` in one sandboxed :mod:`tools.retime` job (one thread).
-
-    Raises:
-        RetimeFailed: The job failed or ran out of time.
-    """
-    from tools.retime import BUDGET_S, RETIME_JOB
-    from tools.sandbox import SandboxLimits, run_job
-
-    # The job fits its timed rounds into BUDGET_S; loading and warming up take the rest.
-    res = run_job(RETIME_JOB, {"graphs": paths, "image_size": image_size},
-                  limits=SandboxLimits(timeout_s=60 + BUDGET_S + 5.0 * len(paths)),
-                  read_only=paths)
-    if not res.ok or res.result is None:
-        raise RetimeFailed(f"re-timing failed ({res.error_kind}): {res.error}")
-    out = res.result
-    return out["latency_ms"], {"round_cv": out["round_cv"], "errors": out["errors"]}
-
-
-class RetimeFailed(RuntimeError):
-    """The side-by-side timing job failed; the suites then keep the in-run latencies."""
 
 
 def timed_or_none(timer: Timer, paths: list[str], image_size: int

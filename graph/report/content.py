@@ -222,6 +222,45 @@ def hardware_rows(rep: dict[str, Any] | None) -> list[list[str]]:
     return rows
 
 
+SIDE_BY_SIDE_NOTE = (
+    "\"in run\": each evaluation's own latency, measured under the load of its moment. "
+    "\"side by side\": the front, the Template and the chosen design timed again after "
+    "the search in one sandboxed job, in interleaved rounds (batch 1, one thread, median "
+    "over rounds), so these compare with each other (docs/metrics.md#promotion).")
+
+
+def front_table(data: RunData) -> tuple[list[str], list[list[str]], str | None]:
+    """Return the front (and the Template) with both latencies, and a Template comparison.
+
+    The comparison line says how the chosen design's side-by-side latency relates to the
+    Template's (None without side-by-side figures for both).
+    """
+    from graph.confirm import TEMPLATE_ID
+
+    side = ((data.summary or {}).get("latency_side_by_side") or {}).get("latency_ms") or {}
+    rows = []
+    for cid in dict.fromkeys([*data.front, TEMPLATE_ID]):
+        rec = data.records.get(cid)
+        obj = objectives_of(rec) if rec else None
+        if rec is None or obj is None:
+            continue
+        label = cid + (" (Template)" if cid == TEMPLATE_ID else "") + \
+            ("" if cid in data.front else ", off the front")
+        rows.append([label, f"{1 - obj[0]:.3f}", f"{obj[1]:.3f}", f"{obj[2]:.3f}",
+                     fmt(side.get(cid), ".3f"), f"{rec['report']['hardware']['params']:,}"])
+    head = ["candidate", "bal.acc", "unfairness", "latency ms in run",
+            "latency ms side by side", "params"]
+    best, tmpl = side.get(data.best_id or ""), side.get(TEMPLATE_ID)
+    line = None
+    if best is not None and tmpl is not None and data.best_id != TEMPLATE_ID:
+        line = (f"Side by side, {data.best_id} runs in {best:.3f} ms against the Template's "
+                f"{tmpl:.3f} ms ({tmpl / best:.2f}x faster)" if best <= tmpl else
+                f"Side by side, {data.best_id} runs in {best:.3f} ms against the Template's "
+                f"{tmpl:.3f} ms ({best / tmpl:.2f}x slower)")
+        line += " on " + str((data.summary or {})["latency_side_by_side"].get("machine")) + "."
+    return head, rows, line
+
+
 def ledger(data: RunData) -> tuple[Rows, Rows, Rows, dict[str, Any]]:
     """Return the token rows per role, node and tool time rows, and the time ledger."""
     tok = [[role, r["calls"], r["input_tokens"], r["output_tokens"],

@@ -13,12 +13,14 @@ from typing import Any
 
 from graph.report.content import (
     CONFIRMATION_NOTE,
+    SIDE_BY_SIDE_NOTE,
     balanced_accuracy_of,
     children,
     chosen_accuracy,
     confirmation_table,
     failures,
     fmt,
+    front_table,
     hardware_rows,
     ledger,
     metrics_table,
@@ -28,7 +30,7 @@ from graph.report.content import (
     test_headline,
     why,
 )
-from graph.report.data import RunData, is_ok, objectives_of
+from graph.report.data import RunData, is_ok
 from graph.trace import token_ledger
 
 _CSS = """
@@ -219,15 +221,9 @@ def _front_and_groups(data: RunData, pareto: bytes, groups: bytes) -> list[str]:
     parts = ["<h2 id='pareto'>Pareto front</h2>",
              _img(pareto, "Pareto front: balanced accuracy against unfairness, "
                           "coloured by latency")]
-    front_rows = []
-    for cid in data.front:
-        rec = data.records[cid]
-        obj = objectives_of(rec)
-        if obj:
-            front_rows.append([cid, f"{1 - obj[0]:.3f}", f"{obj[1]:.3f}", f"{obj[2]:.2f}",
-                               f"{rec['report']['hardware']['params']:,}"])
-    parts.append(_table(["candidate", "bal.acc", "unfairness", "latency ms", "params"],
-                        front_rows, numeric={1, 2, 3, 4}))
+    head, rows, line = front_table(data)
+    parts.append(_table(head, rows, numeric={1, 2, 3, 4, 5}))
+    parts.append(f"<p>{_e(SIDE_BY_SIDE_NOTE + (' ' + line if line else ''))}</p>")
     split = "test" if data.test_report else "validation"
     parts.append(f"<h2 id='groups'>Per-group accuracy ({_e(split)}, {_e(data.best_id)})</h2>")
     parts.append(_img(groups, "per-group accuracy of the chosen design"))

@@ -6,10 +6,12 @@ from typing import Any
 
 from graph.report.content import (
     CONFIRMATION_NOTE,
+    SIDE_BY_SIDE_NOTE,
     children,
     confirmation_table,
     failures,
     fmt,
+    front_table,
     hardware_rows,
     ledger,
     metrics_table,
@@ -87,6 +89,13 @@ def _confirmation(data: RunData) -> list[str]:
             _md_table(*table)]
 
 
+def _front(data: RunData) -> list[str]:
+    head, rows, line = front_table(data)
+    if not rows:
+        return []
+    return [_md_table(head, rows), SIDE_BY_SIDE_NOTE + (f" {line}" if line else "") + "\n"]
+
+
 def render_markdown(data: RunData) -> str:
     """Render the report as Markdown (images are the PNG files written beside it)."""
     s = data.settings
@@ -97,7 +106,7 @@ def render_markdown(data: RunData) -> str:
            f"iter_max {s.get('iter_max')}; {len(data.records)} candidates; chosen "
            f"**{data.best_id}**.\n", "## Final design\n", *_final_design(data),
            *_confirmation(data),
-           "## Pareto front\n", f"![Pareto front]({PARETO_PNG})\n",
+           "## Pareto front\n", f"![Pareto front]({PARETO_PNG})\n", *_front(data),
            "## Per-group accuracy\n", f"![per-group accuracy]({GROUPS_PNG})\n", "## Lineage\n",
            *_lineage(data), "\n## Rounds\n"]
     out.append(_md_table(["round", "candidates", "critique", "seconds", "hypervolume"],

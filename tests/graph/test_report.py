@@ -112,6 +112,17 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
     assert "no LLM calls (heuristic brains)" in page
     evs = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
     assert any(e["event"] == "report" for e in evs)
+    # The front, the Template and the choice re-timed side by side in one sandboxed job.
+    side = summary["latency_side_by_side"]
+    front = {e["id"] for e in summary["pareto"]["front"]}
+    assert set(side["latency_ms"]) == front | {"c000", best}
+    assert all(0 < ms < 100 for ms in side["latency_ms"].values())
+    assert [e["tool"] for e in evs if e.get("tool") == "retime"] == ["retime"]
+    row = next(line for line in md.splitlines() if line.startswith("| c000 (Template"))
+    assert float(row.split("|")[5]) == pytest.approx(side["latency_ms"]["c000"], abs=1e-3)
+    assert "latency ms side by side" in page and "in interleaved rounds" in md
+    if best != "c000":
+        assert f"Side by side, {best} runs in" in md
 
 
 @pytest.mark.e2e

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from graph.bench.retimed import sandboxed_timer
+from tools.side_by_side import sandboxed_timer
 
 
 def conv_graph(path: Path, layers: int, channels: int) -> str:

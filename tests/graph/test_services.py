@@ -1,4 +1,4 @@
-"""``--shared-cache``: a result one run computed is reused by another, files included."""
+"""Services tools: the shared result cache (``--shared-cache``) and side-by-side timing."""
 
 from __future__ import annotations
 
@@ -107,3 +107,19 @@ def test_a_shared_result_whose_files_are_gone_counts_as_missing(tmp_path):
     (tmp_path / "shared" / "evaluate" / cache.key("k")).rmdir()
     assert cache.get("k", files_to=tmp_path / "again") is None
     assert cache.get("k") == _Report(value=4)  # a result without files (the gate's)
+
+
+def test_a_failed_side_by_side_timing_keeps_the_run_going(tmp_path, monkeypatch):
+    import tools.side_by_side as sbs
+
+    svc = _services(tmp_path, "a")
+    assert svc.evaluate(LINEAR_CODE, "c000").ok
+    assert svc.side_by_side(["c000", "c404"])["latency_ms"].keys() == {"c000"}  # real job
+
+    def broken(paths: list[str], image_size: int) -> Any:
+        raise sbs.RetimeFailed("re-timing failed (timeout): too slow")
+
+    monkeypatch.setattr(sbs, "sandboxed_timer", broken)
+    assert svc.side_by_side(["c000"]) is None
+    calls = [c for c in _tool_calls(svc) if c["tool"] == "retime"]
+    assert [c["ok"] for c in calls] == [True, False] and "too slow" in calls[1]["error"]
