@@ -196,6 +196,7 @@ class Services:
             if report is not None:  # another run's: its files are now in out_dir
                 from_shared = True
                 report.candidate_id = candidate
+                atomic_write(out_dir / "report.json", report.model_dump_json(indent=2))
                 cache.put(key, report)
         if report is None:
             budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets

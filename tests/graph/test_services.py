@@ -58,6 +58,9 @@ def test_a_second_run_reuses_the_first_runs_gate_and_evaluation_with_its_files(t
     assert again.metrics == done.metrics and again.hardware == done.hardware
     # The files the run's later steps read (export, re-timing) are in its own folder.
     assert (tmp_path / "b" / "candidates" / "c003" / "val" / "model.onnx").is_file()
+    copied = json.loads((tmp_path / "b" / "candidates" / "c003" / "val" / "report.json")
+                        .read_text(encoding="utf-8"))
+    assert copied["candidate_id"] == "c003"
     assert second.export("c003").get("onnx") == "best_model.onnx"
     calls = _tool_calls(second)
     assert [(c["tool"], c["cached"], c["shared"]) for c in calls[:2]] == [
