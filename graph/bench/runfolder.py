@@ -61,6 +61,9 @@ class SearchRun(BaseModel):
     best_code_file: str | None = None
     search_wall_s: float | None = None
     process_wall_s: float | None = None
+    reused: int = 0
+    """Trainings this search took from the suite's shared cache (another search ran them,
+    ``--shared-cache``): its wall time does not include them."""
     tokens: int = 0
     stop_reason: str | None = None
     remeasured: list[Remeasure] = Field(default_factory=list)
@@ -182,7 +185,8 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
     best_report = by_id[best].report if best is not None else None
     if best_report is None or best_report.violations:
         best = None  # select_best falls back to infeasible designs: none was feasible
-    tokens = token_ledger(load_trace(run_dir)).get("total", {})
+    events = load_trace(run_dir)
+    tokens = token_ledger(events).get("total", {})
     return SearchRun(
         strategy=strategy, seed=seed, run_dir=str(run_dir),
         evaluations=sum(trained(r) + len(r.confirmations) for r in records),
@@ -192,5 +196,7 @@ def read_run(run_dir: Path, *, strategy: str, seed: int, latency_ref_ms: float,
         best_code_file=str(run_dir / "candidates" / best / "model.py") if best else None,
         search_wall_s=(summary.get("timings") or {}).get("search_wall_s"),
         process_wall_s=process_wall_s,
+        reused=sum(1 for e in events if e.get("event") == "tool_call"
+                   and e.get("tool") == "evaluate" and e.get("shared")),
         tokens=int(tokens.get("input_tokens", 0)) + int(tokens.get("output_tokens", 0)),
         stop_reason=summary.get("stop_reason"))

@@ -342,8 +342,9 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         for run in runs:
             run.hv_retimed = retimed_hv(records[run.run_dir], latencies,
                                         profile.latency_ref_ms, profile.hv_reference)
+    wall = time.monotonic() - t0
     print(f"search suite: {len(specs)} searches, their re-measurements and the re-timing in "
-          f"{(time.monotonic() - t0) / 60:.1f} min with {jobs} job(s) at a time", flush=True)
-    result = aggregate(profile, runs)
+          f"{wall / 60:.1f} min with {jobs} job(s) at a time", flush=True)
+    result = {**aggregate(profile, runs), "suite_wall_s": round(wall, 1), "jobs": jobs}
     write_search(out, result, command)
     return result

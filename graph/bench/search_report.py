@@ -35,6 +35,7 @@ FIGURES: list[tuple[str, str, Any]] = [
      lambda r: r.remeasured_mean("balanced_accuracy")),
     ("unfairness", "best: re-measured unfairness", lambda r: r.remeasured_mean("unfairness")),
     ("search_wall_s", "search wall (s)", lambda r: r.search_wall_s),
+    ("reused", "trainings reused", lambda r: r.reused),
     ("evaluations", "evaluations", lambda r: r.evaluations),
     ("tokens", "LLM tokens", lambda r: r.tokens),
 ]
@@ -129,6 +130,7 @@ def run_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                      "balanced_accuracy_mean": bal.value, "balanced_accuracy_sd": bal.sd,
                      "unfairness_mean": unf.value, "unfairness_sd": unf.sd,
                      "search_wall_s": run.search_wall_s, "process_wall_s": run.process_wall_s,
+                     "reused": run.reused,
                      "tokens": run.tokens, "stop_reason": run.stop_reason,
                      "run_dir": run.run_dir})
     return rows
@@ -141,20 +143,21 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def markdown(result: dict[str, Any], command: str) -> str:
     """Return the ``search.md`` text: setup, strategy table, ratios, targets, per-run table."""
     p = result["profile"]
-    digits = {"hv": 4, "search_wall_s": 0, "evaluations": 1, "tokens": 0}
+    digits = {"hv": 4, "search_wall_s": 0, "evaluations": 1, "reused": 1, "tokens": 0}
     table = md_table(["strategy", *(title for _, title, _ in FIGURES)],
                      [[s, *(Interval(**v[key]).text(digits.get(key, 3)) for key, _, _ in FIGURES)]
                       for s, v in result["strategies"].items()])
     ratio_rows = [[k, Interval(**v).text(2)] for k, v in result["ratios"].items()]
     per_run = md_table(["strategy", "seed", "HV", "HV re-timed", "evals", "best",
                         "re-measured bal. acc. (mean +- sd)", "unfairness (mean +- sd)",
-                        "wall (s)", "tokens"],
+                        "wall (s)", "reused", "tokens"],
                        [[r["strategy"], r["search_seed"], _fmt(r["hv"], 4),
                          _fmt(r["hv_retimed"], 4), r["evaluations"],
                          r["best"], f"{_fmt(r['balanced_accuracy_mean'])} +- "
                          f"{_fmt(r['balanced_accuracy_sd'])}",
                          f"{_fmt(r['unfairness_mean'])} +- {_fmt(r['unfairness_sd'])}",
-                         _fmt(r["search_wall_s"], 0), r["tokens"]] for r in run_rows(result)])
+                         _fmt(r["search_wall_s"], 0), r["reused"], r["tokens"]]
+                        for r in run_rows(result)])
     lines = [header("Search suite", command, result["machine"]),
              f"Profile `{p['name']}`: {p['description']}. Data: "
              + (f"synthetic n={p['synthetic_n']}" if p["synthetic"] else "ISIC 2019")
@@ -170,6 +173,13 @@ def markdown(result: dict[str, Any], command: str) -> str:
              f"{result['latency_ref_ms']:g} ms), reference point {result['reference']}, "
              "fixed before the runs. Cells: mean [95 % t interval over search seeds].",
              "", table, "",
+             "Trainings reused: trainings a search took from the suite's shared cache "
+             "(`--shared-cache`: the same design, data, recipe and seed another search had "
+             "trained), so its wall time does not include them; the suite's wall time "
+             "is " + (f"{result['suite_wall_s'] / 60:.1f} min with {result['jobs']} job(s) at "
+                      "a time (a rerun that reuses finished searches counts only what it "
+                      "ran)." if result.get("suite_wall_s") is not None else "not recorded."),
+             "",
              "Ratio of mean hypervolume (95 % percentile bootstrap over search seeds, "
              "10,000 draws, each strategy resampled independently):", "",
              md_table(["ratio", "value [95 % interval]"], ratio_rows) if ratio_rows else "n/a",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,10 @@ def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
         {"rounds": max(r.round for r in records), "stop_reason": "iter_max",
          "timings": {"search_wall_s": 12.5}}))
     call = {"event": "llm_call", "role": "designer", "input_tokens": tokens, "output_tokens": 7}
-    (run_dir / "trace.jsonl").write_text(json.dumps(call) + "\n" if tokens else "")
+    # The Template's training taken from the suite's shared cache (another search ran it).
+    reused = {"event": "tool_call", "tool": "evaluate", "candidate": "c000", "shared": True}
+    (run_dir / "trace.jsonl").write_text(json.dumps(call) + "\n" + json.dumps(reused) + "\n"
+                                         if tokens else "")
 
 
 def fake_runner(spec: RunSpec, env: dict[str, str]) -> float:
@@ -200,12 +204,14 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     assert agents["balanced_accuracy"]["value"] == pytest.approx(0.6015)
     assert agents["tokens"]["value"] == 107 and random["tokens"]["value"] == 0
     assert agents["evaluations"]["value"] == 2 and agents["search_wall_s"]["value"] == 12.5
+    assert agents["reused"]["value"] == 1 and random["reused"]["value"] == 0
     ratio = result["ratios"]["agents/random"]
     assert ratio["value"] == pytest.approx(0.49 / 0.29) and ratio["lo"] <= ratio["value"]
     assert [t["ok"] for t in result["targets"]] == [True, None]  # no evolution run
     md = (tmp_path / "search.md").read_text()
     assert "PASS: agents HV >= 1.2x random" in md and "Command: `cmd`" in md
     assert "fp32" in md or "bf16" in md
+    assert re.search(r"the suite's wall time is \d+\.\d min with 1 job\(s\)", md)
     assert result["equal_trainings"]["trainings"] == 2  # the Template and one proposal
     assert "At equal compute: every search cut after 2 trainings" in md
     assert (tmp_path / "search_hv.png").stat().st_size > 1000
