@@ -259,6 +259,14 @@ class Settings(BaseSettings, DataOptions):
                 out[role.strip()] = model.strip()
         return out
 
+    @field_validator("shared_cache")
+    @classmethod
+    def _a_folder(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).expanduser().exists() and \
+                not Path(value).expanduser().is_dir():
+            raise ValueError(f"{value} is a file; give a folder (it is created if missing)")
+        return None if value is None else str(Path(value).expanduser())
+
     @field_validator("llm")
     @classmethod
     def _llm_backend(cls, value: str) -> str:

@@ -171,7 +171,9 @@ def test_resume_overridable_is_field_metadata() -> None:
         "llm", "base_url", "model", "models", "target_balanced_accuracy", "target_max_gap",
         "require_isolation", "llm_breaker_after", "llm_breaker_action",
         # Where evaluations run changes no result already recorded.
-        "executor", "workers", "ray_address", "cpus_per_eval", "gpus_per_eval", "eval_retries"}
+        "executor", "workers", "ray_address", "cpus_per_eval", "gpus_per_eval", "eval_retries",
+        # Results shared between runs are the same results (same key, machine, torch).
+        "shared_cache"}
 
 
 def test_resume_keeps_settings_but_takes_overridable_ones(
@@ -247,3 +249,14 @@ def test_studio_context_schema_describes_every_setting() -> None:
     props = build_graph().get_context_jsonschema()["properties"]
     assert all(props[name].get("description") for name in Settings.model_fields)
     assert props["max_params"]["default"] == 200_000
+
+
+def test_a_shared_cache_that_is_a_file_is_one_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    assert run.main(["--synthetic", "--run-dir", str(tmp_path / "runs"),
+                     "--shared-cache", str(taken)]) == run.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad setting shared_cache = ") and "give a folder" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
