@@ -251,14 +251,12 @@ def front_table(data: RunData) -> tuple[list[str], list[list[str]], str | None]:
     head = ["candidate", "bal.acc", "unfairness", "latency ms in run",
             "latency ms side by side", "params"]
     best, tmpl = side.get(data.best_id or ""), side.get(TEMPLATE_ID)
-    line = None
-    if best is not None and tmpl is not None and data.best_id != TEMPLATE_ID:
-        line = (f"Side by side, {data.best_id} runs in {best:.3f} ms against the Template's "
-                f"{tmpl:.3f} ms ({tmpl / best:.2f}x faster)" if best <= tmpl else
-                f"Side by side, {data.best_id} runs in {best:.3f} ms against the Template's "
-                f"{tmpl:.3f} ms ({best / tmpl:.2f}x slower)")
-        line += " on " + str((data.summary or {})["latency_side_by_side"].get("machine")) + "."
-    return head, rows, line
+    if best is None or tmpl is None or data.best_id == TEMPLATE_ID:
+        return head, rows, None
+    ratio, word = (tmpl / best, "faster") if best <= tmpl else (best / tmpl, "slower")
+    machine = (data.summary or {})["latency_side_by_side"].get("machine")
+    return head, rows, (f"Side by side, {data.best_id} runs in {best:.3f} ms against the "
+                        f"Template's {tmpl:.3f} ms ({ratio:.2f}x {word}) on {machine}.")
 
 
 def ledger(data: RunData) -> tuple[Rows, Rows, Rows, dict[str, Any]]:
