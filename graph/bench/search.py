@@ -310,10 +310,10 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
         timer: Times the designs' graphs side by side once every search and
             re-measurement is done (:mod:`graph.bench.retimed`).
         dry_run: Print the plan and run nothing.
-        jobs: Searches (then re-measurements) run at the same time, each with its share
-            of the cores (:func:`tools.executors.threads_per_eval`). Each search is its own
-            process with its own seeds, so the results do not depend on ``jobs``; wall
-            times do.
+        jobs: Searches, each followed by its re-measurements, run at the same time, each
+            with its share of the cores (:func:`tools.executors.threads_per_eval`). Each
+            search is its own process with its own seeds, so the results do not depend on
+            ``jobs``; wall times do.
 
     Returns:
         The aggregated results (None for a dry run).
@@ -330,11 +330,12 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
     env = child_env(cache_dir, jobs)
     remeasure = remeasure or ProductRemeasure(threads_per_eval(jobs, None) if jobs > 1 else None)
     t0 = time.monotonic()
-    # Seed-major order is kept: the pool starts the searches in plan order.
+    # Seed-major order is kept: the pool starts the searches in plan order. Each search's
+    # re-measurements follow it in the same task, so no core idles while the last
+    # searches finish.
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        runs = list(pool.map(lambda s: _search_one(s, profile, env, runner), specs))
-        runs = list(pool.map(lambda rs: _remeasure_one(rs[0], rs[1], profile, remeasure),
-                             zip(runs, specs, strict=True)))
+        runs = list(pool.map(lambda s: _remeasure_one(_search_one(s, profile, env, runner), s,
+                                                      profile, remeasure), specs))
     # After the pool: nothing of the suite runs beside the side-by-side timing.
     records = run_records(runs)
     latencies = retime(records, out, profile.image_size, timer)
