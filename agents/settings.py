@@ -262,10 +262,12 @@ class Settings(BaseSettings, DataOptions):
     @field_validator("shared_cache")
     @classmethod
     def _a_folder(cls, value: str | None) -> str | None:
-        if value is not None and Path(value).expanduser().exists() and \
-                not Path(value).expanduser().is_dir():
+        if value is None:
+            return None
+        folder = Path(value).expanduser()
+        if folder.exists() and not folder.is_dir():
             raise ValueError(f"{value} is a file; give a folder (it is created if missing)")
-        return None if value is None else str(Path(value).expanduser())
+        return str(folder)
 
     @field_validator("llm")
     @classmethod

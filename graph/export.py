@@ -34,6 +34,16 @@ def ort_check(path: Path, image_size: int, num_classes: int) -> str:
     return str((res.result or {}).get("check", "no answer"))[:500]
 
 
+def validation_graph(run_dir: Path, candidate: str) -> Path | None:
+    """Return a graph one of the candidate's validation evaluations exported (None: none).
+
+    The first training seed's when there is one (``val/`` sorts before ``val-seed<N>/``);
+    latency does not depend on the weights, so any of them times the design.
+    """
+    found = sorted((Path(run_dir) / "candidates" / candidate).glob("val*/model.onnx"))
+    return found[0] if found else None
+
+
 def export_best(run_dir: Path, candidate: str, *, image_size: int,
                 num_classes: int) -> dict[str, Any]:
     """Copy the graph the candidate's test evaluation measured to ``best_model.onnx``.

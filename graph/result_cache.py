@@ -70,8 +70,8 @@ class SharedCache(Generic[M]):
             scope: What the run's own keys leave out and the result depends on (budgets,
                 machine, torch version); part of every shared key.
         """
-        self.folder = Path(root) / kind
-        self.model = model
+        self._reports = JsonCache(root, kind, model)
+        self.folder = self._reports.folder
         self._scope = json.dumps(scope, sort_keys=True, default=str)
 
     def key(self, run_key: str) -> str:
@@ -84,10 +84,10 @@ class SharedCache(Generic[M]):
         A result whose files are gone counts as missing, so the caller recomputes it.
         """
         key = self.key(run_key)
-        path, files = self.folder / f"{key}.json", self.folder / key
-        if not path.is_file() or (files_to is not None and not files.is_dir()):
+        files = self.folder / key
+        value = self._reports.get(key)
+        if value is None or (files_to is not None and not files.is_dir()):
             return None
-        value = self.model.model_validate_json(path.read_text(encoding="utf-8"))
         if files_to is not None:
             shutil.copytree(files, files_to, dirs_exist_ok=True)
         return value
@@ -112,4 +112,4 @@ class SharedCache(Generic[M]):
                     tmp.rename(dest)
                 except OSError:  # another run shared the same result first
                     shutil.rmtree(tmp, ignore_errors=True)
-        atomic_write(self.folder / f"{key}.json", value.model_dump_json())
+        self._reports.put(key, value)

@@ -10,6 +10,7 @@ lazily from a node's runtime context when none were given (LangGraph Studio).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from agents.settings import Settings
 from evaluation.report import Budgets, EvaluationReport
 from graph.baseline import UNCONSTRAINED, name_violations
 from graph.display import Display, PlainDisplay
-from graph.export import export_best
+from graph.export import export_best, validation_graph
 from graph.result_cache import JsonCache, SharedCache
 from graph.role_llms import RoleLLMs, call_event
 from graph.run_data import RunData
@@ -130,9 +131,14 @@ class Services:
         """
         if not self.ctx.shared_cache:
             return None
-        return SharedCache(Path(self.ctx.shared_cache), kind, model, scope={
-            **scope, "budgets": self.ctx.budgets.model_dump(), "machine": cpu_model(),
-            "torch": _version("torch"), "classes": len(self.data().class_names)})
+        return SharedCache(Path(self.ctx.shared_cache), kind, model,
+                           scope={**scope, **self._run_scope})
+
+    @functools.cached_property
+    def _run_scope(self) -> dict[str, Any]:
+        """What every shared key of this run adds: budgets, machine, torch, classes."""
+        return {"budgets": self.ctx.budgets.model_dump(), "machine": cpu_model(),
+                "torch": _version("torch"), "classes": len(self.data().class_names)}
 
     def gate_key(self, code: str) -> str:
         """Cache key of a gate result: code hash, image size and budgets."""
@@ -260,11 +266,8 @@ class Services:
         """
         from tools.side_by_side import RetimeFailed, sandboxed_timer
 
-        graphs: dict[str, str] = {}
-        for cid in dict.fromkeys(ids):
-            found = sorted((self.run_dir / "candidates" / cid).glob("val*/model.onnx"))
-            if found:
-                graphs[cid] = str(found[0])
+        graphs = {cid: str(g) for cid in dict.fromkeys(ids)
+                  if (g := validation_graph(self.run_dir, cid)) is not None}
         if not graphs:
             return None
         t0, error = time.monotonic(), None

@@ -25,6 +25,7 @@ from typing import Any
 from agents.records import Candidate
 from graph.bench.output import machine, write_json
 from graph.bench.runfolder import SearchRun, hv_points, hv_steps, load_records
+from graph.export import validation_graph
 from tools.side_by_side import RetimeFailed, sandboxed_timer
 
 __all__ = ["RetimeFailed", "Timer", "retime", "retimed_hv", "run_records", "sandboxed_timer",
@@ -63,9 +64,9 @@ def front_graphs(records: Mapping[str, Sequence[Candidate]]) -> dict[str, str]:
         for rec, _ in hv_points(recs):
             if rec.code_hash in graphs:
                 continue
-            found = sorted((Path(run_dir) / "candidates" / rec.id).glob("val*/model.onnx"))
-            if found:
-                graphs[rec.code_hash] = str(found[0])
+            found = validation_graph(Path(run_dir), rec.id)
+            if found is not None:
+                graphs[rec.code_hash] = str(found)
     return graphs
 
 
