@@ -284,6 +284,8 @@ class Services:
         return {"latency_ms": {c: v for c, v in zip(graphs, latencies, strict=True)
                                if v is not None},
                 "round_cv": dict(zip(graphs, info["round_cv"], strict=True)),
+                "errors": {c: err for c, err in zip(graphs, info["errors"], strict=True)
+                           if err},
                 "machine": cpu_model(), "threads": 1}
 
     def close(self) -> None:

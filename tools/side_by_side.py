@@ -27,8 +27,12 @@ def sandboxed_timer(paths: list[str], image_size: int) -> tuple[list[float | Non
     Raises:
         RetimeFailed: The job failed or ran out of time.
     """
+    from pathlib import Path
+
     from tools.sandbox import SandboxLimits, run_job
 
+    # The job runs in its own working folder: a path relative to ours would not resolve.
+    paths = [str(Path(p).resolve()) for p in paths]
     # The job fits its timed rounds into BUDGET_S; loading and warming up take the rest.
     res = run_job(RETIME_JOB, {"graphs": paths, "image_size": image_size},
                   limits=SandboxLimits(timeout_s=60 + BUDGET_S + 5.0 * len(paths)),

@@ -116,7 +116,7 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
     side = summary["latency_side_by_side"]
     front = {e["id"] for e in summary["pareto"]["front"]}
     assert set(side["latency_ms"]) == front | {"c000", best}
-    assert all(0 < ms < 100 for ms in side["latency_ms"].values())
+    assert all(0 < ms < 100 for ms in side["latency_ms"].values()) and not side["errors"]
     assert [e["tool"] for e in evs if e.get("tool") == "retime"] == ["retime"]
     row = next(line for line in md.splitlines() if line.startswith("| c000 (Template"))
     assert float(row.split("|")[5]) == pytest.approx(side["latency_ms"]["c000"], abs=1e-3)

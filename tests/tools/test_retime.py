@@ -52,3 +52,12 @@ def test_the_rounds_shrink_to_fit_the_time_budget(tmp_path):
     tight = retime_job({"graphs": [graph], "image_size": 32, "rounds": 2, "budget_s": 0},
                        tmp_path)
     assert tight["iters"] == 3 and tight["latency_ms"][0] > 0
+
+
+def test_relative_paths_are_timed_too(tmp_path, monkeypatch):
+    # A run folder given relative to the current folder (``runs/<id>``, the CLI's default):
+    # the job runs elsewhere, so the paths must reach it resolved.
+    conv_graph(tmp_path / "g.onnx", 1, 4)
+    monkeypatch.chdir(tmp_path)
+    latencies, info = sandboxed_timer(["g.onnx"], 32)
+    assert latencies[0] is not None and latencies[0] > 0, info["errors"]
