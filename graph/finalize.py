@@ -74,14 +74,9 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     best_id = state.get("best_id") if finalists else select_best(cands, ctx.unfairness_weight)
     svc.tracer.event("stop", reason=reason, round=state.get("round", 0), best=best_id)
     svc.display.message(f"stopping: {reason}; best design {best_id}")
-    test_report: EvaluationReport | None = None
-    exported: dict[str, Any] = {}
-    if best_id:
-        test_report, exported = _test_and_export(svc, cands[best_id])
-    # The front, the Template and the choice timed again side by side (docs/metrics.md).
-    side_by_side = svc.side_by_side([cid for cid in [*(state.get("archive") or []),
-                                                     TEMPLATE_ID, best_id]
-                                     if cid in cands and cands[cid].ok])
+    test_report, exported = _test_and_export(svc, cands[best_id]) if best_id else (None, {})
+    # After the test evaluation: nothing of this run trains beside the timing.
+    side_by_side = _side_by_side(svc, state, cands, best_id)
     origins = Counter((r.origin, "ok" if r.ok else "failed") for r in cands.values())
     tokens = state.get("tokens") or {}
     summary = {
@@ -131,6 +126,13 @@ def finalize_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dic
     return {"stop_reason": reason, "summary": {k: summary[k] for k in
                                                ("stop_reason", "best", "test", "rounds")},
             "best_id": best_id}
+
+
+def _side_by_side(svc: Services, state: Mapping[str, Any], cands: Mapping[str, Candidate],
+                  best_id: str | None) -> dict[str, Any] | None:
+    """Time the front, the Template and the choice again side by side (docs/metrics.md)."""
+    ids = [*(state.get("archive") or []), TEMPLATE_ID, best_id]
+    return svc.side_by_side([cid for cid in ids if cid in cands and cands[cid].ok])
 
 
 def _confirmation(cands: Mapping[str, Candidate], finalists: list[str],

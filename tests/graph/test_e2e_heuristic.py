@@ -100,7 +100,11 @@ def test_trace_events(run):
     assert nodes.count("designer") == 2 and nodes.count("critic") == 3
     tools = [e for e in evs if e["event"] == "tool_call"]
     assert {t["tool"] for t in tools} >= {"gate", "evaluate"}
-    assert all(t["duration_s"] >= 0 and t["key"] for t in tools if t["tool"] != "export")
+    # Every cached tool call names its cache key (export and the side-by-side timing
+    # are not cached).
+    assert all(t["duration_s"] >= 0 and t["key"] for t in tools
+               if t["tool"] not in ("export", "retime"))
+    assert [t["tool"] for t in tools].count("retime") == 1
     test_calls = [t for t in tools if t["tool"] == "evaluate" and t.get("split") == "test"]
     assert len(test_calls) == 1
     outcomes = [e for e in evs if e["event"] == "candidate"]
