@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from evaluation.report import TrainingStats
+from tools.adamw import optimiser
 from tools.batches import (
     Normalizer,
     autocast,
@@ -202,12 +203,12 @@ class _Run:
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         model.train()
-        self.opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
         self.bs = min(recipe.batch_size, n)
         self.steps_per_epoch = max(1, n // self.bs)  # drop the ragged tail: BatchNorm fails on 1
         self.total = self.steps_per_epoch * recipe.epochs
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_lambda(self.total, max(1, round(recipe.warmup_frac * self.total))))
+        self.opt = optimiser(
+            param_groups(model, recipe.weight_decay), recipe.lr,
+            lr_lambda(self.total, max(1, round(recipe.warmup_frac * self.total))), device)
         # On CUDA reading the loss every step would serialise the GPU; check in chunks.
         self.check_every = 25 if self.is_cuda else 1
         self.losses: list[float] = []  # every step's loss, checked for finiteness
@@ -259,10 +260,9 @@ class _Run:
             self.window.append(loss.detach())
             if self.step % self.check_every == 0:
                 self.check(epoch)  # before the step: never apply a non-finite update
-            self.opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad()
             loss.backward()
-            self.opt.step()
-            self.sched.step()
+            self.opt.step()  # and the learning-rate schedule
             if self.step == 1:  # first step = one-off kernel selection / allocation warm-up
                 if self.is_cuda:
                     torch.cuda.synchronize()
