@@ -28,13 +28,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from agents.settings import Settings
+from graph.bench.order import run_in_order
 from graph.bench.output import say, write_json
 from graph.bench.profiles import Profile, strategy_args
 from graph.bench.retimed import Timer, retime, retimed_hv, run_records, sandboxed_timer
@@ -330,12 +330,11 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
     env = child_env(cache_dir, jobs)
     remeasure = remeasure or ProductRemeasure(threads_per_eval(jobs, None) if jobs > 1 else None)
     t0 = time.monotonic()
-    # Seed-major order is kept: the pool starts the searches in plan order. Each search's
-    # re-measurements follow it in the same task, so no core idles while the last
-    # searches finish.
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        runs = list(pool.map(lambda s: _remeasure_one(_search_one(s, profile, env, runner), s,
-                                                      profile, remeasure), specs))
+    # Seed-major, each seed's costliest strategy first (graph/bench/order.py). Each
+    # search's re-measurements follow it in the same task, so no core idles while the
+    # last searches finish.
+    runs = run_in_order(specs, lambda s: _remeasure_one(_search_one(s, profile, env, runner),
+                                                         s, profile, remeasure), jobs)
     # After the pool: nothing of the suite runs beside the side-by-side timing.
     records = run_records(runs)
     latencies = retime(records, out, profile.image_size, timer)
