@@ -3,11 +3,13 @@
 Seed-major (every strategy's seed 1 before any seed 2, see
 :func:`graph.bench.search.plan_search`), and within a seed the costliest strategy first:
 the one whose finished searches took the longest on average (plan order while none has
-finished). The shortest search then comes last, so the suite's end, where a core idles
-because nothing is left to start, is short. At ce01538 the suite ran in plan order and
-the last random search (17 min) ran its final 8 minutes beside an idle core: random
-draws designs from the whole Choices, up to 40 times the Template's training cost.
-The order changes only wall time: every search is its own process with its own seeds.
+finished). The shortest search then comes last and the short ones fill the other cores
+while a long one runs, so the suite's end, where a core idles because nothing is left to
+start, is shorter. Random search is usually the long one: it draws designs from the whole
+Choices, up to 40 times the Template's training cost. It cannot help when one search
+outlasts the rest of its seed together (at c03f13d the last random search took 19 min,
+the other two 13 min together). The order changes only wall time: every search is its
+own process with its own seeds.
 """
 
 from __future__ import annotations
