@@ -7,7 +7,7 @@ finished). The shortest search then comes last and the short ones fill the other
 while a long one runs, so the suite's end, where a core idles because nothing is left to
 start, is shorter. Random search is usually the long one: it draws designs from the whole
 Choices, up to 40 times the Template's training cost. It cannot help when one search
-outlasts the rest of its seed together (at c03f13d the last random search took 19 min,
+outlasts the rest of its seed together (at ccd063a the last random search took 19 min,
 the other two 13 min together). The order changes only wall time: every search is its
 own process with its own seeds.
 """
