@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, Protocol, TypeVar
 
 
@@ -81,11 +83,8 @@ def run_in_order(specs: Sequence[S], task: Callable[[S], R], jobs: int) -> list[
     Returns:
         The results in plan order (the order of ``specs``).
     """
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
     order: CostliestFirst[S] = CostliestFirst(specs)
-    results: dict[int, R] = {}
+    results: dict[int, R] = {}  # by id(spec): a spec need not be hashable
 
     def worker() -> None:
         while (spec := order.take()) is not None:

@@ -331,8 +331,7 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
     remeasure = remeasure or ProductRemeasure(threads_per_eval(jobs, None) if jobs > 1 else None)
     t0 = time.monotonic()
     # Seed-major, each seed's costliest strategy first (graph/bench/order.py). Each
-    # search's re-measurements follow it in the same task, so no core idles while the
-    # last searches finish.
+    # search's re-measurements follow it in the same task, so they keep its core busy.
     runs = run_in_order(specs, lambda s: _remeasure_one(_search_one(s, profile, env, runner),
                                                          s, profile, remeasure), jobs)
     # After the pool: nothing of the suite runs beside the side-by-side timing.
