@@ -63,7 +63,8 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
     import torch
     import torch.nn.functional as F
 
-    from tools.batches import Normalizer, autocast
+    from tools.adamw import optimiser
+    from tools.batches import Normalizer, autocast, param_groups
     from tools.train import resolve_amp
 
     amp = resolve_amp(recipe.amp, "cpu")
@@ -73,7 +74,8 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # The recipe's optimiser on CPU, without its schedule.
+    opt = optimiser(param_groups(model, recipe.weight_decay), recipe.lr, lambda _: 1.0, "cpu")
     gen = torch.Generator().manual_seed(0)
     bs = min(recipe.batch_size, len(idx))
 
@@ -82,7 +84,7 @@ def bare_loop(model: Any, images: np.ndarray, idx: np.ndarray, labels: np.ndarra
         with autocast(amp, "cpu"):
             logits = model(norm(data.index_select(0, pos)))
         loss = F.cross_entropy(logits.float(), y_all.index_select(0, pos))
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
 
