@@ -346,7 +346,11 @@ def fix(brief: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     over_budget = brief.get("stage") == "budget" or "budget" in error or " > " in error
     if genome is not None:
         if over_budget:
-            for name in ("shrink_width", "depthwise_separable", "more_downsampling", "shallower"):
+            # Too slow: fewer pixels cut latency most; else fewer channels cut parameters.
+            order = ("more_downsampling", "shrink_width", "depthwise_separable", "shallower") \
+                if "latency" in error else \
+                ("shrink_width", "depthwise_separable", "more_downsampling", "shallower")
+            for name in order:
                 new = MUTATIONS[name](genome, rng)
                 if new != genome and genome_key(new) not in tried:
                     return {"explanation": f"over budget: applied {name} to the parsed genome",

@@ -102,6 +102,11 @@ class Settings(BaseSettings, DataOptions):
     proposals: Annotated[int, Flag("search")] = Field(
         default=1, ge=1, description="designs proposed per round, each gated, fixed and "
         "evaluated concurrently (the evaluation budget is iter_max x proposals)")
+    latency_screen_ms: Annotated[float | None, Flag("search")] = Field(
+        default=None, gt=0, description="latency screen (ms, batch 1, one thread): the gate "
+        "times each untrained design in a trusted job and does not train one slower than "
+        "this (the Code-Fixer makes it cheaper); none: every design that passes the gate is "
+        "trained (tools/screen.py)")
     search_seed: Annotated[int | None, Flag("search")] = Field(
         default=None, ge=0, description="seed of the search policy's randomness (heuristic, "
         "strategy, Code-Fixer); none: --seed")

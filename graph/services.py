@@ -143,7 +143,9 @@ class Services:
     def gate_key(self, code: str) -> str:
         """Cache key of a gate result: code hash, image size and budgets."""
         b = self.ctx.budgets.model_dump()
-        return f"{code_hash(code)}-{self.ctx.image_size}-" + "_".join(str(b[k]) for k in sorted(b))
+        key = f"{code_hash(code)}-{self.ctx.image_size}-" + "_".join(str(b[k]) for k in sorted(b))
+        screen = self.ctx.latency_screen_ms
+        return key if screen is None else f"{key}-screen{screen:g}"
 
     def gate(self, code: str, candidate: str) -> Any:
         """Gate ``code`` (static + build + forward + budget, sandboxed), cached by code hash.
@@ -164,7 +166,8 @@ class Services:
         if report is None:
             with self._slots:
                 report = gate(code, budgets=self.ctx.budgets, image_size=self.ctx.image_size,
-                              num_classes=len(self.data().class_names))
+                              num_classes=len(self.data().class_names),
+                              latency_screen_ms=self.ctx.latency_screen_ms)
             if shared is not None and report.ok:
                 shared.put(key, report)
         if not cached:

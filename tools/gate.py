@@ -52,13 +52,16 @@ import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from evaluation.report import Budgets
 from tasks import pyast
 from tools.policy import Policy
+
+if TYPE_CHECKING:
+    from tools.sandbox import SandboxResult
 
 MAX_SOURCE_BYTES = 64 * 1024
 # The training-cost probe (:func:`train_seconds_per_image`): a small batch keeps it cheap
@@ -91,10 +94,14 @@ class GateReport(BaseModel):
         default=None, description="Seconds per image of a training forward + backward at "
         "the run's image size (one CPU thread, fp32, batch COST_BATCH); None when the "
         "sandboxed stages did not run.")
+    latency_ms: float | None = Field(
+        default=None, description="Batch-1 latency (ms, one thread) of the untrained graph, "
+        "timed by the latency screen (tools/screen.py); None when no screen ran.")
 
 
 
-def _fixer_message(stage: str, intro: str, lines: Iterable[str]) -> str:
+def fixer_message(stage: str, intro: str, lines: Iterable[str]) -> str:
+    """Return the gate's message to the Code-Fixer: the failed stage, why, what to change."""
     body = "\n".join(f"- {line}" for line in lines)
     return (f"Gate stage '{stage}' failed: {intro}\n{body}\n"
             "Change only what these points need; the file must keep defining "
@@ -114,7 +121,7 @@ def static_check(source: str) -> GateReport:
     if size > MAX_SOURCE_BYTES:
         detail = f"source is {size} bytes; the limit is {MAX_SOURCE_BYTES}"
         return GateReport(ok=False, checks=[GateCheck(name="syntax", ok=False, detail=detail)],
-                          message=_fixer_message("syntax", detail, ["write a shorter module"]))
+                          message=fixer_message("syntax", detail, ["write a shorter module"]))
     try:
         tree = pyast.parse(source, filename="<candidate>")
     except SyntaxError as e:
@@ -123,11 +130,11 @@ def static_check(source: str) -> GateReport:
         detail = f"{e.msg} ({where})" + (f": {text}" if text else "")
         hint = f"{where}: {e.msg}" + (f" in `{text}`" if text else "")
         return GateReport(ok=False, checks=[GateCheck(name="syntax", ok=False, detail=detail)],
-                          message=_fixer_message("syntax", "the code does not parse.", [hint]))
+                          message=fixer_message("syntax", "the code does not parse.", [hint]))
     except (ValueError, RecursionError, MemoryError) as e:
         detail = f"cannot parse: {type(e).__name__}: {e}"
         return GateReport(ok=False, checks=[GateCheck(name="syntax", ok=False, detail=detail)],
-                          message=_fixer_message("syntax", detail, ["simplify the code"]))
+                          message=fixer_message("syntax", detail, ["simplify the code"]))
     checks = [GateCheck(name="syntax", ok=True)]
     policy = Policy(tree)
     try:
@@ -146,7 +153,7 @@ def static_check(source: str) -> GateReport:
     if len(found) > 20:
         lines.append(f"... and {len(found) - 20} more")
     checks.append(GateCheck(name="policy", ok=False, detail="; ".join(lines[:5])))
-    return GateReport(ok=False, checks=checks, message=_fixer_message(
+    return GateReport(ok=False, checks=checks, message=fixer_message(
         "policy", "the code breaks the safety rules for model code (nothing was run).", lines))
 
 
@@ -154,7 +161,7 @@ def static_check(source: str) -> GateReport:
 
 
 def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: int = 8,
-         timeout_s: float = 60) -> GateReport:
+         timeout_s: float = 60, latency_screen_ms: float | None = None) -> GateReport:
     """Run the full gate: static policy, then build, shape and budget in the sandbox.
 
     Args:
@@ -163,20 +170,42 @@ def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: in
         image_size: Side of the square dummy input.
         num_classes: Expected number of outputs.
         timeout_s: Wall-clock limit of the sandboxed run.
+        latency_screen_ms: When set, the untrained model's batch-1 latency is timed by a
+            job that runs no candidate code, and a slower design fails the "budget" stage
+            (:mod:`tools.screen`).
 
     Returns:
         The report; ``message`` explains the first failing stage to the Code-Fixer.
     """
+    import shutil
+
     from tools.sandbox import SandboxLimits, run_job
+    from tools.screen import SCREEN_JOB, screen_latency
+    from tools.tmpdirs import make_temp_dir
 
     report = static_check(source)
     if not report.ok:
         return report
-    lim = SandboxLimits(timeout_s=timeout_s)
     payload = {"code": source, "image_size": image_size, "num_classes": num_classes,
                "budgets": budgets.model_dump(), "threads": 1}
-    res = run_job("gate", payload, limits=lim)
-    checks = list(report.checks)
+    keep = None if latency_screen_ms is None else make_temp_dir("flnas-gate-") / "work"
+    try:
+        res = run_job("gate" if keep is None else SCREEN_JOB, payload,
+                      limits=SandboxLimits(timeout_s=timeout_s), keep_workdir=keep)
+        report = _dynamic_report(report, res, timeout_s)
+        if keep is not None and latency_screen_ms is not None and report.ok:
+            from tools.export import ONNX_FILE
+
+            report = screen_latency(report, keep / ONNX_FILE, image_size, latency_screen_ms)
+        return report
+    finally:
+        if keep is not None:
+            shutil.rmtree(keep.parent, ignore_errors=True)
+
+
+def _dynamic_report(static: GateReport, res: SandboxResult, timeout_s: float) -> GateReport:
+    """Return the gate report of the sandboxed job's outcome, after the static checks."""
+    checks = list(static.checks)
     if not res.ok or res.result is None:
         what = {"timeout": f"building and running the model took longer than {timeout_s:g} s "
                            "(an endless loop, or a model far too large)",
@@ -185,11 +214,11 @@ def gate(source: str, *, budgets: Budgets, image_size: int = 64, num_classes: in
             res.error_kind or "", f"the sandboxed run failed ({res.error_kind}): {res.error}")
         checks.append(GateCheck(name="build", ok=False, detail=what))
         return GateReport(ok=False, checks=checks, isolation=res.isolation,
-                          message=_fixer_message("build", what, [res.error or what]))
+                          message=fixer_message("build", what, [res.error or what]))
     out = res.result
     checks += [GateCheck(**c) for c in out["checks"]]
     failed = next((c for c in checks if not c.ok), None)
-    message = "" if failed is None else _fixer_message(
+    message = "" if failed is None else fixer_message(
         failed.name, out.get("problem", failed.detail), out.get("hints", [failed.detail]))
     return GateReport(ok=failed is None, checks=checks, params=out.get("params"),
                       flops=out.get("flops"), message=message, isolation=res.isolation,

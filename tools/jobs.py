@@ -19,6 +19,7 @@ import torch
 
 from tools.batches import Normalizer
 from tools.export import EXPORT_BATCH, ONNX_FILE, ExportError, export_onnx
+from tools.gate import gate_job
 from tools.train import WEIGHTS_FILE, Diverged, Recipe, predict, train
 
 
@@ -166,3 +167,32 @@ def evaluate_job(payload: dict, workdir: Path | str) -> dict:
         "exporter": exporter,
         "timings": timings,
     }
+
+
+def gate_export_job(payload: dict, workdir: Path | str) -> dict:
+    """Run the gate job (:func:`tools.gate.gate_job`), then export the untrained model.
+
+    For the latency screen (:mod:`tools.screen`): the parent times ``workdir/model.onnx``
+    in a job that runs no candidate code, before any training is spent on the design.
+    A model's batch-1 latency does not depend on its weights, so the untrained graph
+    stands for the trained one. A model that passes the gate but cannot be exported gets
+    no graph, only ``export_error``: the evaluation's own export reports that failure.
+
+    Returns:
+        The gate job's result, plus ``exporter`` or ``export_error`` when it passed.
+    """
+    out = gate_job(payload, Path(workdir))
+    if not all(c["ok"] for c in out["checks"]):
+        return out
+    size = int(payload["image_size"])
+    try:
+        model = _build(payload, 0).float().eval()
+        example = torch.randn(EXPORT_BATCH, 3, size, size,
+                              generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            out["exporter"] = export_onnx(model, example, Path(workdir) / ONNX_FILE)
+    except ExportError as e:
+        out["export_error"] = e.reason[:500]
+    except Exception as e:  # noqa: BLE001 - the candidate's own failure, reported as data
+        out["export_error"] = f"{type(e).__name__}: {e}"[:500]
+    return out

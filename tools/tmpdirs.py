@@ -24,7 +24,7 @@ from pathlib import Path
 __all__ = ["OWNER_FILE", "PREFIXES", "clean_stale_temp_dirs", "make_temp_dir"]
 
 OWNER_FILE = ".flnas-owner"
-PREFIXES = ("flnas-job-", "flnas-eval-", "flnas-export-")
+PREFIXES = ("flnas-job-", "flnas-eval-", "flnas-export-", "flnas-gate-")
 #: Folders without an owner file are left alone until they are this old (no job lasts
 #: a day: the evaluation timeout is minutes), so a folder being created is never hit.
 UNOWNED_MAX_AGE_S = 24 * 3600.0

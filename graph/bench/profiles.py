@@ -71,6 +71,12 @@ class Profile(BaseModel):
     hv_reference: tuple[float, float, float] = (0.875, 1.0, 1.0)
     """Reference point of the normalised objectives (1 - bal. acc, unfairness, latency/L).
     0.875 = 1 - 1/8: a design at chance level on the 8 ISIC classes adds nothing."""
+    latency_screen: float | None = Field(default=1.5, gt=0)
+    """``--latency-screen-ms`` of every search as a multiple of the reference latency
+    (``latency_ref_ms * hv_reference[2]``): a design that much slower than the
+    hypervolume's latency edge cannot add volume, so no strategy trains it
+    (tools/screen.py); the margin keeps timing noise from screening out one that could.
+    None: every design is trained."""
     # --- pipeline suite -------------------------------------------------------------
     pipeline_n: int = 2000
     pipeline_image_size: int = 64
@@ -105,6 +111,13 @@ class Profile(BaseModel):
         promoted = (1 + self.promote_top * self.proposals) if self.promote_top else 0
         return self.proposals + 1 + seeds * promoted
 
+    @property
+    def latency_screen_ms(self) -> float | None:
+        """The searches' latency screen in ms (None: off), from :attr:`latency_screen`."""
+        if self.latency_screen is None:
+            return None
+        return self.latency_screen * self.latency_ref_ms * self.hv_reference[2]
+
     def data_args(self) -> list[str]:
         """Return the ``graph.run`` data flags of this profile."""
         if self.synthetic:
@@ -124,6 +137,8 @@ class Profile(BaseModel):
             out += [flag, "none" if value is None else f"{value:g}"]
         if self.eval_timeout_s is not None:
             out += ["--eval-timeout", f"{self.eval_timeout_s:g}"]
+        screen = self.latency_screen_ms
+        out += ["--latency-screen-ms", "none" if screen is None else f"{screen:g}"]
         return out
 
     def require_data_dir(self) -> str:

@@ -74,6 +74,8 @@ def test_the_planned_commands_are_what_graph_run_reads(tmp_path, monkeypatch, ca
         assert (ctx.synthetic, ctx.synthetic_n, ctx.image_size, ctx.epochs) == (True, 120, 32, 1)
         assert ctx.iter_max == 2 and ctx.patience > ctx.iter_max and ctx.quiet
         assert ctx.max_params == 200_000 and ctx.max_latency_ms is None
+        # 1.5x the hypervolume's latency edge (1 ms): no strategy trains a slower design.
+        assert ctx.latency_screen_ms == pytest.approx(1.5)
         assert Path(args.runs_root) / args.run_id == Path(spec.run_dir)
         assert ctx.shared_cache == str(tmp_path / "shared")  # one for every search
     monkeypatch.setenv("FLNAS_MAX_PARAMS", "5")  # a caller's setting must not leak in

@@ -1,0 +1,89 @@
+"""The latency screen (tools/screen.py): slow designs are not trained, fast ones are."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from agents import heuristic
+from evaluation.report import Budgets
+from tasks.genome import parse_genome
+from tasks.models import template_source
+from tests.fakes.code import LINEAR_CODE
+from tools.gate import gate
+
+# Three full-width 3x3 convolutions at 32 px: ~0.35 GMAC, milliseconds at one thread,
+# against microseconds for LINEAR_CODE; a 1 ms screen is far from both.
+SLOW_CODE = """
+from torch import nn
+
+
+def build_model(num_classes):
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, num_classes))
+"""
+
+
+def test_screen_fails_the_slow_design_and_times_the_fast_one() -> None:
+    fast = gate(LINEAR_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=1.0)
+    assert fast.ok, fast.message
+    assert fast.latency_ms is not None and 0 < fast.latency_ms < 1.0
+    slow = gate(SLOW_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=1.0)
+    assert not slow.ok
+    failed = [c for c in slow.checks if not c.ok]
+    assert [c.name for c in failed] == ["budget"]
+    assert slow.latency_ms is not None and slow.latency_ms > 1.0
+    assert "latency" in slow.message and "not trained" in slow.message
+    # The same gate without a screen passes the slow design and times nothing.
+    plain = gate(SLOW_CODE, budgets=Budgets(), image_size=32)
+    assert plain.ok and plain.latency_ms is None
+
+
+def test_screen_reads_no_number_from_the_candidates_process(monkeypatch) -> None:
+    # The worker's result claims a latency and writes no graph: the screen has nothing
+    # trusted to time, so it records no latency and leaves the design to the evaluation.
+    import tools.sandbox
+    from tools.sandbox import SandboxResult
+
+    kinds: list[str] = []
+
+    def fake_run_job(kind, payload, **kw):
+        kinds.append(kind)
+        checks = [{"name": n, "ok": True} for n in ("build", "shape", "budget")]
+        return SandboxResult(ok=True, result={"checks": checks, "params": 10, "flops": 10,
+                                              "train_s_per_image": 0.01, "latency_ms": 0.001})
+
+    monkeypatch.setattr(tools.sandbox, "run_job", fake_run_job)
+    report = gate(LINEAR_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=1.0)
+    assert report.ok and report.latency_ms is None
+    assert kinds == ["tools.jobs:gate_export_job"]  # no timing job without a graph
+
+
+@pytest.mark.parametrize(("error", "move"), [
+    ("latency 3.20 ms > screen 1.5 ms", "more_downsampling"),
+    ("params 250000 > 200000", "shrink_width"),
+])
+def test_fixer_cuts_pixels_for_latency_and_channels_for_parameters(error: str,
+                                                                   move: str) -> None:
+    code = template_source()
+    assert parse_genome(code) is not None
+    out = heuristic.fix({"code": code, "error": error, "stage": "budget", "parent_code": None,
+                         "tried": []}, random.Random(0))
+    assert move in out["explanation"], out["explanation"]
+
+
+def test_gate_export_job_writes_the_untrained_graph(tmp_path: Path) -> None:
+    from tools.export import ONNX_FILE
+    from tools.jobs import gate_export_job
+
+    out = gate_export_job({"code": LINEAR_CODE, "image_size": 16, "num_classes": 8,
+                           "budgets": {}}, tmp_path)
+    assert all(c["ok"] for c in out["checks"]) and out["exporter"]
+    assert (tmp_path / ONNX_FILE).stat().st_size > 0
+    bad = gate_export_job({"code": LINEAR_CODE.replace("nn.Linear(3,", "nn.Linear(4,"),
+                           "image_size": 16, "num_classes": 8, "budgets": {}}, tmp_path / "b")
+    assert not all(c["ok"] for c in bad["checks"]) and "exporter" not in bad
