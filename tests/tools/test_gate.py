@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.report import Budgets
-from tests.fakes.code import LINEAR_CODE
+from tests.fakes.code import CONV_CODE, LINEAR_CODE
 from tools.gate import COST_BATCH, gate, gate_job, static_check, train_seconds_per_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,15 +226,6 @@ def test_shipped_candidates_pass(name: str) -> None:
 
 
 # --- issue 9: the training-cost probe that sizes the evaluation's timeout ----------------
-
-CONV_CODE = HEAD + """
-def build_model(num_classes):
-    return nn.Sequential(
-        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(64, num_classes))
-"""
-
 
 def test_cost_probe_separates_a_linear_model_from_a_conv_net() -> None:
     import torch
