@@ -276,6 +276,7 @@ def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
     n_re = len(specs) * len(profile.fresh_seeds)
     # Each search also tests its final choice once; gate jobs are not counted.
     est = (n_eval + len(specs) + n_re) * profile.eval_s_estimate
+    screen = profile.latency_screen_ms
     lines = [f"search suite, profile {profile.name}: {profile.description}",
              f"  strategies {', '.join(profile.strategies)}; search seeds {profile.search_seeds}; "
              f"training seed {profile.search_train_seed}; fresh seeds {profile.fresh_seeds}",
@@ -284,6 +285,8 @@ def plan_text(profile: Profile, specs: list[RunSpec], cache_dir: Path) -> str:
              f"{profile.proposals}",
              f"  hypervolume: reference {list(profile.hv_reference)} on (1 - bal. acc, "
              f"unfairness, latency / L), L = {profile.latency_ref_ms:g} ms",
+             "  latency screen: " + ("off" if screen is None else
+                                     f"designs slower than {screen:g} ms are not trained"),
              f"  data cache (FLNAS_CACHE_DIR): {cache_dir}",
              f"  evaluations: {len(specs)} searches x at most "
              f"{profile.evaluations_per_search} = "

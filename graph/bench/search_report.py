@@ -163,7 +163,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
              + (f"synthetic n={p['synthetic_n']}" if p["synthetic"] else "ISIC 2019")
              + f", {p['image_size']} px; recipe: {p['epochs']} epochs, batch {p['batch_size']}; "
              f"budgets: max_params={p['max_params']}, max_latency_ms={p['max_latency_ms']}, "
-             f"max_memory_mb={p['max_memory_mb']}; {p['proposals']} proposals per search "
+             f"max_memory_mb={p['max_memory_mb']}; "
+             + (f"latency screen {p['latency_screen']:g}x the latency edge (no design slower "
+                "is trained); " if p.get("latency_screen") else "")
+             + f"{p['proposals']} proposals per search "
              f"(+ the Template); search seeds {p['search_seeds']}, training seed "
              f"{p['search_train_seed']}; re-measured on fresh training seeds "
              f"{p['fresh_seeds']}.",

@@ -91,6 +91,7 @@ def test_the_planned_commands_are_what_graph_run_reads(tmp_path, monkeypatch, ca
     # Per search at most: the Template and 2 proposals, 2 more seeds for the Template and
     # for each round's promoted design.
     assert "4 searches x at most 9 = 36" in out and out.count("python -m graph.run") == 4
+    assert "latency screen: designs slower than 1.5 ms are not trained" in out
     assert not (tmp_path / "out").exists()
 
 
@@ -213,6 +214,7 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     md = (tmp_path / "search.md").read_text()
     assert "PASS: agents HV >= 1.2x random" in md and "Command: `cmd`" in md
     assert "fp32" in md or "bf16" in md
+    assert "latency screen 1.5x the latency edge" in md
     assert re.search(r"the suite's wall time is \d+\.\d min with 1 job\(s\)", md)
     assert result["equal_trainings"]["trainings"] == 2  # the Template and one proposal
     assert "At equal compute: every search cut after 2 trainings" in md
