@@ -29,7 +29,6 @@ from tools.gate import GateCheck, GateReport, fixer_message
 SCREEN_JOB = "tools.jobs:gate_export_job"
 # Timing rounds of the screen: a few, since only a clear excess screens a design out.
 ROUNDS, ITERS, BUDGET_S = 5, 10, 3.0
-TIMEOUT_S = 60.0
 
 
 def screen_latency(report: GateReport, graph: Path, image_size: int,
@@ -47,16 +46,15 @@ def screen_latency(report: GateReport, graph: Path, image_size: int,
         ``report`` with ``latency_ms`` set; ``ok`` False and a failed "budget" check when
         the latency exceeds ``limit_ms``.
     """
-    from tools.sandbox import SandboxLimits, run_job
-    from tools.side_by_side import RETIME_JOB
+    from tools.side_by_side import RetimeFailed, sandboxed_timer
 
     if not graph.is_file():
         return report
-    path = str(graph.resolve())
-    res = run_job(RETIME_JOB, {"graphs": [path], "image_size": image_size, "rounds": ROUNDS,
-                               "iters": ITERS, "budget_s": BUDGET_S},
-                  limits=SandboxLimits(timeout_s=TIMEOUT_S), read_only=[path])
-    latency = (res.result or {}).get("latency_ms", [None])[0] if res.ok else None
+    try:
+        latency = sandboxed_timer([str(graph)], image_size, budget_s=BUDGET_S, rounds=ROUNDS,
+                                  iters=ITERS)[0][0]
+    except RetimeFailed:
+        latency = None
     if latency is None:  # ONNX Runtime could not run it: the evaluation's measure job says why
         return report
     report = report.model_copy(update={"latency_ms": float(latency)})
