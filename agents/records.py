@@ -31,6 +31,7 @@ class GateSummary(BaseModel):
     message: str | None = None
     params: int | None = None
     flops: int | None = None
+    latency_ms: float | None = None  # the latency screen's figure (tools/screen.py), if any
     isolation: list[str] = Field(default_factory=list)
 
     @classmethod
@@ -41,7 +42,7 @@ class GateSummary(BaseModel):
         return cls(ok=bool(data.get("ok")), stage=failed[0]["name"] if failed else None,
                    message=data.get("message") or (failed[0].get("detail") if failed else None),
                    params=data.get("params"), flops=data.get("flops"),
-                   isolation=list(data.get("isolation") or []))
+                   latency_ms=data.get("latency_ms"), isolation=list(data.get("isolation") or []))
 
 
 class FixAttempt(BaseModel):

@@ -151,7 +151,7 @@ def gate_node(state: Mapping[str, Any], ctx: Settings, svc: Services) -> dict[st
     summary = GateSummary.of(svc.gate(rec.code, rec.id))
     svc.tracer.event("gate", candidate=rec.id, round=rec.round, ok=summary.ok,
                      stage=summary.stage, message=summary.message, params=summary.params,
-                     flops=summary.flops, attempt=rec.attempt)
+                     flops=summary.flops, latency_ms=summary.latency_ms, attempt=rec.attempt)
     if summary.ok:
         rec = rec.model_copy(update={"gate": summary, "status": "gated"})
         svc.persist(rec)

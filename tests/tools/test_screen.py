@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents import heuristic
+from agents.records import GateSummary
 from evaluation.report import Budgets
 from tasks.genome import parse_genome
 from tasks.models import template_source
@@ -29,6 +30,9 @@ def test_screen_fails_the_slow_design_and_times_the_fast_one() -> None:
     assert [c.name for c in failed] == ["budget"]
     assert slow.latency_ms is not None and slow.latency_ms > 1.0
     assert "latency" in slow.message and "not trained" in slow.message
+    # The candidate's record (and the trace's gate event) keep the screened figure.
+    assert GateSummary.of(slow).latency_ms == slow.latency_ms
+    assert GateSummary.of(slow.model_dump(mode="json")).stage == "budget"
     # The same gate without a screen passes the slow design and times nothing.
     plain = gate(SLOW_CODE, budgets=Budgets(), image_size=32)
     assert plain.ok and plain.latency_ms is None
