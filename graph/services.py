@@ -186,11 +186,11 @@ class Services:
         killed run never re-trains a finished candidate. A ``baseline`` is evaluated
         without budgets and then judged against the run's (graph/baseline.py). ``seed``
         trains with another training seed (the confirmation rung); its outputs go to
-        ``candidates/<id>/<split>-seed<seed>/``.
+        ``candidates/<id>/<split>-seed<seed>/``. On the test split, a design this run
+        trained for validation with the same recipe and seed is not trained again: that
+        model's graph is scored (tools/rescore.py; the trace's ``rescored``).
         """
         from tools.evaluate import evaluation_key
-        from tools.executors import EvalJob
-        from tools.gate import GateReport
 
         data, recipe = self.data(), self.recipe(seed)
         cache = self.result_cache("evaluate", EvaluationReport)
@@ -207,32 +207,69 @@ class Services:
                 report.candidate_id = candidate
                 atomic_write(out_dir / "report.json", report.model_dump_json(indent=2))
                 cache.put(key, report)
+        rescored = False  # True: the validation run's model, scored on the test split
         if report is None:
-            budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets
-            # The gate node already built this code under these budgets: don't redo it.
-            earlier = None if baseline else self.result_cache("gate", GateReport).get(
-                self.gate_key(code))
-            job = EvalJob(
-                code=code, recipe=recipe, budgets=budgets, split=split, candidate_id=candidate,
-                out_dir=str(out_dir),
-                gate_report=earlier if earlier is not None and earlier.ok else None,
-                timeout_s=self.ctx.eval_timeout_s)
-            # The key above is the recipe's own: the job's copy records the threads used.
-            report = self.executor().run(job, data, on_event=lambda ev: self.display.progress(
-                candidate, ev))
-            if report.candidate_id is None:
-                report.candidate_id = candidate
-            if baseline:
-                report = name_violations(report, self.ctx.budgets)
+            report, rescored = self._fresh_evaluation(code, candidate, split, seed, baseline,
+                                                      out_dir)
             cache.put(key, report)
             if shared is not None and report.ok:
                 shared.put(key, report, files_from=out_dir)
         self.tracer.event("tool_call", tool="evaluate", candidate=candidate, key=key,
                           split=split, fidelity=self.fidelity(seed),
-                          cached=cached or from_shared, shared=from_shared, ok=report.ok,
+                          cached=cached or from_shared, shared=from_shared,
+                          rescored=rescored, ok=report.ok,
                           failure_stage=report.failure_stage,
                           duration_s=round(time.monotonic() - t0, 4))
         return report
+
+    def _fresh_evaluation(self, code: str, candidate: str, split: Literal["val", "test"],
+                          seed: int | None, baseline: bool,
+                          out_dir: Path) -> tuple[EvaluationReport, bool]:
+        """Evaluate what no cache holds; ``(report, True)`` when it was only re-scored."""
+        from tools.executors import EvalJob
+        from tools.gate import GateReport
+
+        if split == "test" and not baseline:
+            scored = self._score_trained(code, candidate, seed, out_dir)
+            if scored is not None:
+                return scored, True
+        budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets
+        # The gate node already built this code under these budgets: don't redo it.
+        earlier = None if baseline else self.result_cache("gate", GateReport).get(
+            self.gate_key(code))
+        job = EvalJob(
+            code=code, recipe=self.recipe(seed), budgets=budgets, split=split,
+            candidate_id=candidate, out_dir=str(out_dir),
+            gate_report=earlier if earlier is not None and earlier.ok else None,
+            timeout_s=self.ctx.eval_timeout_s)
+        # The evaluation key is the recipe's own: the job's copy records the threads used.
+        report = self.executor().run(job, self.data(), on_event=lambda ev: self.display.progress(
+            candidate, ev))
+        if report.candidate_id is None:
+            report.candidate_id = candidate
+        if baseline:
+            report = name_violations(report, self.ctx.budgets)
+        return report, False
+
+    def _score_trained(self, code: str, candidate: str, seed: int | None,
+                       out_dir: Path) -> EvaluationReport | None:
+        """Score on the test split the model this run trained for validation (None: none).
+
+        The same code, data, recipe and seed train the same model, so the test evaluation
+        measures that model's graph (tools/rescore.py) instead of training it again.
+        """
+        from tools.evaluate import evaluation_key
+        from tools.rescore import score_trained
+
+        data, recipe = self.data(), self.recipe(seed)
+        val = self.result_cache("evaluate", EvaluationReport).get(
+            evaluation_key(code, recipe, data.fingerprint, "val"))
+        folder = self.run_dir / "candidates" / candidate / (
+            "val" if seed is None else f"val-seed{seed}")
+        if val is None or not val.ok or not (folder / "model.onnx").is_file():
+            return None
+        return score_trained(code, data, val, folder, recipe=recipe, budgets=self.ctx.budgets,
+                             candidate_id=candidate, out_dir=out_dir)
 
     def evaluate_many(self, calls: list[tuple[str, str, int | None]]) -> list[EvaluationReport]:
         """Evaluate ``(code, candidate, training seed)`` calls concurrently, reports in order.

@@ -115,9 +115,9 @@ def _train_job(payload: dict, report: EvaluationReport, workdir: Path, limits: S
     return torch_preds, onnx_path
 
 
-def _measure_job(payload: dict, onnx_path: Path, report: EvaluationReport,
-                 limits: SandboxLimits, denied: list[str], num_classes: int,
-                 train_s_per_image: float | None = None) -> np.ndarray:
+def measure_graph(payload: dict, onnx_path: Path, report: EvaluationReport,
+                  limits: SandboxLimits, denied: list[str], num_classes: int,
+                  train_s_per_image: float | None = None) -> np.ndarray:
     """Measure the exported graph in a fresh worker that never loads candidate code.
 
     Fills ``report.hardware`` and returns the ONNX Runtime predictions (the scored ones).
@@ -165,8 +165,8 @@ def train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
         limits.model_copy(update={"timeout_s": timeout_s})
     torch_preds, onnx_path = _train_job(payload, report, workdir, train_limits, denied,
                                         on_event, num_classes)
-    preds = _measure_job(payload, onnx_path, report, limits, denied, num_classes,
-                         train_s_per_image)
+    preds = measure_graph(payload, onnx_path, report, limits, denied, num_classes,
+                          train_s_per_image)
     report.prediction_agreement = float(np.mean(preds == torch_preds)) if len(preds) else 1.0
     if report.prediction_agreement < MIN_AGREEMENT:
         raise EvaluationFailed(
@@ -174,14 +174,25 @@ def train_and_measure(code: str, data: PreparedData, report: EvaluationReport,
             f"same class as PyTorch on {report.prediction_agreement:.1%} of the evaluation "
             f"images (need {MIN_AGREEMENT:.0%}); forward must not behave differently when "
             "traced or exported")
-    assert report.hardware is not None  # set by _measure_job
-    labels = np.asarray(arrays["labels"])
-    y_true = labels[eval_idx]
+    score_predictions(report, preds, data, arrays, eval_idx, budgets=budgets, n_boot=n_boot,
+                      seed=recipe.seed)
+
+
+def score_predictions(report: EvaluationReport, preds: np.ndarray, data: PreparedData,
+                      arrays: dict[str, np.ndarray], eval_idx: np.ndarray, *,
+                      budgets: Budgets, n_boot: int, seed: int) -> None:
+    """Fill ``report``'s metrics, fairness and budget violations (parent-held labels).
+
+    ``preds`` are the measure job's ONNX Runtime predictions of rows ``eval_idx``;
+    ``report.hardware`` is already set by :func:`measure_graph`.
+    """
+    assert report.hardware is not None  # set by measure_graph
+    y_true = np.asarray(arrays["labels"])[eval_idx]
     report.metrics = classification_metrics(y_true, preds, data.class_names)
     groups = sensitive_groups(np.asarray(arrays["sex"])[eval_idx],
                               np.asarray(arrays["age"])[eval_idx])
-    report.fairness = fairness_report(y_true, preds, groups, num_classes, n_boot=n_boot,
-                                      seed=recipe.seed)
+    report.fairness = fairness_report(y_true, preds, groups, len(data.class_names),
+                                      n_boot=n_boot, seed=seed)
     report.violations = budget_violations(report.hardware, budgets)
 
 
@@ -261,13 +272,13 @@ def evaluate_candidate(
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]
     finally:
         report.wall_s = time.perf_counter() - t0
-        _finish(code, report, out_dir, workdir)
+        save_outputs(code, report, out_dir, workdir)
     return report
 
 
-def _finish(code: str, report: EvaluationReport, out_dir: Path | str | None,
+def save_outputs(code: str, report: EvaluationReport, out_dir: Path | str | None,
             workdir: Path | None) -> None:
-    """Write the candidate's outputs when asked, then remove the evaluation's temp folder."""
+    """Write the candidate's outputs to ``out_dir`` (when given); remove ``workdir.parent``."""
     if out_dir is not None:
         _write_outputs(Path(out_dir), code, report, workdir)
     if workdir is not None:

@@ -107,6 +107,14 @@ def test_trace_events(run):
     assert [t["tool"] for t in tools].count("retime") == 1
     test_calls = [t for t in tools if t["tool"] == "evaluate" and t.get("split") == "test"]
     assert len(test_calls) == 1
+    # The test split scores the model the run trained for validation: no training.
+    assert test_calls[0]["rescored"] and not test_calls[0]["cached"]
+    best = test_calls[0]["candidate"]
+    assert (run_dir / "candidates" / best / "test" / "model.onnx").read_bytes() == \
+        (run_dir / "candidates" / best / "val" / "model.onnx").read_bytes()
+    test, val = (json.loads((run_dir / "candidates" / best / split / "report.json").read_text())
+                 for split in ("test", "val"))
+    assert test["training"] == val["training"] and test["split"] == "test"
     outcomes = [e for e in evs if e["event"] == "candidate"]
     assert len(outcomes) >= 3 and {o["origin"] for o in outcomes} >= {"template", "designer"}
 
