@@ -25,7 +25,8 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -251,33 +252,46 @@ def evaluate_candidate(
         The report; ``status == "failed"`` carries ``failure_stage`` and
         ``failure_reason`` instead of metrics.
     """
-    t0 = time.perf_counter()
     recipe = recipe or Recipe()
     budgets = budgets or Budgets()
     report = EvaluationReport(
         candidate_id=candidate_id, code_hash=code_hash(code), status="failed", split=split,
         budgets=budgets, recipe=recipe.model_dump(mode="json"), data_fingerprint=data.fingerprint)
-    workdir: Path | None = None
-    try:
+    with recording(code, report, out_dir) as workdirs:
         g = _gate(code, data, budgets, gate_report)
         report.isolation = list(g.isolation)
         if not g.ok:
             raise EvaluationFailed("gate", g.message or "the gate rejected the code")
-        workdir = make_temp_dir("flnas-eval-") / "work"
-        train_and_measure(code, data, report, workdir, recipe=recipe, budgets=budgets,
+        workdirs.append(make_temp_dir("flnas-eval-") / "work")
+        train_and_measure(code, data, report, workdirs[0], recipe=recipe, budgets=budgets,
                           split=split, limits=limits, on_event=on_event, device=device,
                           n_boot=n_boot, timeout_s=timeout_s, train_s_per_image=g.train_s_per_image)
+    return report
+
+
+@contextmanager
+def recording(code: str, report: EvaluationReport,
+              out_dir: Path | str | None) -> Iterator[list[Path]]:
+    """Run an evaluation's body: ``ok`` when it ends, its failure when it raises one.
+
+    An :class:`tools.checks.EvaluationFailed` becomes ``report``'s failure stage and reason;
+    either way ``report.wall_s`` is set and :func:`save_outputs` runs. Yields a list the
+    body appends its work folder to (its files are copied to ``out_dir``, then removed).
+    """
+    t0 = time.perf_counter()
+    workdirs: list[Path] = []
+    try:
+        yield workdirs
         report.status = "ok"
     except EvaluationFailed as f:
         report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]
     finally:
         report.wall_s = time.perf_counter() - t0
-        save_outputs(code, report, out_dir, workdir)
-    return report
+        save_outputs(code, report, out_dir, workdirs[0] if workdirs else None)
 
 
 def save_outputs(code: str, report: EvaluationReport, out_dir: Path | str | None,
-            workdir: Path | None) -> None:
+                 workdir: Path | None) -> None:
     """Write the candidate's outputs to ``out_dir`` (when given); remove ``workdir.parent``."""
     if out_dir is not None:
         _write_outputs(Path(out_dir), code, report, workdir)

@@ -13,14 +13,13 @@ the labels it holds. The test split's labels never reach any worker either way.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Literal
 
 from evaluation.report import Budgets, EvaluationReport
 from tasks.cache import PreparedData, load_arrays
 from tools.checks import EvaluationFailed
-from tools.evaluate import code_hash, measure_graph, save_outputs, score_predictions
+from tools.evaluate import code_hash, measure_graph, recording, score_predictions
 from tools.export import ONNX_FILE
 from tools.payloads import build_payload, default_limits, label_files
 from tools.tmpdirs import make_temp_dir
@@ -53,15 +52,15 @@ def score_trained(code: str, data: PreparedData, trained: EvaluationReport, fold
         The report, ``status == "failed"`` with a ``failure_stage`` when the graph is
         missing, cannot be measured or is not the one ``trained`` measured.
     """
-    t0 = time.perf_counter()
     report = EvaluationReport(
         candidate_id=candidate_id, code_hash=code_hash(code), status="failed", split=split,
         budgets=budgets, recipe=trained.recipe or recipe.model_dump(mode="json"),
         data_fingerprint=data.fingerprint, training=trained.training, exporter=trained.exporter,
         prediction_agreement=trained.prediction_agreement, isolation=list(trained.isolation))
-    workdir = make_temp_dir("flnas-eval-") / "work"
-    workdir.mkdir()
-    try:
+    with recording(code, report, out_dir) as workdirs:
+        workdirs.append(make_temp_dir("flnas-eval-") / "work")
+        workdir = workdirs[0]
+        workdir.mkdir()
         for name in (ONNX_FILE, WEIGHTS_FILE):  # copied: out_dir receives them from here
             if is_regular(Path(folder) / name):
                 shutil.copyfile(Path(folder) / name, workdir / name)
@@ -75,12 +74,6 @@ def score_trained(code: str, data: PreparedData, trained: EvaluationReport, fold
         _same_graph(report, trained)
         score_predictions(report, preds, data, arrays, eval_idx, budgets=budgets,
                           n_boot=n_boot, seed=recipe.seed)
-        report.status = "ok"
-    except EvaluationFailed as f:
-        report.failure_stage, report.failure_reason = f.stage, f.reason  # type: ignore[assignment]
-    finally:
-        report.wall_s = time.perf_counter() - t0
-        save_outputs(code, report, out_dir, workdir)
     return report
 
 
