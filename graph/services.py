@@ -195,8 +195,7 @@ class Services:
         data, recipe = self.data(), self.recipe(seed)
         cache = self.result_cache("evaluate", EvaluationReport)
         key, t0 = evaluation_key(code, recipe, data.fingerprint, split), time.monotonic()
-        out_dir = self.run_dir / "candidates" / candidate / (
-            split if seed is None else f"{split}-seed{seed}")
+        out_dir = self.evaluation_dir(candidate, split, seed)
         shared = self.shared_cache("evaluate", EvaluationReport, baseline=baseline)
         report = cache.get(key)
         cached, from_shared = report is not None, False
@@ -210,7 +209,7 @@ class Services:
         rescored = False  # True: the validation run's model, scored on the test split
         if report is None:
             report, rescored = self._fresh_evaluation(code, candidate, split, seed, baseline,
-                                                      out_dir)
+                                                      out_dir, data, recipe)
             cache.put(key, report)
             if shared is not None and report.ok:
                 shared.put(key, report, files_from=out_dir)
@@ -222,15 +221,20 @@ class Services:
                           duration_s=round(time.monotonic() - t0, 4))
         return report
 
+    def evaluation_dir(self, candidate: str, split: str, seed: int | None = None) -> Path:
+        """Return one evaluation's output folder: ``candidates/<id>/<split>[-seed<N>]``."""
+        return self.run_dir / "candidates" / candidate / (
+            split if seed is None else f"{split}-seed{seed}")
+
     def _fresh_evaluation(self, code: str, candidate: str, split: Literal["val", "test"],
-                          seed: int | None, baseline: bool,
-                          out_dir: Path) -> tuple[EvaluationReport, bool]:
+                          seed: int | None, baseline: bool, out_dir: Path, data: Any,
+                          recipe: Any) -> tuple[EvaluationReport, bool]:
         """Evaluate what no cache holds; ``(report, True)`` when it was only re-scored."""
         from tools.executors import EvalJob
         from tools.gate import GateReport
 
         if split == "test" and not baseline:
-            scored = self._score_trained(code, candidate, seed, out_dir)
+            scored = self._score_trained(code, candidate, seed, out_dir, data, recipe)
             if scored is not None:
                 return scored, True
         budgets: Budgets = UNCONSTRAINED if baseline else self.ctx.budgets
@@ -238,12 +242,12 @@ class Services:
         earlier = None if baseline else self.result_cache("gate", GateReport).get(
             self.gate_key(code))
         job = EvalJob(
-            code=code, recipe=self.recipe(seed), budgets=budgets, split=split,
+            code=code, recipe=recipe, budgets=budgets, split=split,
             candidate_id=candidate, out_dir=str(out_dir),
             gate_report=earlier if earlier is not None and earlier.ok else None,
             timeout_s=self.ctx.eval_timeout_s)
         # The evaluation key is the recipe's own: the job's copy records the threads used.
-        report = self.executor().run(job, self.data(), on_event=lambda ev: self.display.progress(
+        report = self.executor().run(job, data, on_event=lambda ev: self.display.progress(
             candidate, ev))
         if report.candidate_id is None:
             report.candidate_id = candidate
@@ -251,8 +255,8 @@ class Services:
             report = name_violations(report, self.ctx.budgets)
         return report, False
 
-    def _score_trained(self, code: str, candidate: str, seed: int | None,
-                       out_dir: Path) -> EvaluationReport | None:
+    def _score_trained(self, code: str, candidate: str, seed: int | None, out_dir: Path,
+                       data: Any, recipe: Any) -> EvaluationReport | None:
         """Score on the test split the model this run trained for validation (None: none).
 
         The same code, data, recipe and seed train the same model, so the test evaluation
@@ -261,11 +265,9 @@ class Services:
         from tools.evaluate import evaluation_key
         from tools.rescore import score_trained
 
-        data, recipe = self.data(), self.recipe(seed)
         val = self.result_cache("evaluate", EvaluationReport).get(
             evaluation_key(code, recipe, data.fingerprint, "val"))
-        folder = self.run_dir / "candidates" / candidate / (
-            "val" if seed is None else f"val-seed{seed}")
+        folder = self.evaluation_dir(candidate, "val", seed)
         if val is None or not val.ok or not (folder / "model.onnx").is_file():
             return None
         return score_trained(code, data, val, folder, recipe=recipe, budgets=self.ctx.budgets,
