@@ -26,6 +26,9 @@ class LaggingGroup(BaseModel):
     group: str = Field(description="group name, e.g. female or >=60")
     accuracy: float = Field(description="the group's accuracy")
     gap: float = Field(description="overall accuracy minus the group's accuracy")
+    from_class_mix: float | None = Field(
+        default=None, description="the part of gap its class mix gives: overall accuracy minus "
+                                  "the group's expected_accuracy")
 
 
 class Critique(BaseModel):

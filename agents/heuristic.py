@@ -108,10 +108,12 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
     if lagging:
         worst = lagging[0]
         priorities.append("close the accuracy gap of lagging groups")
+        mix = worst.get("from_class_mix")
         suggestions.append(
             f"group {worst['attribute']}={worst['group']} lags by {worst['gap']:.3f} "
-            f"(acc {worst['accuracy']:.3f}): widen early layers, change normalisation, add SE"
-        )
+            f"(acc {worst['accuracy']:.3f}"
+            + (f"; {mix:.3f} of it from its class mix" if mix is not None else "")
+            + "): widen early layers, change normalisation, add SE")
         summary.append(f"{len(lagging)} lagging group(s), worst {worst['attribute']}="
                        f"{worst['group']} -{worst['gap']:.3f}")
     summary += _below_best(latest, best)
@@ -168,8 +170,11 @@ def lagging_groups(latest: dict[str, Any]) -> list[dict[str, Any]]:
                 continue  # the lag is within noise: its interval includes zero
             gap = acc - g["accuracy"]
             if gap > LAG_THRESHOLD:
-                lagging.append({"attribute": attr, "group": g["group"],
-                                "accuracy": round(g["accuracy"], 4), "gap": round(gap, 4)})
+                lag = {"attribute": attr, "group": g["group"],
+                       "accuracy": round(g["accuracy"], 4), "gap": round(gap, 4)}
+                if g.get("expected_accuracy") is not None:  # the lag its classes give
+                    lag["from_class_mix"] = round(acc - g["expected_accuracy"], 4)
+                lagging.append(lag)
     lagging.sort(key=lambda x: -x["gap"])
     return lagging
 

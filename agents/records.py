@@ -175,7 +175,9 @@ def _groups(rep: EvaluationReport) -> dict[str, list[dict[str, Any]]]:
     return {
         attr: [{"group": g.group, "count": g.count, "accuracy": round(g.accuracy, 4),
                 **({"gap_interval": [round(x, 3) for x in g.gap_interval]}
-                   if g.gap_interval else {})}
+                   if g.gap_interval else {}),
+                **({"expected_accuracy": round(g.expected_accuracy, 4)}
+                   if g.expected_accuracy is not None else {})}
                for g in fair.groups]
         for attr, fair in rep.fairness.items() if attr != "sex_x_age"
     }

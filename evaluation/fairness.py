@@ -145,11 +145,32 @@ def _present(
     return yt, yp, names, order, int((~keep).sum())
 
 
+def expected_accuracies(yt: np.ndarray, hits: np.ndarray, names: np.ndarray,
+                        order: list[str]) -> list[float]:
+    """Each group's accuracy from its class mix alone (indirect standardisation).
+
+    ``e_g = (1/n_g) * sum_{i in g} r_{y_i}``, with ``r_c`` the recall of class ``c`` over
+    all groups: what group ``g`` would score if the model recognised every class equally
+    well in every group. Groups whose classes differ in difficulty differ in ``e_g`` even
+    for such a model (docs/metrics.md#class-mix).
+
+    Args:
+        yt: True classes of the samples that have the attribute.
+        hits: Whether each of them was predicted correctly.
+        names: Their group names.
+        order: The groups present.
+    """
+    counts = np.bincount(yt)
+    recall = np.bincount(yt, weights=hits, minlength=len(counts)) / np.maximum(counts, 1)
+    return [float(recall[yt[names == g]].mean()) for g in order]
+
+
 def _group_metrics(
     yt: np.ndarray, yp: np.ndarray, names: np.ndarray, order: list[str], seed: int
 ) -> tuple[list[GroupMetric], tuple[float, float] | None]:
-    """Per-group accuracy, balanced accuracy and gap interval, and the max_gap interval."""
+    """Per-group accuracy, balanced and expected accuracy, gap interval; the max_gap interval."""
     hits = yt == yp
+    expected = expected_accuracies(yt, hits, names, order)
     correct = [int(hits[names == g].sum()) for g in order]
     counts = [int((names == g).sum()) for g in order]
     per_gap: list[tuple[float, float]] | list[None] = [None] * len(order)
@@ -163,8 +184,9 @@ def _group_metrics(
             accuracy=k_g / n_g,
             balanced_accuracy=balanced_accuracy(yt[names == g], yp[names == g]),
             gap_interval=gi,
+            expected_accuracy=e_g,
         )
-        for g, k_g, n_g, gi in zip(order, correct, counts, per_gap, strict=True)
+        for g, k_g, n_g, gi, e_g in zip(order, correct, counts, per_gap, expected, strict=True)
     ]
     return groups, spread
 
@@ -188,6 +210,10 @@ def attribute_fairness(
     * ``unfairness = (1/G) * sum_g |acc_g - acc|`` (our definition; FaHaNa's exact
       formula was not retrievable)
     * ``max_gap = max_g acc_g - min_g acc_g``; ``worst_group = argmin_g acc_g``
+    * ``class_mix_gap = max_g e_g - min_g e_g`` and
+      ``within_class_gap = max_g (acc_g - e_g) - min_g (acc_g - e_g)``, with ``e_g`` the
+      group's expected accuracy from its class mix (:func:`expected_accuracies`): how much
+      of the gap the groups' different classes explain, and how much is left
     * the rate gaps (``eopp1``, ``eopp0``, ``eodd``, ...): :func:`evaluation.rates.rate_gaps`
 
     With one group every gap is ``None``. Every group has its size and ``gap_interval``,
@@ -215,6 +241,7 @@ def attribute_fairness(
     several = len(order) >= 2
     groups, spread = _group_metrics(yt, yp, names, order, seed)
     accs, overall = np.array([g.accuracy for g in groups]), float((yt == yp).mean())
+    expected = np.array([g.expected_accuracy for g in groups], dtype=float)
     worst = groups[int(np.argmin(accs))]
     return AttributeFairness(
         attribute=attribute,
@@ -225,6 +252,8 @@ def attribute_fairness(
         unfairness=float(np.mean(np.abs(accs - overall))) if several else None,
         max_gap=float(accs.max() - accs.min()) if several else None,
         max_gap_interval=spread,
+        class_mix_gap=float(expected.max() - expected.min()) if several else None,
+        within_class_gap=float(np.ptp(accs - expected)) if several else None,
         **rate_gaps(yt, yp, names, num_classes),
         intervals=bootstrap_intervals(yt, yp, names, order, n_boot, seed)
         if n_boot > 0 and several else None,

@@ -38,6 +38,10 @@ class GroupMetric(BaseModel):
     gap_interval: tuple[float, float] | None = Field(
         default=None, description="95 % bootstrap interval of (overall accuracy - this group's "
                           "accuracy); one that includes 0 is not a measurable lag.")
+    expected_accuracy: float | None = Field(
+        default=None, description="The accuracy this group would have if the model recalled "
+                                  "every class as well as over all groups: its class mix "
+                                  "times the overall per-class recall (docs/metrics.md#class-mix).")
 
 
 class AttributeFairness(BaseModel):
@@ -57,6 +61,12 @@ class AttributeFairness(BaseModel):
     max_gap: float | None = Field(description="max_g acc_g - min_g acc_g")
     max_gap_interval: tuple[float, float] | None = Field(
         default=None, description="95 % bootstrap interval of max_gap (resampling within groups).")
+    class_mix_gap: float | None = Field(
+        default=None, description="max_g - min_g of the groups' expected_accuracy: the gap their "
+                                  "class mix alone gives (docs/metrics.md#class-mix)")
+    within_class_gap: float | None = Field(
+        default=None, description="max_g - min_g of (acc_g - expected_accuracy_g): the gap left "
+                                  "once each group's class mix is accounted for")
     eopp0: float | None = Field(description="TNR gap, one-vs-rest, averaged over the class set")
     eopp1: float | None = Field(description="TPR gap, one-vs-rest, averaged over the class set")
     eodd: float | None = Field(description="(TPR gap + FPR gap) / 2, averaged over the class set")

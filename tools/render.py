@@ -7,7 +7,9 @@ from rich.table import Table
 
 from evaluation.report import EvaluationReport, HardwareReport, TrainingStats
 
-_GAP_ROWS = (("unfairness", "unfairness"), ("max gap", "max_gap"), ("EOpp0", "eopp0"),
+_GAP_ROWS = (("unfairness", "unfairness"), ("max gap", "max_gap"),
+             ("max gap from class mix", "class_mix_gap"),
+             ("max gap within classes", "within_class_gap"), ("EOpp0", "eopp0"),
              ("EOpp1", "eopp1"), ("EOdd", "eodd"),
              ("DP difference", "demographic_parity_difference"),
              ("EO difference", "equalized_odds_difference"))
@@ -16,8 +18,8 @@ _GAP_ROWS = (("unfairness", "unfairness"), ("max gap", "max_gap"), ("EOpp0", "eo
 def _fairness_tables(report: EvaluationReport) -> tuple[Table, Table]:
     """Per-group accuracy (with 95 % intervals when bootstrapped) and the fairness gaps."""
     groups = Table(title="Per-group accuracy")
-    for col in ("attribute", "group", "n", "accuracy"):
-        groups.add_column(col, justify="right" if col in ("n", "accuracy") else "left")
+    for col in ("attribute", "group", "n", "accuracy", "from class mix"):
+        groups.add_column(col, justify="left" if col in ("attribute", "group") else "right")
     gaps = Table(title="Fairness (gaps: lower is fairer)")
     gaps.add_column("metric")
     for name, fa in report.fairness.items():
@@ -25,7 +27,8 @@ def _fairness_tables(report: EvaluationReport) -> tuple[Table, Table]:
         for g in fa.groups:
             ci = (fa.intervals or {}).get(f"accuracy[{g.group}]")
             acc = f"{g.accuracy:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-            groups.add_row(name, g.group, str(g.count), acc)
+            expected = "n/a" if g.expected_accuracy is None else f"{g.expected_accuracy:.3f}"
+            groups.add_row(name, g.group, str(g.count), acc, expected)
     fas = list(report.fairness.values())
     gaps.add_row("worst group", *(f"{fa.worst_group} {fa.worst_group_accuracy:.3f}" for fa in fas))
     for label, key in _GAP_ROWS:

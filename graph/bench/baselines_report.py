@@ -28,6 +28,9 @@ from graph.bench.stats import Interval, paired_difference, spread
 
 ATTRIBUTES = ("sex", "age")
 FAIR_METRICS = ("max_gap", "eopp0", "eopp1", "eodd")
+MIX_METRICS = ("class_mix_gap", "within_class_gap")
+"""The parts of ``max_gap`` (docs/metrics.md#class-mix): reported, not compared as targets."""
+MIX_KEYS = tuple(f"unfairness.{m}" for m in MIX_METRICS)
 COSTS = (("params", "size (params)"), ("memory_mb", "memory"), ("latency_ms", "latency"))
 PLOT = "baselines.png"
 
@@ -44,8 +47,12 @@ def figures(rep: EvaluationReport) -> dict[str, float | None]:
         out["unfairness"] = None
     for attr in ATTRIBUTES:
         fair = rep.fairness.get(attr)
-        for m in FAIR_METRICS:
+        for m in (*FAIR_METRICS, *MIX_METRICS):
             out[f"{attr}.{m}"] = getattr(fair, m) if fair is not None else None
+    for m in MIX_METRICS:  # the unfairness objective's two parts, averaged alike
+        parts = [out[f"{attr}.{m}"] for attr in ATTRIBUTES]
+        known = [p for p in parts if p is not None]
+        out[f"unfairness.{m}"] = float(np.mean(known)) if len(known) == len(parts) else None
     hw = rep.hardware
     out.update(params=float(hw.params), memory_mb=hw.memory_mb, latency_ms=hw.latency_ms_median)
     return out
@@ -130,8 +137,8 @@ def headline(reports: dict[str, list[EvaluationReport]], seeds: list[int],
             if latencies and name in latencies and "latency_ms" in r:
                 r["latency_ms_in_run"], r["latency_ms"] = r["latency_ms"], latencies[name]
     means = {name: {k: spread([r.get(k) for r in rs]).model_dump()
-                    for k in ("balanced_accuracy", "unfairness", "params", "memory_mb",
-                              "latency_ms")} for name, rs in rows.items()}
+                    for k in ("balanced_accuracy", "unfairness", *MIX_KEYS, "params",
+                              "memory_mb", "latency_ms")} for name, rs in rows.items()}
     comp = {name: compare(rows["ours"], rs) for name, rs in rows.items() if name != "ours"}
     return {"machine": machine(), "seeds": seeds, "latency_retimed": bool(latencies),
             "per_seed": rows, "means": means,
@@ -182,12 +189,28 @@ def markdown(result: dict[str, Any], command: str) -> str:
            "after the trainings (`tools/retime.py`); each evaluation's own figure, measured "
            "beside other work, is `latency_ms_in_run` in the CSV.", ""]
           if result.get("latency_retimed") else []),
+        *_class_mix(result),
         "Headline (ratios: ratio of seed means [range of per-seed ratios]; above 1 favours "
         "ours):", "", md_table(heads, rows), "", "Targets:", "",
         *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"
           for t in result["targets"]],
         *(["", "Failed evaluations:", *failures] if failures else []),
         "", f"![balanced accuracy and unfairness per design]({PLOT})", ""])
+
+
+def _class_mix(result: dict[str, Any]) -> list[str]:
+    """Return the unfairness split into what the groups' class mix gives and the rest."""
+    means = result["means"]
+    if not all(k in m for m in means.values() for k in MIX_KEYS):
+        return []  # a result written before these parts were measured
+    table = md_table(["design", "unfairness", "from class mix", "within classes"],
+                     [[n, *(_pm(m[k]) for k in ("unfairness", *MIX_KEYS))]
+                      for n, m in means.items()])
+    return ["Where the unfairness comes from (each part is the mean over sex and age of that "
+            "part of `max_gap`; the parts need not add up): \"from class mix\" is the gap "
+            "the groups would show if the design recalled every class equally well in every "
+            "group, \"within classes\" the gap left once each group's class mix is "
+            "accounted for (docs/metrics.md#class-mix).", "", table, ""]
 
 
 def _pm(d: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ def metric_rows(report: dict[str, Any] | None) -> dict[str, tuple[float | None, 
             iv.get("worst_group_accuracy") or (wilson(worst["accuracy"], worst["count"])
                                                if worst else None))
         rows[f"{attr}: max gap"] = (f["max_gap"], iv.get("max_gap"))
+        rows[f"{attr}: max gap from class mix"] = (f.get("class_mix_gap"), None)
         rows[f"{attr}: unfairness"] = (f["unfairness"], None)
         rows[f"{attr}: EOdd"] = (f.get("eodd"), None)
     return rows

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from agents import heuristic, move_prior, policy
+from agents.critic import Critique
 from agents.move_prior import MovePrior, PriorTable
 from agents.move_stats import move_stats
 from agents.records import headline, select_best, tried_keys
@@ -56,6 +57,16 @@ def test_critic_ignores_a_lag_whose_interval_includes_zero():
     head = headline(make_record("c001", rep))
     assert head["groups"]["age"][2] == {"group": ">=60", "count": 50, "accuracy": 0.55,
                                         "gap_interval": [0.05, 0.25]}
+    # With the group's expected accuracy from its class mix, the critique says how much
+    # of the lag that explains (0.70 - 0.60 of the 0.15).
+    groups[2]["expected_accuracy"] = 0.60
+    head = headline(make_record("c001", rep))
+    assert head["groups"]["age"][2]["expected_accuracy"] == 0.6
+    crit = heuristic.critique(_brief(rep))
+    assert crit["lagging_groups"][0]["from_class_mix"] == pytest.approx(0.1)
+    assert Critique.model_validate(crit).lagging_groups[0].from_class_mix == pytest.approx(0.1)
+    assert "lags by 0.150 (acc 0.550; 0.100 of it from its class mix)" in \
+        " ".join(crit["suggestions"])
 
 
 def test_critic_converges_only_when_targets_set_and_met():

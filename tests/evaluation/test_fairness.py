@@ -70,6 +70,11 @@ def test_attribute_fairness_hand_worked():
     # selection rates A/B: c0 2/6 vs 4/6, c1 3/6 vs 0/6, c2 1/6 vs 2/6
     assert f.demographic_parity_difference == pytest.approx((1 / 3 + 1 / 2 + 1 / 6) / 3)
     assert f.intervals is None
+    # Class mix: recalls over both groups c0 4/5, c1 2/3, c2 3/4. A holds 2+2+2 of them,
+    # B 3+1+2: expected accuracies 133/180 and 137/180; observed 120/180 and 150/180.
+    assert [g.expected_accuracy for g in f.groups] == pytest.approx([133 / 180, 137 / 180])
+    assert f.class_mix_gap == pytest.approx(4 / 180)
+    assert f.within_class_gap == pytest.approx(26 / 180)
     assert AttributeFairness.model_validate_json(f.model_dump_json()) == f
 
 
@@ -132,6 +137,27 @@ def test_absent_classes_do_not_dilute_rate_gaps():
     assert f.demographic_parity_difference == pytest.approx(np.mean(dpd))
 
 
+def test_class_mix_separates_a_groups_classes_from_how_it_is_treated():
+    # Class 0 is easy (recall 0.9), class 1 hard (0.5), in both groups alike; group
+    # "old" holds mostly class 1. Its lower accuracy is all class mix.
+    yt = np.array([0] * 90 + [1] * 10 + [0] * 10 + [1] * 90)
+    codes = np.array([0] * 100 + [1] * 100)
+    yp = yt.copy()
+    for start, wrong in ((0, 9), (90, 5), (100, 1), (110, 45)):  # 9 of 90, 5 of 10, ...
+        yp[start:start + wrong] = 1 - yt[start:start + wrong]
+    f = attribute_fairness(yt, yp, codes, ["young", "old"], "age", 2)
+    assert [g.accuracy for g in f.groups] == pytest.approx([0.86, 0.54])
+    assert f.max_gap == pytest.approx(0.32)
+    assert f.class_mix_gap == pytest.approx(0.32)
+    assert f.within_class_gap == pytest.approx(0.0, abs=1e-12)
+    # Same class mix in both groups, each group recalled differently: no class-mix gap.
+    yt2 = np.tile([0, 1], 100)
+    yp2 = np.where((codes == 1) & (np.arange(200) % 4 == 0), 1 - yt2, yt2)
+    g = attribute_fairness(yt2, yp2, codes, ["young", "old"], "age", 2)
+    assert g.class_mix_gap == pytest.approx(0.0, abs=1e-12)
+    assert g.within_class_gap == pytest.approx(g.max_gap) and g.max_gap == pytest.approx(0.25)
+
+
 def test_one_known_sample_does_not_crash():
     # fairlearn's MetricFrame raised "Feature array has too many dimensions" here.
     f = attribute_fairness([0, 1, 1, 0], [0, 1, 1, 0], [-1, -1, 1, -1], ["female", "male"],
@@ -145,7 +171,8 @@ def test_one_group_has_no_gaps():
                            "sex", 2)
     assert [g.group for g in f.groups] == ["male"] and f.worst_group == "male"
     for key in ("unfairness", "max_gap", "max_gap_interval", "eopp0", "eopp1", "eodd",
-                "demographic_parity_difference", "equalized_odds_difference"):
+                "demographic_parity_difference", "equalized_odds_difference",
+                "class_mix_gap", "within_class_gap"):
         assert getattr(f, key) is None, key
     assert f.groups[0].gap_interval is None
 

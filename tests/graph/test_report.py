@@ -109,6 +109,14 @@ def test_report_is_written_at_the_end_of_a_run(heuristic_run):
                                             abs=1e-3)
     assert float(cells[3]) == pytest.approx(summary["test"]["balanced_accuracy"], abs=1e-3)
     assert re.fullmatch(r"\[\d\.\d{3}, \d\.\d{3}\]", cells[2]) and cells[4].startswith("[")
+    # How much of each attribute's gap the groups' class mix explains (validation report).
+    record = json.loads((run_dir / "candidates" / best / "report.json").read_text())
+    fairness = record["report"]["fairness"]
+    for attr in ("sex", "age"):
+        row = next(line for line in md.splitlines()
+                   if line.startswith(f"| {attr}: max gap from class mix |"))
+        assert float(row.split("|")[2]) == pytest.approx(fairness[attr]["class_mix_gap"],
+                                                         abs=1e-3)
     assert "no LLM calls (heuristic brains)" in page
     evs = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
     assert any(e["event"] == "report" for e in evs)
