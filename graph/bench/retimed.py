@@ -22,14 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.records import Candidate
+from agents.records import Candidate, seeds_measured
+from evaluation.pareto import hypervolume
 from graph.bench.output import machine, write_json
 from graph.bench.runfolder import SearchRun, hv_points, hv_steps, load_records
 from graph.export import validation_graph
 from tools.side_by_side import RetimeFailed, sandboxed_timer
 
-__all__ = ["RetimeFailed", "Timer", "retime", "retimed_hv", "run_records", "sandboxed_timer",
-           "timed_or_none"]
+__all__ = ["RetimeFailed", "Timer", "pooled_hv", "retime", "retimed_hv", "run_records",
+           "sandboxed_timer", "timed_or_none"]
 
 RETIMED = "retimed.json"
 
@@ -111,3 +112,34 @@ def retimed_hv(records: Sequence[Candidate], latencies: Mapping[str, float],
     """Return a run's final hypervolume with its designs' latencies from ``latencies``."""
     steps = hv_steps(records, latency_ref_ms, reference, latencies)
     return steps[-1][1] if steps else 0.0
+
+
+def pooled_hv(records: Mapping[str, Sequence[Candidate]], latencies: Mapping[str, float] | None,
+              latency_ref_ms: float, reference: Sequence[float]) -> dict[str, Any]:
+    """Return the hypervolume of every design any search trained, pooled into one front.
+
+    Not a strategy's score: the front of everything the suite's searches found together,
+    which says how much room the Choices, the recipe and the fixed reference point leave
+    above each strategy (docs/metrics.md#promotion). A design that several searches
+    trained counts once, at the estimate with the most training seeds behind it.
+
+    Args:
+        records: Run folder -> its records (:func:`run_records`).
+        latencies: Code hash -> latency timed side by side (:func:`retime`), or None for
+            the searches' own.
+        latency_ref_ms: Latency normalisation ``L``.
+        reference: The hypervolume's reference point.
+
+    Returns:
+        ``designs`` (distinct designs in the pool), ``hv`` and ``retimed`` (whether the
+        latencies are the side-by-side ones).
+    """
+    best: dict[str, tuple[int, tuple[float, float, float]]] = {}
+    for recs in records.values():
+        for rec, (err, unfair, latency) in hv_points(recs, latencies):
+            seeds = seeds_measured(rec)
+            if rec.code_hash not in best or seeds > best[rec.code_hash][0]:
+                best[rec.code_hash] = (seeds, (err, unfair, latency / latency_ref_ms))
+    points = [p for _, p in best.values()]
+    return {"designs": len(points), "hv": hypervolume(points, reference) if points else 0.0,
+            "retimed": latencies is not None}

@@ -37,7 +37,14 @@ from agents.settings import Settings
 from graph.bench.order import run_in_order
 from graph.bench.output import say, write_json
 from graph.bench.profiles import Profile, strategy_args
-from graph.bench.retimed import Timer, retime, retimed_hv, run_records, sandboxed_timer
+from graph.bench.retimed import (
+    Timer,
+    pooled_hv,
+    retime,
+    retimed_hv,
+    run_records,
+    sandboxed_timer,
+)
 from graph.bench.runfolder import Remeasure, SearchRun, read_run
 from graph.bench.search_report import aggregate, write_search
 from tools.executors import threads_per_eval
@@ -347,6 +354,8 @@ def run_search(profile: Profile, out: Path, *, cache_dir: Path, command: str,
     wall = time.monotonic() - t0
     print(f"search suite: {len(specs)} searches, their re-measurements and the re-timing in "
           f"{wall / 60:.1f} min with {jobs} job(s) at a time", flush=True)
-    result = {**aggregate(profile, runs), "suite_wall_s": round(wall, 1), "jobs": jobs}
+    result = {**aggregate(profile, runs), "suite_wall_s": round(wall, 1), "jobs": jobs,
+              "pooled": pooled_hv(records, latencies, profile.latency_ref_ms,
+                                  profile.hv_reference)}
     write_search(out, result, command)
     return result

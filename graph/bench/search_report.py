@@ -187,7 +187,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
              "10,000 draws, each strategy resampled independently):", "",
              md_table(["ratio", "value [95 % interval]"], ratio_rows) if ratio_rows else "n/a",
              "", *equal_trainings_md(result.get("equal_trainings")),
-             *retimed_md(result.get("retimed")),
+             *retimed_md(result.get("retimed")), *pooled_md(result),
              "Targets:", "",
              *[f"- {verdict(t['ok'])}: {t['target']} (measured {t['measured']})"
                for t in result["targets"]],
@@ -217,6 +217,23 @@ def retimed_md(rt: dict[str, Any] | None) -> list[str]:
             "sandboxed job, interleaved rounds, `retimed.json`; the searches measured theirs "
             "under different loads):", "",
             md_table(["latency re-timed", "value [95 % interval]"], rows), ""]
+
+
+def pooled_md(result: dict[str, Any]) -> list[str]:
+    """Return the paragraph on the pooled front (:func:`graph.bench.retimed.pooled_hv`)."""
+    pool = result.get("pooled")
+    if not pool or not pool.get("designs"):
+        return []
+    basis = (result.get("retimed") or {}).get("hv") if pool["retimed"] else None
+    means = {s: Interval(**(basis or {}).get(s, v["hv"])).value
+             for s, v in result["strategies"].items()}
+    times = ", ".join(f"{pool['hv'] / m:.2f}x {s}'s mean" for s, m in means.items() if m)
+    return [f"All searches together: the {pool['designs']} distinct designs the searches "
+            f"trained, pooled into one front, reach a hypervolume of {pool['hv']:.4f} "
+            + ("(latencies re-timed)" if pool["retimed"] else "(the searches' own latencies)")
+            + (f": {times}." if times else ".")
+            + " Not a strategy's score: it is how far the designs found so far, by any "
+            "strategy, reach under this recipe and reference point.", ""]
 
 
 def hv_plot(result: dict[str, Any], path: Path) -> None:

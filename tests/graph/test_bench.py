@@ -27,13 +27,14 @@ from graph.bench import __main__ as cli
 from graph.bench.baselines import GRAPHS, design_from_search, graph_dir, run_baselines
 from graph.bench.pipeline import run_pipeline
 from graph.bench.profiles import QUICK, ProfileError, strategy_args
-from graph.bench.retimed import RetimeFailed
+from graph.bench.retimed import RetimeFailed, pooled_hv
 from graph.bench.runfolder import Remeasure, SearchRun, hv_curves, read_run
 from graph.bench.search import RunSpec, SearchFailed, child_env, plan_search, run_search
-from graph.bench.search_report import equal_trainings, equal_trainings_md, targets
+from graph.bench.search_report import equal_trainings, equal_trainings_md, pooled_md, targets
 from graph.bench.stats import Interval, paired_difference, ratio_interval, t_interval
 from graph.run import build_parser
 from graph.trace import load_trace
+from tasks.genome import TEMPLATE_GENOME
 from tests.fakes.reports import make_record, make_report
 
 TINY = QUICK.override(seeds=2, proposals=2, strategies=["agents", "random"], synthetic_n=120,
@@ -154,6 +155,31 @@ def test_equal_trainings_cuts_every_search_at_the_fewest_trainings():
     assert "cut after 3 trainings" in md and "agents/random" in md
 
 
+def test_the_pooled_front_counts_each_design_once_at_its_best_fidelity():
+    fid = Fidelity(epochs=5, batch_size=64, seed=0, image_size=32)
+    wide = TEMPLATE_GENOME.model_copy(update={"dropout": 0.2})
+    template = make_record("c000", make_report(bal=0.525, latency=0.5), origin="template")
+    screened = make_record("c001", make_report(bal=0.925, latency=0.25), genome=wide)
+    # The same design promoted in another search: its three-seed mean, not the screen.
+    promoted = screened.model_copy(update={"fidelity": fid, "confirmations": [
+        Evaluation(fidelity=fid.model_copy(update={"seed": k}),
+                   report=EvaluationReport.model_validate(make_report(bal=0.55, latency=0.25)))
+        for k in (1, 2)]})
+    ref = (0.875, 1.0, 1.0)
+    pool = pooled_hv({"a": [template, screened], "b": [template, promoted]}, None, 1.0, ref)
+    mean_err = 1 - (0.925 + 0.55 + 0.55) / 3
+    assert pool == {"designs": 2, "retimed": False, "hv": pytest.approx(
+        hypervolume([(0.475, 0.0, 0.5), (mean_err, 0.0, 0.25)], ref))}
+    # Re-timed latencies (by code hash) replace the searches' own; 2 ms is past the edge.
+    retimed = pooled_hv({"b": [template, promoted]}, {template.code_hash: 2.0}, 1.0, ref)
+    assert retimed["retimed"] and retimed["hv"] == pytest.approx(
+        hypervolume([(mean_err, 0.0, 0.25)], ref))
+    result = {"pooled": pool, "retimed": None,
+              "strategies": {"agents": {"hv": Interval(value=pool["hv"] / 2).model_dump()}}}
+    assert "2 distinct designs" in pooled_md(result)[0]
+    assert "2.00x agents's mean" in pooled_md(result)[0]
+
+
 def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
                tokens: int = 0) -> None:
     for rec in records:
@@ -218,6 +244,9 @@ def test_the_search_suite_aggregates_runs_and_writes_its_files(tmp_path):
     assert re.search(r"the suite's wall time is \d+\.\d min with 1 job\(s\)", md)
     assert result["equal_trainings"]["trainings"] == 2  # the Template and one proposal
     assert "At equal compute: every search cut after 2 trainings" in md
+    # Every search's designs pooled: here each search's best is one seed of one design.
+    assert result["pooled"]["designs"] == 1 and result["pooled"]["retimed"]
+    assert "All searches together: the 1 distinct designs" in md
     assert (tmp_path / "search_hv.png").stat().st_size > 1000
     # Re-timed side by side: c001's latency 0.25 instead of 0.5 (by code hash, so the
     # Template, the same code here, too).
