@@ -227,7 +227,7 @@ def pooled_md(result: dict[str, Any]) -> list[str]:
     basis = (result.get("retimed") or {}).get("hv") if pool["retimed"] else None
     means = {s: Interval(**(basis or {}).get(s, v["hv"])).value
              for s, v in result["strategies"].items()}
-    times = ", ".join(f"{pool['hv'] / m:.2f}x {s}'s mean" for s, m in means.items() if m)
+    times = ", ".join(f"{pool['hv'] / m:.2f}x the {s} mean" for s, m in means.items() if m)
     return [f"All searches together: the {pool['designs']} distinct designs the searches "
             f"trained, pooled into one front, reach a hypervolume of {pool['hv']:.4f} "
             + ("(latencies re-timed)" if pool["retimed"] else "(the searches' own latencies)")

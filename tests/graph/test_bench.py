@@ -177,7 +177,7 @@ def test_the_pooled_front_counts_each_design_once_at_its_best_fidelity():
     result = {"pooled": pool, "retimed": None,
               "strategies": {"agents": {"hv": Interval(value=pool["hv"] / 2).model_dump()}}}
     assert "2 distinct designs" in pooled_md(result)[0]
-    assert "2.00x agents's mean" in pooled_md(result)[0]
+    assert "2.00x the agents mean" in pooled_md(result)[0]
 
 
 def _write_run(run_dir: Path, records: list[Candidate], settings: Settings,
