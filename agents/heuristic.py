@@ -105,17 +105,7 @@ def critique(brief: dict[str, Any]) -> dict[str, Any]:
     if violated:
         summary.append("violates " + "; ".join(violated))
     lagging = lagging_groups(latest)
-    if lagging:
-        worst = lagging[0]
-        priorities.append("close the accuracy gap of lagging groups")
-        mix = worst.get("from_class_mix")
-        suggestions.append(
-            f"group {worst['attribute']}={worst['group']} lags by {worst['gap']:.3f} "
-            f"(acc {worst['accuracy']:.3f}"
-            + (f"; {mix:.3f} of it from its class mix" if mix is not None else "")
-            + "): widen early layers, change normalisation, add SE")
-        summary.append(f"{len(lagging)} lagging group(s), worst {worst['attribute']}="
-                       f"{worst['group']} -{worst['gap']:.3f}")
+    _lagging(lagging, summary, priorities, suggestions)
     summary += _below_best(latest, best)
     priorities.append("raise balanced accuracy")
     if not violated and not lagging:
@@ -145,6 +135,23 @@ def _collapsed(latest: dict[str, Any], summary: list[str], priorities: list[str]
                        "it is not ranked")
         priorities.append("produce a design that trains")
         suggestions.append("revert to a design that trained; avoid the move that collapsed")
+
+
+def _lagging(lagging: list[dict[str, Any]], summary: list[str], priorities: list[str],
+             suggestions: list[str]) -> None:
+    """Name the worst lagging group, with the part of its lag its class mix gives."""
+    if not lagging:
+        return
+    worst = lagging[0]
+    priorities.append("close the accuracy gap of lagging groups")
+    mix = worst.get("from_class_mix")
+    suggestions.append(
+        f"group {worst['attribute']}={worst['group']} lags by {worst['gap']:.3f} "
+        f"(acc {worst['accuracy']:.3f}"
+        + (f"; {mix:.3f} of it from its class mix" if mix is not None else "")
+        + "): widen early layers, change normalisation, add SE")
+    summary.append(f"{len(lagging)} lagging group(s), worst {worst['attribute']}="
+                   f"{worst['group']} -{worst['gap']:.3f}")
 
 
 def _below_best(latest: dict[str, Any], best: dict[str, Any]) -> list[str]:

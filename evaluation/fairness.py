@@ -165,6 +165,22 @@ def expected_accuracies(yt: np.ndarray, hits: np.ndarray, names: np.ndarray,
     return [float(recall[yt[names == g]].mean()) for g in order]
 
 
+def class_mix_gaps(groups: Sequence[GroupMetric]) -> dict[str, float | None]:
+    """Split a max_gap into the part the groups' class mix gives and the rest.
+
+    ``class_mix_gap = max_g e_g - min_g e_g`` and
+    ``within_class_gap = max_g (acc_g - e_g) - min_g (acc_g - e_g)``, with ``e_g`` the
+    group's ``expected_accuracy`` (:func:`expected_accuracies`). Both None with fewer
+    than two groups.
+    """
+    if len(groups) < 2 or any(g.expected_accuracy is None for g in groups):
+        return {"class_mix_gap": None, "within_class_gap": None}
+    expected = np.array([g.expected_accuracy for g in groups], dtype=float)
+    accs = np.array([g.accuracy for g in groups])
+    return {"class_mix_gap": float(np.ptp(expected)),
+            "within_class_gap": float(np.ptp(accs - expected))}
+
+
 def _group_metrics(
     yt: np.ndarray, yp: np.ndarray, names: np.ndarray, order: list[str], seed: int
 ) -> tuple[list[GroupMetric], tuple[float, float] | None]:
@@ -207,13 +223,9 @@ def attribute_fairness(
     no sample are omitted. With ``acc_g`` the accuracy of group ``g`` and ``acc`` the
     accuracy over all non-missing samples:
 
-    * ``unfairness = (1/G) * sum_g |acc_g - acc|`` (our definition; FaHaNa's exact
-      formula was not retrievable)
-    * ``max_gap = max_g acc_g - min_g acc_g``; ``worst_group = argmin_g acc_g``
-    * ``class_mix_gap = max_g e_g - min_g e_g`` and
-      ``within_class_gap = max_g (acc_g - e_g) - min_g (acc_g - e_g)``, with ``e_g`` the
-      group's expected accuracy from its class mix (:func:`expected_accuracies`): how much
-      of the gap the groups' different classes explain, and how much is left
+    * ``unfairness = (1/G) * sum_g |acc_g - acc|`` (ours; FaHaNa's was not retrievable)
+    * ``max_gap = max_g acc_g - min_g acc_g``, split by :func:`class_mix_gaps`
+    * ``worst_group = argmin_g acc_g``
     * the rate gaps (``eopp1``, ``eopp0``, ``eodd``, ...): :func:`evaluation.rates.rate_gaps`
 
     With one group every gap is ``None``. Every group has its size and ``gap_interval``,
@@ -233,15 +245,13 @@ def attribute_fairness(
         The attribute's fairness metrics.
 
     Raises:
-        ValueError: Mismatched lengths, non-integer or out-of-range codes or labels, or
-            no sample with the attribute.
+        ValueError: Mismatched lengths, bad codes or labels, or no sample with the attribute.
     """
     yt, yp, names, order, n_missing = _present(y_true, y_pred, codes, group_names,
                                                attribute, num_classes)
     several = len(order) >= 2
     groups, spread = _group_metrics(yt, yp, names, order, seed)
     accs, overall = np.array([g.accuracy for g in groups]), float((yt == yp).mean())
-    expected = np.array([g.expected_accuracy for g in groups], dtype=float)
     worst = groups[int(np.argmin(accs))]
     return AttributeFairness(
         attribute=attribute,
@@ -252,8 +262,7 @@ def attribute_fairness(
         unfairness=float(np.mean(np.abs(accs - overall))) if several else None,
         max_gap=float(accs.max() - accs.min()) if several else None,
         max_gap_interval=spread,
-        class_mix_gap=float(expected.max() - expected.min()) if several else None,
-        within_class_gap=float(np.ptp(accs - expected)) if several else None,
+        **class_mix_gaps(groups),
         **rate_gaps(yt, yp, names, num_classes),
         intervals=bootstrap_intervals(yt, yp, names, order, n_boot, seed)
         if n_boot > 0 and several else None,
