@@ -66,15 +66,16 @@ def objective_names(cost: Cost = "latency") -> tuple[str, str, str]:
 
 
 def mean_max_gap(fairness: Mapping[str, Any],
-                 attributes: Sequence[str] = DEFAULT_ATTRIBUTES) -> float | None:
+                 attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
+                 metric: str = "max_gap") -> float | None:
     """Return the unfairness objective: the mean ``max_gap`` over ``attributes``.
 
     ``fairness`` maps an attribute to its fairness report (anything with ``max_gap``). An
     attribute with one group present has no gap (None): it is left out, not 0. None when
-    no attribute has a gap.
+    no attribute has a gap. ``metric`` averages another gap alike (e.g. ``class_mix_gap``).
     """
     gaps = [g for a in attributes if a in fairness
-            if (g := fairness[a].max_gap) is not None]
+            if (g := getattr(fairness[a], metric)) is not None]
     return float(np.mean(gaps)) if gaps else None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.pareto import objectives
+from evaluation.pareto import mean_max_gap, objectives
 from evaluation.report import EvaluationReport
 from graph.bench.output import header, machine, md_table, verdict, write_suite
 from graph.bench.stats import Interval, paired_difference, spread
@@ -50,9 +50,7 @@ def figures(rep: EvaluationReport) -> dict[str, float | None]:
         for m in (*FAIR_METRICS, *MIX_METRICS):
             out[f"{attr}.{m}"] = getattr(fair, m) if fair is not None else None
     for m in MIX_METRICS:  # the unfairness objective's two parts, averaged alike
-        parts = [out[f"{attr}.{m}"] for attr in ATTRIBUTES]
-        known = [p for p in parts if p is not None]
-        out[f"unfairness.{m}"] = float(np.mean(known)) if len(known) == len(parts) else None
+        out[f"unfairness.{m}"] = mean_max_gap(rep.fairness, ATTRIBUTES, metric=m)
     hw = rep.hardware
     out.update(params=float(hw.params), memory_mb=hw.memory_mb, latency_ms=hw.latency_ms_median)
     return out
