@@ -15,20 +15,30 @@ from tasks.models import template_source
 from tests.fakes.code import CONV_CODE, LINEAR_CODE
 from tools.gate import gate
 
-# CONV_CODE runs in milliseconds at one thread, LINEAR_CODE in microseconds: a 1 ms
-# screen is far from both.
+# CONV_CODE runs in about a millisecond at one thread (0.97 ms on a 2-core Xeon with AMX,
+# more on the AMD EPYC), LINEAR_CODE in microseconds (0.008 ms): a fixed 1 ms screen sits
+# too close to the first on a fast CPU, so the test screens between the two as timed here.
 SLOW_CODE = CONV_CODE
 
 
 def test_screen_fails_the_slow_design_and_times_the_fast_one() -> None:
-    fast = gate(LINEAR_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=1.0)
+    # A screen far above both times both and fails neither.
+    timed = {name: gate(code, budgets=Budgets(), image_size=32, latency_screen_ms=1e3)
+             for name, code in (("fast", LINEAR_CODE), ("slow", SLOW_CODE))}
+    assert all(r.ok and r.latency_ms for r in timed.values()), timed
+    fast_ms, slow_ms = (timed[k].latency_ms or 0.0 for k in ("fast", "slow"))
+    assert slow_ms > 10 * fast_ms, (fast_ms, slow_ms)
+    # Screen at their geometric mean: each is at least ~3x from it, far beyond the ~14 %
+    # that one design's latency spreads by between measurements.
+    screen = (fast_ms * slow_ms) ** 0.5
+    fast = gate(LINEAR_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=screen)
     assert fast.ok, fast.message
-    assert fast.latency_ms is not None and 0 < fast.latency_ms < 1.0
-    slow = gate(SLOW_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=1.0)
+    assert fast.latency_ms is not None and 0 < fast.latency_ms < screen
+    slow = gate(SLOW_CODE, budgets=Budgets(), image_size=32, latency_screen_ms=screen)
     assert not slow.ok
     failed = [c for c in slow.checks if not c.ok]
     assert [c.name for c in failed] == ["budget"]
-    assert slow.latency_ms is not None and slow.latency_ms > 1.0
+    assert slow.latency_ms is not None and slow.latency_ms > screen
     assert "latency" in slow.message and "not trained" in slow.message
     # The candidate's record (and the trace's gate event) keep the screened figure.
     assert GateSummary.of(slow).latency_ms == slow.latency_ms
